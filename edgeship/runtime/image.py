@@ -1,0 +1,151 @@
+"""Image decoding and resizing: the one preprocessing definition.
+
+Training, evaluation and the device runtime all call :func:`preprocess`, so that an image
+reaches the network identically everywhere (train/serve skew is the commonest silent
+accuracy loss in this field). The result is always ``uint8`` RGB at the model's input size;
+normalisation to floats happens after, from the model manifest (:func:`normalize`).
+
+Example:
+    >>> import numpy as np
+    >>> pixels = resize(np.zeros((227, 227, 3), np.uint8), (160, 160), RESIZE_BILINEAR)
+    >>> pixels.shape, pixels.dtype
+    ((160, 160, 3), dtype('uint8'))
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from edgeship.errors import ConfigError, DataError
+
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "RESIZE_AREA",
+    "RESIZE_BILINEAR",
+    "RESIZE_METHODS",
+    "RESIZE_NEAREST",
+    "is_image_file",
+    "load_image",
+    "normalize",
+    "preprocess",
+    "resize",
+]
+
+logger = logging.getLogger(__name__)
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp")
+
+# TensorFlow-compatible bilinear: half-pixel centres, no antialiasing (tf.image.resize's
+# default and TFLite's RESIZE_BILINEAR with half_pixel_centers=True).
+RESIZE_BILINEAR = "bilinear"
+# Pillow's nearest neighbour, as pycoral's examples feed their models.
+RESIZE_NEAREST = "nearest"
+# Box-filter averaging (antialiased): the better choice when shrinking large photos a lot.
+RESIZE_AREA = "area"
+RESIZE_METHODS = (RESIZE_BILINEAR, RESIZE_NEAREST, RESIZE_AREA)
+
+# Decompression-bomb guard stays on, but at a size real camera photos never reach.
+Image.MAX_IMAGE_PIXELS = 200_000_000
+
+
+def is_image_file(path: str | os.PathLike) -> bool:
+    """Whether the file name has one of :data:`IMAGE_EXTENSIONS` (any case)."""
+    return Path(path).suffix.lower() in IMAGE_EXTENSIONS
+
+
+def load_image(path: str | os.PathLike) -> np.ndarray:
+    """Decodes an image file to an ``(H, W, 3)`` ``uint8`` RGB array.
+
+    EXIF orientation is applied; grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit
+    images are converted to 8-bit RGB; an animated GIF gives its first frame.
+
+    Raises:
+        DataError: the file is missing, empty, truncated or not an image.
+    """
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()
+            image = ImageOps.exif_transpose(image)
+            return _to_rgb(image)
+    except FileNotFoundError as e:
+        raise DataError(f"Image not found: {path}") from e
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(
+            f"Cannot decode image {path}: {e}. The file is empty, truncated or not an image; "
+            "re-export it or remove it from the folder."
+        ) from e
+
+
+def _to_rgb(image: Image.Image) -> np.ndarray:
+    if image.mode in ("I;16", "I;16L", "I;16B", "I;16N", "I", "F"):
+        # 16-bit (or 32-bit) grayscale: Pillow's convert("L") clips instead of scaling.
+        values = np.asarray(image, dtype=np.float64)
+        peak = 65535.0 if values.max(initial=0) > 255 else 255.0
+        gray = np.clip(np.rint(values * (255.0 / peak)), 0, 255).astype(np.uint8)
+        return np.repeat(gray[:, :, None], 3, axis=2)
+    if image.mode == "P" and "transparency" in image.info:
+        image = image.convert("RGBA")
+    if image.mode != "RGB":
+        image = image.convert("RGB")
+    return np.asarray(image, dtype=np.uint8).copy()
+
+
+def resize(pixels: np.ndarray, size: tuple[int, int], method: str = RESIZE_BILINEAR) -> np.ndarray:
+    """Resizes an ``(H, W, 3)`` ``uint8`` image to ``size`` = (height, width), rounding to uint8.
+
+    Args:
+        pixels: RGB image, ``uint8``.
+        size: target (height, width).
+        method: one of :data:`RESIZE_METHODS`.
+    """
+    if method not in RESIZE_METHODS:
+        raise ConfigError(f"Unknown resize method {method!r}; expected one of {', '.join(RESIZE_METHODS)}.")
+    height, width = int(size[0]), int(size[1])
+    if pixels.shape[:2] == (height, width):
+        return np.ascontiguousarray(pixels, dtype=np.uint8)
+    if method == RESIZE_BILINEAR:
+        return _resize_bilinear_half_pixel(pixels, height, width)
+    resample = Image.Resampling.NEAREST if method == RESIZE_NEAREST else Image.Resampling.BOX
+    return np.asarray(Image.fromarray(pixels).resize((width, height), resample=resample), dtype=np.uint8)
+
+
+def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # TensorFlow's HalfPixelScaler: source = (i + 0.5) * in / out - 0.5, edges clamped.
+    source = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+    floor = np.floor(source)
+    lower = np.clip(floor, 0, in_size - 1).astype(np.intp)
+    upper = np.clip(floor + 1, 0, in_size - 1).astype(np.intp)
+    return lower, upper, (source - floor).astype(np.float32)
+
+
+def _resize_bilinear_half_pixel(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+    top, bottom, y_frac = _axis_weights(pixels.shape[0], height)
+    left, right, x_frac = _axis_weights(pixels.shape[1], width)
+    image = pixels.astype(np.float32)
+    rows_top, rows_bottom = image[top], image[bottom]
+    y = y_frac[:, None, None]
+    x = x_frac[None, :, None]
+    upper = rows_top[:, left] + (rows_top[:, right] - rows_top[:, left]) * x
+    lower = rows_bottom[:, left] + (rows_bottom[:, right] - rows_bottom[:, left]) * x
+    out = upper + (lower - upper) * y
+    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+
+
+def preprocess(path: str | os.PathLike, size: tuple[int, int], method: str = RESIZE_BILINEAR) -> np.ndarray:
+    """Decodes and resizes one image file: the exact pixels a model sees, as ``uint8``.
+
+    Example:
+        >>> pixels = preprocess("photo.jpg", (160, 160))  # doctest: +SKIP
+    """
+    return resize(load_image(path), size, method)
+
+
+def normalize(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:
+    """``(pixels - mean) / std`` as float32: what a float model's input expects."""
+    return (np.asarray(pixels, dtype=np.float32) - np.float32(mean)) / np.float32(std)
