@@ -17,6 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import BinaryIO
 
 import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
@@ -58,8 +59,8 @@ def is_image_file(path: str | os.PathLike) -> bool:
     return Path(path).suffix.lower() in IMAGE_EXTENSIONS
 
 
-def load_image(path: str | os.PathLike) -> np.ndarray:
-    """Decodes an image file to an ``(H, W, 3)`` ``uint8`` RGB array.
+def load_image(path: str | os.PathLike | BinaryIO) -> np.ndarray:
+    """Decodes an image file (a path or an open binary file) to ``(H, W, 3)`` ``uint8`` RGB.
 
     EXIF orientation is applied; grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit
     images are converted to 8-bit RGB; an animated GIF gives its first frame.
@@ -67,9 +68,10 @@ def load_image(path: str | os.PathLike) -> np.ndarray:
     Raises:
         DataError: the file is missing, empty, truncated or not an image.
     """
-    path = Path(path)
+    source = path if hasattr(path, "read") else Path(path)
+    path = getattr(path, "name", path)
     try:
-        with Image.open(path) as image:
+        with Image.open(source) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
@@ -137,7 +139,7 @@ def _resize_bilinear_half_pixel(pixels: np.ndarray, height: int, width: int) -> 
     return np.clip(np.rint(out), 0, 255).astype(np.uint8)
 
 
-def preprocess(path: str | os.PathLike, size: tuple[int, int], method: str = RESIZE_BILINEAR) -> np.ndarray:
+def preprocess(path: str | os.PathLike | BinaryIO, size: tuple[int, int], method: str = RESIZE_BILINEAR) -> np.ndarray:
     """Decodes and resizes one image file: the exact pixels a model sees, as ``uint8``.
 
     Example:
