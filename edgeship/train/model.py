@@ -1,0 +1,90 @@
+"""Backbones and the classifier head, as one flat functional graph.
+
+tfmot refuses a model nested in a model ("Quantizing a keras Model inside another keras Model
+is not supported"), which the usual ``x = base(inputs)`` pattern produces. The backbone is
+built on our input tensor instead (``input_tensor=``), so the head continues the same graph
+and the whole model is one level of layers that QAT can annotate.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from edgeship.errors import ConfigError
+from edgeship.train.config import MOBILENET_V1, WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainConfig
+from edgeship.train.tfkeras import keras
+
+__all__ = ["HEAD_LAYERS", "backbone_layers", "build_model", "set_trainable"]
+
+logger = logging.getLogger(__name__)
+
+HEAD_LAYERS = ("head_pool", "head_dropout", "head_logits")
+
+
+def _weights_argument(weights: str):
+    if weights == WEIGHTS_IMAGENET:
+        return "imagenet"
+    if weights == WEIGHTS_NONE:
+        return None
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise ConfigError(
+            f"Weights file not found: {weights}. Pass --weights imagenet (downloads into Keras' cache), "
+            "--weights none (random init), or the path of a no-top .h5 weights file."
+        )
+    return str(path)
+
+
+def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
+    """MobileNet v1/v2 backbone (no top) + global pooling, dropout and a softmax classifier."""
+    size = config.image_size
+    inputs = keras.Input((size, size, 3), name="image")
+    app = keras.applications.MobileNet if config.backbone == MOBILENET_V1 else keras.applications.MobileNetV2
+    weights = _weights_argument(config.weights)
+    try:
+        base = app(input_tensor=inputs, include_top=False, weights=weights, alpha=config.alpha)
+    except ValueError as e:
+        raise ConfigError(f"Cannot build {config.backbone} (alpha={config.alpha}, weights={config.weights}): {e}") from e
+    except Exception as e:  # the download of weights="imagenet" failed
+        if weights != "imagenet":
+            raise
+        raise ConfigError(
+            f"Could not get ImageNet weights for {config.backbone} alpha={config.alpha}: {e}. Without internet, "
+            "copy Keras' weights file into $KERAS_HOME/models/ (default ~/.keras/models/), or pass --weights PATH "
+            "to a local no-top .h5 file."
+        ) from e
+    if weights is None:
+        # Keras' MobileNets use batch-norm momentum 0.999, made for fine-tuning: from random
+        # init the moving statistics would lag for thousands of steps and validation would see
+        # a different network than training does.
+        for layer in base.layers:
+            if isinstance(layer, keras.layers.BatchNormalization):
+                layer.momentum = 0.9
+    x = keras.layers.GlobalAveragePooling2D(name="head_pool")(base.output)
+    x = keras.layers.Dropout(config.dropout, name="head_dropout")(x)
+    outputs = keras.layers.Dense(num_classes, activation="softmax", name="head_logits")(x)
+    return keras.Model(inputs, outputs, name=f"{config.backbone}_{config.alpha:g}_{size}")
+
+
+def backbone_layers(model: keras.Model) -> list:
+    return [layer for layer in model.layers[1:] if layer.name not in HEAD_LAYERS]
+
+
+def set_trainable(model: keras.Model, fine_tune_fraction: float, train_batch_norm: bool = False) -> int:
+    """Freezes the backbone except its top ``fine_tune_fraction`` of layers; returns how many train.
+
+    Batch normalisation stays frozen everywhere: with few images per batch, updating its
+    statistics would wreck the pretrained features (Keras' transfer-learning guide), and a
+    frozen BN layer in TF 2 runs in inference mode.
+    """
+    layers = backbone_layers(model)
+    first = len(layers) - int(round(len(layers) * fine_tune_fraction))
+    trained = 0
+    for i, layer in enumerate(layers):
+        is_bn = isinstance(layer, keras.layers.BatchNormalization)
+        layer.trainable = i >= first and (train_batch_norm or not is_bn)
+        trained += layer.trainable and bool(layer.weights)
+    for name in HEAD_LAYERS:
+        model.get_layer(name).trainable = True
+    return trained
