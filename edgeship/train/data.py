@@ -23,7 +23,9 @@ from edgeship.errors import DataError
 from edgeship.runtime.files import atomic_path, atomic_write_json
 from edgeship.runtime.image import is_image_file, preprocess
 
-__all__ = ["Dataset", "Split", "find_classes", "list_images", "load_split", "prepare_data", "split_items"]
+__all__ = [
+    "Dataset", "Split", "find_classes", "list_images", "load_data", "load_split", "prepare_data", "split_items",
+]
 
 logger = logging.getLogger(__name__)
 
@@ -185,19 +187,11 @@ def prepare_data(config, run_dir: Path) -> Dataset:
     On resume (``split.json`` present) the recorded split is reused, so a resumed run trains
     and scores exactly the same images; the decoded pixels are reused from the cache file.
     """
-    size = (config.image_size, config.image_size)
-    cache_path = run_dir / "cache" / f"pixels_{config.image_size}_{config.resize_method}.npy"
     split_path = run_dir / "split.json"
-    if split_path.exists() and cache_path.exists():
-        split = load_split(run_dir)
-        labels = np.load(run_dir / "cache" / "labels.npy")
-        pixels = np.load(cache_path, mmap_mode="r")
-        counts = [len(split.train), len(split.val), len(split.test)]
-        offsets = np.cumsum([0] + counts)
-        indices = {name: np.arange(offsets[i], offsets[i + 1]) for i, name in enumerate(SPLITS)}
-        logger.info("Reusing the recorded split and decoded cache in %s", run_dir)
-        return Dataset(pixels, labels, indices, split)
-
+    if split_path.exists():
+        return load_data(run_dir, config)
+    size = (config.image_size, config.image_size)
+    cache_path = _cache_path(run_dir, config)
     root = Path(config.data_dir).resolve()
     classes = find_classes(root)
     good, skipped = _collect(root, classes, size, config.resize_method, "train")
@@ -247,8 +241,7 @@ def prepare_data(config, run_dir: Path) -> Dataset:
     pixels = np.stack([item[2] for item in flat]).astype(np.uint8)
     labels = np.array([item[1] for item in flat], dtype=np.int64)
     counts = [len(ordered[name]) for name in SPLITS]
-    offsets = np.cumsum([0] + counts)
-    indices = {name: np.arange(offsets[i], offsets[i + 1]) for i, name in enumerate(SPLITS)}
+    indices = _indices(split)
 
     _save_npy(run_dir / "cache" / "labels.npy", labels)
     _save_npy(cache_path, pixels)
@@ -258,6 +251,49 @@ def prepare_data(config, run_dir: Path) -> Dataset:
         split.digest[:12], *counts, len(skipped),
     )
     return Dataset(pixels, labels, indices, split)
+
+
+def _cache_path(run_dir: Path, config) -> Path:
+    return run_dir / "cache" / f"pixels_{config.image_size}_{config.resize_method}.npy"
+
+
+def _indices(split: Split) -> dict[str, np.ndarray]:
+    offsets = np.cumsum([0] + [len(getattr(split, name)) for name in SPLITS])
+    return {name: np.arange(offsets[i], offsets[i + 1]) for i, name in enumerate(SPLITS)}
+
+
+def load_data(run_dir: str | os.PathLike, config) -> Dataset:
+    """The recorded split of a run with its decoded pixels (from the cache, else decoded again).
+
+    Decoding again checks the files against the split's digest: export and evaluation must
+    score exactly the images training held out, and a changed file would silently break that.
+    """
+    run_dir = Path(run_dir)
+    split = load_split(run_dir)
+    cache_path = _cache_path(run_dir, config)
+    labels_path = run_dir / "cache" / "labels.npy"
+    if cache_path.exists() and labels_path.exists():
+        logger.info("Reusing the recorded split and decoded cache in %s", run_dir)
+        return Dataset(np.load(cache_path, mmap_mode="r"), np.load(labels_path), _indices(split), split)
+    root = Path(split.data_root)
+    entries = [(name, rel, label) for name in SPLITS for rel, label in getattr(split, name)]
+    logger.info("Decoding the %d images of the recorded split from %s ...", len(entries), root)
+    decoded = _decode_all([root / rel for _, rel, _ in entries], (config.image_size,) * 2, config.resize_method)
+    hasher = hashlib.sha256()
+    for (name, rel, label), (pixels, digest, reason) in zip(entries, decoded):
+        if pixels is None:
+            raise DataError(f"{root / rel}, recorded in {run_dir}/split.json, cannot be read now: {reason}")
+        hasher.update(f"{name}\t{rel}\t{label}\t{digest}\n".encode())
+    if hasher.hexdigest() != split.digest:
+        raise DataError(
+            f"The images under {root} no longer match the split recorded in {run_dir}/split.json (digest "
+            f"{split.digest[:12]}): files were changed. Restore them, or train a new run on the new data."
+        )
+    pixels = np.stack([item[0] for item in decoded])
+    labels = np.array([label for _, _, label in entries], dtype=np.int64)
+    _save_npy(labels_path, labels)
+    _save_npy(cache_path, pixels)
+    return Dataset(pixels, labels, _indices(split), split)
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:

@@ -1,0 +1,75 @@
+"""ExportConfig: every option of the export stage, with its default and why.
+
+Example:
+    >>> ExportConfig(formats=("int8", "float16")).formats
+    ('int8', 'float16')
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass
+from typing import Any
+
+from edgeship.errors import ConfigError
+
+__all__ = ["FORMATS", "IO_TYPES", "ExportConfig"]
+
+INT8 = "int8"            # quantization-aware trained, full integer (Edge TPU ready)
+INT8_PTQ = "int8-ptq"    # post-training full integer, calibrated on the train split
+FLOAT16 = "float16"      # float16 weights, float compute
+DYNAMIC = "dynamic"      # int8 weights, float activations (dynamic-range)
+FLOAT32 = "float32"      # the float model as it is
+FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32)
+FULL_INTEGER = (INT8, INT8_PTQ)
+IO_TYPES = ("uint8", "int8")
+FILE_NAMES = {
+    INT8: "model_int8.tflite",
+    INT8_PTQ: "model_int8_ptq.tflite",
+    FLOAT16: "model_fp16.tflite",
+    DYNAMIC: "model_dynamic.tflite",
+    FLOAT32: "model_float32.tflite",
+}
+
+
+@dataclass(frozen=True)
+class ExportConfig:
+    run_dir: str = ""
+    formats: tuple[str, ...] = FORMATS
+    io: str = "uint8"                    # full-integer input/output type; uint8 takes raw pixels
+    qat_epochs: int = 2                  # short: QAT adapts the weights to the grid, it does not retrain
+    qat_learning_rate: float = 1e-5      # ~1/10 of the fine-tuning rate; larger drifts from the float optimum
+    calibration_batches: int = 16        # batches that set the activation ranges before QAT starts
+    representative_samples: int = 256    # train images that calibrate post-training int8
+    batch_size: int = 32
+    seed: int = 42
+
+    def __post_init__(self) -> None:
+        formats = tuple(self.formats)
+        unknown = [f for f in formats if f not in FORMATS]
+        if unknown or not formats:
+            raise ConfigError(
+                f"`formats` must be a non-empty subset of {', '.join(FORMATS)}; received {', '.join(formats) or 'none'}."
+            )
+        object.__setattr__(self, "formats", formats)
+        if self.io not in IO_TYPES:
+            raise ConfigError(f"`io` must be one of {', '.join(IO_TYPES)}; received io={self.io!r}.")
+        if self.qat_epochs < 0:
+            raise ConfigError(f"`qat_epochs` must be >= 0; received {self.qat_epochs}.")
+        if self.qat_learning_rate <= 0:
+            raise ConfigError(f"`qat_learning_rate` must be positive; received {self.qat_learning_rate}.")
+        for name in ("calibration_batches", "representative_samples", "batch_size"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"`{name}` must be at least 1; received {getattr(self, name)}.")
+
+    @classmethod
+    def tiny(cls, **overrides: Any) -> "ExportConfig":
+        """A seconds-long variant for smoke tests."""
+        values = dict(qat_epochs=1, calibration_batches=2, representative_samples=16, batch_size=8)
+        values.update(overrides)
+        return cls(**values)
+
+    def to_dict(self) -> dict[str, Any]:
+        data = dataclasses.asdict(self)
+        data["formats"] = list(self.formats)
+        return data

@@ -1,0 +1,69 @@
+"""TFLite conversion of a Keras model into each variant edgeship ships.
+
+Example:
+    >>> data = convert(float_model, "float16")                                   # doctest: +SKIP
+    >>> data = convert(qat_model, "int8", representative=batches, io="uint8")    # doctest: +SKIP
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Callable, Iterable
+
+import numpy as np
+
+from edgeship.errors import ConfigError
+from edgeship.export.config import DYNAMIC, FLOAT16, FLOAT32, FORMATS, FULL_INTEGER
+from edgeship.train.tfkeras import keras, tf
+
+__all__ = ["convert"]
+
+logger = logging.getLogger(__name__)
+
+
+def convert(
+    model: keras.Model,
+    kind: str,
+    *,
+    representative: Callable[[], Iterable[list[np.ndarray]]] | None = None,
+    io: str = "uint8",
+) -> bytes:
+    """Converts ``model`` to a ``.tflite`` flatbuffer of the given kind.
+
+    Args:
+        model: a float Keras model, or a tfmot QAT model for ``int8``.
+        kind: one of ``FORMATS``.
+        representative: calibration samples (a generator function of ``[batch]`` lists of
+            normalised float inputs); required for ``int8-ptq``; for a QAT model it only fills
+            ranges the fake-quant ops do not give.
+        io: ``uint8`` or ``int8`` input and output of full-integer models.
+
+    Raises:
+        ConfigError: unknown kind, or post-training int8 without representative data.
+    """
+    if kind not in FORMATS:
+        raise ConfigError(f"Unknown TFLite variant {kind!r}; expected one of {', '.join(FORMATS)}.")
+    converter = tf.lite.TFLiteConverter.from_keras_model(model)
+    if kind == FLOAT16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif kind == DYNAMIC:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif kind in FULL_INTEGER:
+        if representative is None and kind != "int8":
+            raise ConfigError("Post-training int8 needs representative data (train images) to calibrate ranges.")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        if representative is not None:
+            converter.representative_dataset = representative
+        # Integer-only kernels: the conversion fails rather than leave a float op behind,
+        # which the Edge TPU compiler would push back to the CPU.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        dtype = tf.uint8 if io == "uint8" else tf.int8
+        converter.inference_input_type = dtype
+        converter.inference_output_type = dtype
+    elif kind != FLOAT32:  # pragma: no cover - FORMATS is exhaustive
+        raise ConfigError(kind)
+    try:
+        return converter.convert()
+    except Exception as e:  # the converter raises ConverterError and plain exceptions alike
+        raise RuntimeError(f"TFLite conversion to {kind} failed: {e}") from e

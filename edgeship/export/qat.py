@@ -1,0 +1,212 @@
+"""Quantization-aware training that keeps the float model's accuracy.
+
+Out of the box, tfmot's ``quantize_model`` followed by a couple of epochs of ``fit`` often ends
+*below* plain post-training quantization. Three causes, and what this module does about each:
+
+1. **Batch norm keeps training.** The quantized model runs batch norm in training mode, so
+   every step normalises with the statistics of one small batch (noisy) and drags the moving
+   averages toward them, while fake quantization is on. The converter then folds moving
+   statistics that no step was trained with. Here every batch-norm layer is frozen
+   (inference mode) for QAT, so the folded graph is the one that was trained.
+2. **Activation ranges start at [-6, 6] and move by an EMA with decay 0.999.** After a few
+   hundred steps they are still mostly the initial guess: ReLU6 outputs waste half their
+   grid on negatives, pooled features that live in [0, 0.1] collapse onto one level, logits
+   beyond ±6 are clipped; the freshly quantized model starts near chance. Here the ranges are
+   calibrated from the float model's activations before the first step
+   (:func:`calibrate_ranges`).
+3. **The learning rate is too high.** QAT only has to nudge weights onto the int8 grid; the
+   fine-tuning rate undoes what fine-tuning found. Here it is 1e-5 with cosine decay, and the
+   weights with the best validation accuracy are kept (epoch 0, the calibrated model before any
+   step, included).
+
+The input range is set exactly to what ``(pixel - 128) / 128`` spans, so the converted model's
+uint8 input quantization is scale 1/128, zero point 128, and raw pixels are fed bit-exact.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+
+from edgeship.runtime.manifest import MEAN, STD
+from edgeship.train.tfkeras import keras, tf
+
+__all__ = ["calibrate_ranges", "freeze_batch_norm", "make_qat_model", "set_input_range"]
+
+logger = logging.getLogger(__name__)
+
+def _per_channel_scheme():
+    """tfmot's default 8-bit scheme with depthwise kernels quantized per channel.
+
+    tfmot quantizes a depthwise kernel "per axis" along its last axis, which is the depth
+    multiplier (size 1), so in effect per tensor (tfmot issue #808). Depthwise channels of a
+    pretrained MobileNet differ in scale by orders of magnitude, and one shared grid zeroes the
+    small ones: the freshly quantized model drops to chance. TFLite's own kernels quantize
+    depthwise weights per channel, so training against a per-tensor grid also trains for a
+    model that is never run.
+    """
+    import tensorflow_model_optimization as tfmot
+    from tensorflow_model_optimization.python.core.quantization.keras.default_8bit import (
+        default_8bit_quantize_registry as registry_module,
+        default_8bit_quantize_scheme as scheme_module,
+    )
+
+    class DepthwisePerChannelQuantizer(tfmot.quantization.keras.quantizers.Quantizer):
+        """Symmetric, narrow-range int8 per input channel of a (kh, kw, C, M) depthwise kernel."""
+
+        def build(self, tensor_shape, name, layer):
+            channels = int(tensor_shape[2]) * int(tensor_shape[3])
+            kwargs = dict(shape=(channels,), trainable=False)
+            return {
+                "min_var": layer.add_weight(name + "_min", initializer=keras.initializers.Constant(-6.0), **kwargs),
+                "max_var": layer.add_weight(name + "_max", initializer=keras.initializers.Constant(6.0), **kwargs),
+            }
+
+        def __call__(self, inputs, training, weights, **kwargs):
+            shape = inputs.shape
+            # (kh, kw, C, M) -> (kh, kw, 1, C*M): the same memory order, channels last.
+            flat = tf.reshape(inputs, [shape[0], shape[1], 1, shape[2] * shape[3]])
+            low, high = weights["min_var"], weights["max_var"]
+            if training:  # last value, as tfmot's weight quantizers: ranges follow the weights
+                bound = tf.reduce_max(tf.abs(flat), axis=[0, 1, 2])
+                low.assign(-bound)
+                high.assign(bound)
+            quantized = tf.quantization.fake_quant_with_min_max_vars_per_channel(
+                flat, low, high, num_bits=8, narrow_range=True
+            )
+            return tf.reshape(quantized, shape)
+
+        def get_config(self):
+            return {}
+
+    class DepthwiseConfig(registry_module.Default8BitConvQuantizeConfig):
+        def __init__(self):
+            super().__init__(["depthwise_kernel"], ["activation"], False)
+            self.weight_quantizer = DepthwisePerChannelQuantizer()
+
+    class Registry(registry_module.Default8BitQuantizeRegistry):
+        def __init__(self, disable_per_axis=False):
+            super().__init__(disable_per_axis)
+            self._layer_quantize_map[keras.layers.DepthwiseConv2D] = DepthwiseConfig()
+
+    class Scheme(scheme_module.Default8BitQuantizeScheme):
+        def get_quantize_registry(self):
+            return Registry()
+
+    return Scheme()
+
+
+def make_qat_model(float_model: keras.Model) -> keras.Model:
+    """tfmot QAT of a flat functional model (weights copied), depthwise kernels per channel."""
+    import tensorflow_model_optimization as tfmot
+
+    quantize = tfmot.quantization.keras
+    with quantize.quantize_scope():
+        annotated = quantize.quantize_annotate_model(float_model)
+        return quantize.quantize_apply(annotated, scheme=_per_channel_scheme())
+
+
+def freeze_batch_norm(model: keras.Model) -> int:
+    """Puts every batch-norm layer (wrapped or not) in inference mode; returns how many."""
+    count = 0
+    for layer in model.layers:
+        inner = getattr(layer, "layer", layer)
+        if isinstance(inner, keras.layers.BatchNormalization):
+            layer.trainable = False
+            inner.trainable = False
+            count += 1
+    return count
+
+
+def _activation_ranges(model: keras.Model) -> list[tuple[tf.Variable, tf.Variable, str, str]]:
+    """(min, max, float layer name, kind) of each moving-average activation quantizer.
+
+    ``kind`` is ``output``, ``post_activation`` or ``pre_activation`` (a Dense or conv whose
+    activation the quantizer sits before). Weight quantizers (``kernel_min``...) take the last
+    value on every call and need no calibration; the input QuantizeLayer is set by
+    :func:`set_input_range`.
+    """
+    found = []
+    for layer in model.layers:
+        inner = getattr(layer, "layer", None)
+        if inner is None or not hasattr(layer, "quantize_config"):
+            continue
+        by_name = {v.name.split("/")[-1].split(":")[0]: v for v in layer.non_trainable_weights}
+        for name, var in by_name.items():
+            if not name.endswith("_min") or "kernel" in name or "bias" in name:
+                continue
+            partner = by_name.get(name[: -len("_min")] + "_max")
+            if partner is not None:
+                found.append((var, partner, inner.name, name[: -len("_min")]))
+    return found
+
+
+def _float_ranges(float_model: keras.Model, names: list[str], pre_activation: set[str], batches) -> dict:
+    """Average per-batch (min, max) of named float-layer outputs, clamped to include 0 as tfmot does."""
+    linear = keras.activations.linear
+    saved = {n: float_model.get_layer(n).activation for n in pre_activation}
+    probes = []
+    plain = [n for n in names if n not in pre_activation]
+    if plain:
+        probes.append((plain, keras.Model(float_model.input, [float_model.get_layer(n).output for n in plain])))
+    try:
+        if pre_activation:
+            for n in pre_activation:  # read when the probe is traced, so the probe sees pre-activations
+                float_model.get_layer(n).activation = linear
+            pre = sorted(pre_activation)
+            probe = keras.Model(float_model.input, [float_model.get_layer(n).output for n in pre])
+            probes.append((pre, probe))
+        sums: dict[str, np.ndarray] = {}
+        count = 0
+        for x in batches:
+            count += 1
+            for keys, probe in probes:
+                outputs = probe(x, training=False)
+                outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
+                for key, out in zip(keys, outputs):
+                    value = np.array([min(float(tf.reduce_min(out)), 0.0), max(float(tf.reduce_max(out)), 0.0)])
+                    tag = ("pre:" if probe is not probes[0][1] or not plain else "") + key
+                    sums[tag] = sums.get(tag, 0) + value
+    finally:
+        for n, activation in saved.items():
+            float_model.get_layer(n).activation = activation
+    if count == 0:
+        raise ValueError("Calibration needs at least one batch of training images.")
+    return {k: v / count for k, v in sums.items()}
+
+
+def calibrate_ranges(model: keras.Model, float_model: keras.Model, dataset: tf.data.Dataset, num_batches: int) -> int:
+    """Sets every activation range of the QAT ``model`` from the float model's activations.
+
+    The ranges are the average per-batch min/max over ``num_batches`` training batches: what
+    tfmot's EMA would converge to, but from the first QAT step instead of after thousands.
+    They are measured on the float model because measuring on the quantized one would clip
+    each layer by its still-uncalibrated upstream ranges. Returns the number of ranges set.
+    """
+    batches = [x for x, *_ in dataset.take(num_batches)]
+    if not batches:
+        raise ValueError("Calibration needs at least one batch of training images.")
+    model(batches[0], training=True)  # sets the weight quantizers' ranges from the weights
+    targets = _activation_ranges(model)
+    pre = {name for _, _, name, kind in targets if kind == "pre_activation"}
+    names = sorted({name for _, _, name, kind in targets if kind != "pre_activation"})
+    ranges = _float_ranges(float_model, names, pre, batches)
+    for low, high, name, kind in targets:
+        value = ranges["pre:" + name] if kind == "pre_activation" else ranges[name]
+        low.assign(tf.fill(low.shape, float(value[0])))
+        high.assign(tf.fill(high.shape, float(value[1])))
+    logger.info("Calibrated %d activation ranges on %d batches", len(targets), len(batches))
+    return len(targets)
+
+
+def set_input_range(model: keras.Model) -> None:
+    """Fixes the input quantizer to exactly the span of ``(pixel - MEAN) / STD``, pixel in 0..255."""
+    low, high = (0.0 - MEAN) / STD, (255.0 - MEAN) / STD
+    layer = next(l for l in model.layers if l.__class__.__name__ == "QuantizeLayer")
+    for var in layer.non_trainable_weights:
+        name = var.name.split("/")[-1]
+        if "_min" in name:
+            var.assign(np.full(var.shape, low, np.float32))
+        elif "_max" in name:
+            var.assign(np.full(var.shape, high, np.float32))
