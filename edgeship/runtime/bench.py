@@ -1,0 +1,151 @@
+"""Latency of models on this device, measured the way LiteRT's own benchmark measures it.
+
+Each model is loaded and allocated (timed: initialisation), given one fixed input, invoked
+once (timed: first inference), warmed up, then invoked ``num_runs`` times with only
+``invoke()`` inside the ``time.perf_counter`` window. Input preparation never enters the
+timings, so the median matches ``ai_edge_litert.tools.benchmark_litert_model`` on the same
+model and thread count (see ``benchmarks/latency_vs_litert.py``).
+
+Example:
+    >>> result = benchmark("model_int8.tflite", BenchConfig(num_runs=50, num_threads=2))  # doctest: +SKIP
+    >>> result["median_ms"], result["p99_ms"]                                             # doctest: +SKIP
+    (4.51, 4.97)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import sys
+import time
+from dataclasses import dataclass
+from typing import Callable, Sequence
+
+import numpy as np
+
+from edgeship.errors import ConfigError, EdgeshipError
+from edgeship.runtime.model import make_interpreter, parse_device
+
+__all__ = ["BenchConfig", "benchmark", "benchmark_models", "peak_memory_mb"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class BenchConfig:
+    """How to time each model."""
+
+    num_warmup_runs: int = 10      # after the first inference: caches, CPU frequency, lazy packing
+    num_runs: int = 100            # timed invokes; median and tails come from these
+    num_threads: int | None = 1    # LiteRT's benchmark default; None lets LiteRT choose
+    device: str = "cpu"            # cpu | edgetpu | usb[:N] | pci[:N]
+    seed: int = 0                  # of the fixed random input
+
+    def __post_init__(self):
+        if self.num_runs < 1:
+            raise ConfigError(f"num_runs must be at least 1; received {self.num_runs}.")
+        if self.num_warmup_runs < 0:
+            raise ConfigError(f"num_warmup_runs must be >= 0; received {self.num_warmup_runs}.")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"num_threads must be at least 1; received {self.num_threads}.")
+        parse_device(self.device)
+
+
+def peak_memory_mb() -> float | None:
+    """This process's peak resident memory so far, in MiB (None where ``resource`` is missing)."""
+    try:
+        import resource
+    except ImportError:  # Windows
+        return None
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    # Linux reports KiB, macOS bytes.
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+def _fixed_input(detail: dict, rng: np.random.Generator) -> np.ndarray:
+    dtype = np.dtype(detail["dtype"])
+    shape = tuple(int(v) for v in detail["shape"])
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -128), min(info.max, 255) + 1, size=shape).astype(dtype)
+    return rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
+
+
+def benchmark(path: str | os.PathLike, config: BenchConfig = BenchConfig()) -> dict:
+    """Times one model. All times are in milliseconds.
+
+    Returns:
+        ``model``, ``size_bytes``, ``device``, ``num_threads``, ``init_ms`` (read, check, build
+        and allocate), ``first_inference_ms``, ``median_ms``, ``mean_ms``, ``std_ms``,
+        ``min_ms``, ``max_ms``, ``p90_ms``, ``p99_ms``, run counts, and ``peak_memory_mb``
+        (this process's peak so far: with several models, a running maximum).
+
+    Raises:
+        ModelFormatError: see :func:`edgeship.runtime.model.make_interpreter`.
+        DelegateError: see :func:`edgeship.runtime.model.make_interpreter`.
+    """
+    start = time.perf_counter()
+    interpreter = make_interpreter(path, config.device, config.num_threads)
+    init_ms = (time.perf_counter() - start) * 1000
+
+    rng = np.random.default_rng(config.seed)
+    for detail in interpreter.get_input_details():
+        interpreter.set_tensor(detail["index"], _fixed_input(detail, rng))
+
+    invoke, clock = interpreter.invoke, time.perf_counter
+    start = clock()
+    invoke()
+    first_ms = (clock() - start) * 1000
+    for _ in range(config.num_warmup_runs):
+        invoke()
+    times = np.empty(config.num_runs, dtype=np.float64)
+    for i in range(config.num_runs):
+        start = clock()
+        invoke()
+        times[i] = clock() - start
+    times *= 1000
+    return {
+        "model": str(path),
+        "size_bytes": os.path.getsize(path),
+        "device": config.device,
+        "num_threads": config.num_threads,
+        "init_ms": init_ms,
+        "first_inference_ms": first_ms,
+        "num_warmup_runs": config.num_warmup_runs,
+        "num_runs": config.num_runs,
+        "median_ms": float(np.median(times)),
+        "mean_ms": float(times.mean()),
+        "std_ms": float(times.std(ddof=1)) if times.size > 1 else 0.0,
+        "min_ms": float(times.min()),
+        "max_ms": float(times.max()),
+        "p90_ms": float(np.percentile(times, 90)),
+        "p99_ms": float(np.percentile(times, 99)),
+        "peak_memory_mb": peak_memory_mb(),
+    }
+
+
+def benchmark_models(
+    paths: Sequence[str | os.PathLike],
+    config: BenchConfig = BenchConfig(),
+    progress: Callable[[str], None] | None = None,
+) -> list[dict]:
+    """Times several models one after another with the same settings.
+
+    A model that cannot run here (an Edge TPU build on the CPU, a corrupt file) gives a row
+    ``{"model", "error"}`` instead of stopping the others.
+
+    Example:
+        >>> rows = benchmark_models(["int8.tflite", "fp16.tflite"], BenchConfig(num_runs=50))  # doctest: +SKIP
+        >>> [round(r["median_ms"], 1) for r in rows]                                        # doctest: +SKIP
+        [4.5, 11.2]
+    """
+    rows = []
+    for path in paths:
+        if progress is not None:
+            progress(str(path))
+        try:
+            rows.append(benchmark(path, config))
+        except EdgeshipError as e:
+            rows.append({"model": str(path), "error": str(e)})
+    return rows
+

@@ -1,0 +1,80 @@
+"""Describe a ``.tflite`` file: tensors, ops, integer-only readiness, Edge TPU build, labels.
+
+Works from the file alone (no interpreter), so an Edge TPU build can be inspected on a
+machine without an Edge TPU.
+
+Example:
+    >>> info = inspect_model("mobilenet_v1_0.25_128_quant.tflite")  # doctest: +SKIP
+    >>> info["full_integer"], info["edgetpu_compiled"], info["labels"]["count"]  # doctest: +SKIP
+    (True, False, 1001)
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import asdict
+
+from edgeship.errors import EdgeshipError
+from edgeship.runtime.graph import TensorInfo, float_tensors, parse_graph, read_model_bytes
+from edgeship.runtime.labels import parse_labels
+from edgeship.runtime.manifest import read_embedded
+from edgeship.runtime.model import make_input_feed
+
+__all__ = ["inspect_model"]
+
+_MAX_LISTED = 10
+
+
+def _tensor(tensor: TensorInfo) -> dict:
+    data = {"name": tensor.name, "dtype": tensor.dtype, "shape": list(tensor.shape)}
+    if tensor.scale:
+        data["quantization"] = {"scale": list(tensor.scale), "zero_point": list(tensor.zero_point)}
+    return data
+
+
+def inspect_model(path: str | os.PathLike) -> dict:
+    """Everything the runtime knows about a model file, as a JSON-ready dict.
+
+    Keys: ``model``, ``size_bytes``, ``sha256``, ``inputs``, ``outputs`` (name, dtype, shape,
+    quantization), ``op_counts``, ``num_ops``, ``custom_ops``, ``full_integer`` (see
+    :func:`edgeship.runtime.graph.is_full_integer`), ``float_tensors`` (the first few that
+    keep it from being full-integer), ``edgetpu_compiled``, ``labels`` (count, source, first
+    few), ``manifest`` and ``input_feed`` (how the runtime would turn pixels into the input).
+
+    Raises:
+        ModelFormatError: the file is missing, empty, not a TFLite model or truncated.
+    """
+    data = read_model_bytes(path)
+    graph = parse_graph(data, str(path))
+    labels, manifest = read_embedded(data)
+    source = None
+    if labels is not None:
+        source = "manifest" if manifest is not None and manifest.labels else "embedded"
+        labels = labels if source == "manifest" else parse_labels("\n".join(labels))
+    floats = float_tensors(graph)
+    info = {
+        "model": str(path),
+        "size_bytes": len(data),
+        "sha256": hashlib.sha256(data).hexdigest(),
+        "tflite_schema_version": graph.version,
+        "num_subgraphs": graph.num_subgraphs,
+        "inputs": [_tensor(t) for t in graph.input_tensors()],
+        "outputs": [_tensor(t) for t in graph.output_tensors()],
+        "num_ops": len(graph.ops),
+        "op_counts": graph.op_counts,
+        "custom_ops": graph.custom_ops,
+        "full_integer": not floats,
+        "full_integer_body": not float_tensors(graph, allow_float_io=True),
+        "float_tensors": floats[:_MAX_LISTED],
+        "num_float_tensors": len(floats),
+        "edgetpu_compiled": graph.is_edgetpu_compiled,
+        "labels": {"count": len(labels) if labels else 0, "source": source, "first": (labels or [])[:_MAX_LISTED]},
+        "manifest": asdict(manifest) if manifest is not None else None,
+    }
+    try:
+        mean, std = (manifest.mean, manifest.std) if manifest is not None else (None, None)
+        info["input_feed"] = make_input_feed(graph.input_tensors()[0], mean, std).to_dict()
+    except (EdgeshipError, IndexError):
+        info["input_feed"] = None  # not an image classifier's input
+    return info
