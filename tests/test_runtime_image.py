@@ -1,0 +1,32 @@
+"""The runtime's bilinear resize is TensorFlow's, so training and the device see the same pixels."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edgeship.runtime.image import load_image, resize
+
+FLOWERS = Path(__file__).resolve().parents[1].parent / "shared" / "data" / "flowers5"
+
+
+@pytest.mark.skipif(not FLOWERS.exists(), reason=f"{FLOWERS} is absent (the project's shared data folder)")
+def test_bilinear_equals_tensorflow_resize_on_real_photos():
+    tf = pytest.importorskip("tensorflow")
+    photos = [sorted((FLOWERS / name).glob("*.jpg"))[:3] for name in ("daisy", "dandelion", "roses", "sunflowers", "tulips")]
+    sizes = [(96, 96), (128, 128), (160, 160), (224, 224), (100, 75)]  # down, up, and not square
+    total = off_by_one = 0
+    for path in [p for group in photos for p in group]:
+        pixels = load_image(path)
+        for size in sizes:
+            ours = resize(pixels, size, "bilinear").astype(np.int16)
+            theirs = tf.image.resize(pixels, size, method="bilinear", antialias=False).numpy()
+            theirs = np.clip(np.rint(theirs), 0, 255).astype(np.int16)
+            difference = np.abs(ours - theirs)
+            assert difference.max() <= 1, (path.name, size)
+            total += difference.size
+            off_by_one += int(difference.sum())
+    # Only float rounding at exact .5 boundaries may differ.
+    assert off_by_one / total < 1e-3, off_by_one / total
