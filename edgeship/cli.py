@@ -100,6 +100,185 @@ def train(
 # --------------------------------------------------------------------------- runtime
 
 
+# Options shared by the commands that load a model.
+_DEVICE = typer.Option("cpu", "--device", help="cpu | edgetpu | usb | usb:N | pci | pci:N.")
+_THREADS = typer.Option(None, "--threads", help="CPU threads for the interpreter [LiteRT's default].")
+_LABELS = typer.Option(None, "--labels", help="Label file (one per line, or '<index> <label>'); overrides embedded labels.")
+_RESIZE = typer.Option(None, "--resize", help="bilinear | nearest | area [the manifest's, else bilinear].")
+_MEAN = typer.Option(None, "--mean", help="Input normalisation mean [the manifest's; third-party: from the input quantization, or 127.5].")
+_STD = typer.Option(None, "--std", help="Input normalisation std [as --mean].")
+_JSON = typer.Option(False, "--json", help="Print JSON to stdout.")
+
+
+def _load(model: Path, device: str, threads: Optional[int], labels: Optional[Path], resize: Optional[str],
+          mean: Optional[float], std: Optional[float]):
+    from edgeship.runtime.model import load_model
+
+    return load_model(model, device=device, num_threads=threads, labels=labels, resize_method=resize, mean=mean, std=std)
+
+
+def _dataset(data_dir: Optional[Path], run: Optional[Path], part: str = "test"):
+    from edgeship.runtime.dataset import folder_dataset, run_dataset
+
+    if data_dir is not None:
+        return folder_dataset(data_dir)
+    if run is not None:
+        return run_dataset(run, part)
+    raise typer.BadParameter("Pass a DATA_DIR of class folders, or --run RUN_DIR to use its recorded test split.")
+
+
+def _run_labels(labels: Optional[Path], run: Optional[Path]) -> Optional[Path]:
+    # A run's labels.txt names the classes of every model exported from it.
+    if labels is None and run is not None and (run / "labels.txt").exists():
+        return run / "labels.txt"
+    return labels
+
+
+def _progress(length: int, label: str):
+    return typer.progressbar(length=length, label=label, file=sys.stderr)
+
+
+@app.command()
+def predict(
+    model: Path = typer.Argument(..., help="A .tflite classifier."),
+    images: List[Path] = typer.Argument(..., help="Image files and/or folders of images."),
+    top_k: int = typer.Option(5, "--top-k", help="Classes per image."),
+    threshold: float = typer.Option(0.0, "--threshold", help="Lowest score shown (inclusive)."),
+    as_json: bool = _JSON,
+    device: str = _DEVICE,
+    threads: Optional[int] = _THREADS,
+    labels: Optional[Path] = _LABELS,
+    resize: Optional[str] = _RESIZE,
+    mean: Optional[float] = _MEAN,
+    std: Optional[float] = _STD,
+) -> None:
+    """Classify images: top-k labels with scores."""
+    import json
+
+    from edgeship.runtime.classify import predict as run_predict
+    from edgeship.runtime.render import predictions_table
+
+    loaded = _load(model, device, threads, labels, resize, mean, std)
+    results = [p.to_dict() for p in run_predict(loaded, images, top_k=top_k, score_threshold=threshold)]
+    if as_json:
+        typer.echo(json.dumps({"model": str(model), "predictions": results}, indent=2))
+    else:
+        typer.echo(predictions_table(results))
+    failed = sum("error" in r for r in results)
+    if failed == len(results):
+        raise EdgeshipError(f"None of the {failed} image(s) could be read.")
+    if failed:
+        logging.getLogger("edgeship").warning("%d of %d images could not be read.", failed, len(results))
+
+
+@app.command(name="eval")
+def evaluate(
+    model: Path = typer.Argument(..., help="A .tflite classifier."),
+    data_dir: Optional[Path] = typer.Argument(None, help="Folder of class sub-folders named after the model's labels."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Score the test split recorded in this run directory."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write eval.json, eval.md, confusion.png here [with --run: RUN_DIR/eval/<model>]."),
+    as_json: bool = _JSON,
+    device: str = _DEVICE,
+    threads: Optional[int] = _THREADS,
+    labels: Optional[Path] = _LABELS,
+    resize: Optional[str] = _RESIZE,
+    mean: Optional[float] = _MEAN,
+    std: Optional[float] = _STD,
+) -> None:
+    """Accuracy, per-class precision/recall/F1 and confusion matrix on labelled images."""
+    import json
+
+    from edgeship.runtime.evaluation import evaluate as run_evaluate
+    from edgeship.runtime.evaluation import eval_markdown, write_report
+
+    data = _dataset(data_dir, run)
+    loaded = _load(model, device, threads, _run_labels(labels, run), resize, mean, std)
+    with _progress(len(data.samples), f"eval {model.name}") as bar:
+        report = run_evaluate(loaded, data, progress=bar.update)
+    if out is None and run is not None and data_dir is None:
+        out = run / "eval" / model.stem
+    if out is not None:
+        paths = write_report(report, out)
+        logging.getLogger("edgeship").info("Wrote %s", ", ".join(map(str, paths.values())))
+    typer.echo(json.dumps(report, indent=2) if as_json else eval_markdown(report, f"Evaluation of {model.name}"))
+
+
+@app.command()
+def validate(
+    model: Path = typer.Argument(..., help="The quantized .tflite to check."),
+    data_dir: Optional[Path] = typer.Argument(None, help="Folder of class sub-folders [with --run: its test split]."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="The reference .tflite [with --run: RUN_DIR/export/model_float32.tflite]."),
+    run: Optional[Path] = typer.Option(None, "--run", help="Run directory: its float32 export is the baseline, its test split the images."),
+    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest allowed accuracy drop, percentage points."),
+    min_agreement: float = typer.Option(0.0, "--min-agreement", help="Smallest allowed top-1 agreement with the baseline, 0-1 (0: off)."),
+    as_json: bool = _JSON,
+    device: str = _DEVICE,
+    threads: Optional[int] = _THREADS,
+    labels: Optional[Path] = _LABELS,
+) -> None:
+    """CI gate: score MODEL and a baseline on the same images. Exit 2 when the gate fails, 1 on errors."""
+    import json
+
+    from edgeship.runtime.validation import GATE_FAILED_EXIT_CODE, ValidationGate
+    from edgeship.runtime.validation import validate as run_validate
+    from edgeship.runtime.render import validation_text
+
+    gate = ValidationGate(max_drop=max_drop, min_agreement=min_agreement)
+    if baseline is None:
+        if run is None:
+            raise typer.BadParameter("Pass --baseline PATH, or --run RUN_DIR to use its float32 export.")
+        baseline = run / "export" / "model_float32.tflite"
+    data = _dataset(data_dir, run)
+    labels = _run_labels(labels, run)
+    quantized = _load(model, device, threads, labels, None, None, None)
+    reference = _load(baseline, "cpu", threads, labels, None, None, None)
+    with _progress(len(data.samples), f"validate {model.name}") as bar:
+        result = run_validate(quantized, reference, data, gate, progress=bar.update)
+    typer.echo(json.dumps(result, indent=2) if as_json else validation_text(result))
+    if not result["passed"]:
+        typer.secho("validation failed: " + "; ".join(result["failures"]), err=True, fg=typer.colors.RED)
+        raise typer.Exit(GATE_FAILED_EXIT_CODE)
+
+
+@app.command()
+def bench(
+    models: List[Path] = typer.Argument(..., help="One or more .tflite files, timed side by side."),
+    runs: int = typer.Option(100, "--runs", help="Timed invokes per model."),
+    warmup: int = typer.Option(10, "--warmup", help="Untimed invokes after the first one."),
+    threads: Optional[int] = typer.Option(1, "--threads", help="CPU threads (LiteRT's benchmark default: 1)."),
+    device: str = _DEVICE,
+    as_json: bool = _JSON,
+) -> None:
+    """Latency (invoke only, after warm-up), initialisation time, size and peak memory."""
+    import json
+    from dataclasses import asdict
+
+    from edgeship.runtime.bench import BenchConfig, benchmark_models
+    from edgeship.runtime.render import bench_table
+
+    config = BenchConfig(num_warmup_runs=warmup, num_runs=runs, num_threads=threads, device=device)
+    log = logging.getLogger("edgeship")
+    rows = benchmark_models(models, config, progress=lambda name: log.info("bench %s", name))
+    typer.echo(json.dumps({"config": asdict(config), "results": rows}, indent=2) if as_json else bench_table(rows))
+    if any("error" in row for row in rows):
+        raise typer.Exit(1)
+
+
+@app.command(name="inspect")
+def inspect_file(
+    model: Path = typer.Argument(..., help="A .tflite file."),
+    as_json: bool = _JSON,
+) -> None:
+    """Tensors, quantization, ops, full-integer and Edge TPU readiness, labels and manifest."""
+    import json
+
+    from edgeship.runtime.inspection import inspect_model
+    from edgeship.runtime.render import inspect_text
+
+    info = inspect_model(model)
+    typer.echo(json.dumps(info, indent=2) if as_json else inspect_text(info))
+
+
 def main() -> None:
     """Console-script entry point."""
     app()
