@@ -65,7 +65,7 @@ def get_classes(
     """
     if top_k < 1:
         raise ConfigError(f"top_k must be at least 1; received {top_k}.")
-    scores = np.asarray(scores, dtype=np.float32).reshape(-1)
+    scores = np.asarray(scores, dtype=np.float64).reshape(-1)
     order = np.argsort(-scores, kind="stable")[:top_k]
     classes = []
     for index in order:

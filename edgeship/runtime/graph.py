@@ -74,13 +74,20 @@ class Graph:
     """The parts of a TFLite model the runtime reasons about (all subgraphs' ops, main tensors)."""
 
     version: int
-    tensors: tuple[TensorInfo, ...]          # of subgraph 0, the one the interpreter runs
+    subgraph_tensors: tuple[tuple[TensorInfo, ...], ...] = field(repr=False)
     ops: tuple[OpInfo, ...]
-    inputs: tuple[int, ...]
+    inputs: tuple[int, ...]                  # of subgraph 0, the one the interpreter runs
     outputs: tuple[int, ...]
-    num_subgraphs: int = 1
     description: str = ""
-    subgraph_tensors: dict = field(default_factory=dict, repr=False, compare=False)
+
+    @property
+    def tensors(self) -> tuple[TensorInfo, ...]:
+        """The tensors of subgraph 0."""
+        return self.subgraph_tensors[0]
+
+    @property
+    def num_subgraphs(self) -> int:
+        return len(self.subgraph_tensors)
 
     @property
     def op_counts(self) -> dict[str, int]:
@@ -186,10 +193,10 @@ def _parse(data: bytes) -> Graph:
     if model.SubgraphsLength() < 1:
         raise ValueError("no subgraph")
     ops = []
-    tensors_by_subgraph = {}
+    tensors_by_subgraph = []
     for s in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(s)
-        tensors_by_subgraph[s] = tuple(_tensor(subgraph.Tensors(t), t) for t in range(subgraph.TensorsLength()))
+        tensors_by_subgraph.append(tuple(_tensor(subgraph.Tensors(t), t) for t in range(subgraph.TensorsLength())))
         for o in range(subgraph.OperatorsLength()):
             op = subgraph.Operators(o)
             op_name, custom = codes[op.OpcodeIndex()]
@@ -203,13 +210,11 @@ def _parse(data: bytes) -> Graph:
     description = (model.Description() or b"").decode("utf-8", errors="replace")
     return Graph(
         version=model.Version(),
-        tensors=tensors,
+        subgraph_tensors=tuple(tensors_by_subgraph),
         ops=tuple(ops),
         inputs=inputs,
         outputs=outputs,
-        num_subgraphs=model.SubgraphsLength(),
         description=description,
-        subgraph_tensors=tensors_by_subgraph,
     )
 
 
@@ -249,7 +254,7 @@ def float_tensors(graph: Graph, allow_float_io: bool = False) -> list[dict]:
     io = set(graph.inputs) | set(graph.outputs) if allow_float_io else set()
     found = []
     for op in graph.ops:
-        tensors = graph.subgraph_tensors.get(op.subgraph, graph.tensors)
+        tensors = graph.subgraph_tensors[op.subgraph]
         for index in op.inputs + op.outputs:
             if index < 0:  # an omitted optional input
                 continue

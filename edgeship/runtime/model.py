@@ -119,14 +119,14 @@ def load_edgetpu_delegate(device_option: str = ""):
 
 
 def _check_ops(graph: Graph, name: str, on_edgetpu: bool) -> None:
-    missing = [op for op in graph.custom_ops if op not in _RESOLVED_CUSTOM_OPS]
     if graph.is_edgetpu_compiled and not on_edgetpu:
         raise ModelFormatError(
             f"{name} is compiled for the Edge TPU (it holds {EDGETPU_CUSTOM_OP} nodes), which the CPU "
             "cannot run. Use the CPU build of the model (usually the same name without '_edgetpu'), "
             "or run it on an Edge TPU with --device usb (or pci, edgetpu)."
         )
-    missing = [op for op in missing if op != EDGETPU_CUSTOM_OP]
+    # On an Edge TPU the delegate claims its own op; every other custom op must be builtin.
+    missing = [op for op in graph.custom_ops if op not in _RESOLVED_CUSTOM_OPS and op != EDGETPU_CUSTOM_OP]
     flex = [op for op in missing if op.startswith("Flex")]
     if flex:
         raise ModelFormatError(
