@@ -43,6 +43,7 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debu
         level=logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
         stream=sys.stderr,
+        force=True,  # each invocation (also in-process, as in tests) gets a live handler
     )
     # edgeship's own progress at INFO; third-party INFO chatter (TensorFlow's) stays hidden.
     logging.getLogger("edgeship").setLevel(logging.DEBUG if verbose else logging.INFO)
@@ -76,7 +77,7 @@ def train(
     batch_size: Optional[int] = typer.Option(None, help="Batch size per replica [32]."),
     epochs: Optional[int] = typer.Option(None, help="Phase 1 epochs, head only [5]."),
     learning_rate: Optional[float] = typer.Option(None, help="Phase 1 learning rate [1e-3]."),
-    fine_tune_epochs: Optional[int] = typer.Option(None, help="Phase 2 epochs, top of backbone unfrozen; 0 skips [5]."),
+    fine_tune_epochs: Optional[int] = typer.Option(None, help="Phase 2 epochs, top of backbone unfrozen; 0 skips [8]."),
     fine_tune_learning_rate: Optional[float] = typer.Option(None, help="Phase 2 learning rate [1e-4]."),
     fine_tune_fraction: Optional[float] = typer.Option(None, help="Share of backbone layers phase 2 trains [0.25]."),
     dropout: Optional[float] = typer.Option(None, help="Dropout before the classifier [0.2]."),
@@ -95,6 +96,37 @@ def train(
     cfg = load_config(config, **flags)
     result = run_train(cfg, resume=resume)
     typer.echo(f"float test accuracy {result.test_accuracy * 100:.2f} %  run: {result.run_dir}")
+
+
+@app.command()
+def export(
+    run_dir: Path = typer.Argument(..., help="A run directory written by `edgeship train`."),
+    formats: str = typer.Option(
+        "int8,int8-ptq,float16,dynamic,float32", help="Comma-separated: int8 int8-ptq float16 dynamic float32."
+    ),
+    io: str = typer.Option("uint8", "--io", help="Input/output type of full-integer models: uint8 | int8."),
+    qat_epochs: int = typer.Option(2, help="Quantization-aware training epochs."),
+    qat_learning_rate: float = typer.Option(1e-5, help="QAT learning rate."),
+    distillation: float = typer.Option(1.0, help="Share of the QAT target from the float model's predictions."),
+    calibration_batches: int = typer.Option(16, help="Batches that calibrate activation ranges before QAT."),
+    representative_samples: int = typer.Option(256, help="Train images that calibrate post-training int8."),
+    batch_size: int = typer.Option(32, help="QAT batch size."),
+    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+) -> None:
+    """Quantize (QAT and post-training) and convert a trained run to .tflite files, each scored."""
+    import json
+
+    from edgeship.export import ExportConfig
+    from edgeship.export import export as run_export
+    from edgeship.export.exporter import render_markdown
+
+    config = ExportConfig(
+        run_dir=str(run_dir), formats=tuple(f.strip() for f in formats.split(",") if f.strip()), io=io,
+        qat_epochs=qat_epochs, qat_learning_rate=qat_learning_rate, distillation=distillation, calibration_batches=calibration_batches,
+        representative_samples=representative_samples, batch_size=batch_size,
+    )
+    report = run_export(config)
+    typer.echo(json.dumps(dict(report), indent=2) if as_json else render_markdown(report))
 
 
 # --------------------------------------------------------------------------- runtime

@@ -39,6 +39,7 @@ class ExportConfig:
     io: str = "uint8"                    # full-integer input/output type; uint8 takes raw pixels
     qat_epochs: int = 2                  # short: QAT adapts the weights to the grid, it does not retrain
     qat_learning_rate: float = 1e-5      # ~1/10 of the fine-tuning rate; larger drifts from the float optimum
+    distillation: float = 1.0            # share of the QAT target taken from the float model's predictions
     calibration_batches: int = 16        # batches that set the activation ranges before QAT starts
     representative_samples: int = 256    # train images that calibrate post-training int8
     batch_size: int = 32
@@ -56,6 +57,8 @@ class ExportConfig:
             raise ConfigError(f"`io` must be one of {', '.join(IO_TYPES)}; received io={self.io!r}.")
         if self.qat_epochs < 0:
             raise ConfigError(f"`qat_epochs` must be >= 0; received {self.qat_epochs}.")
+        if not 0 <= self.distillation <= 1:
+            raise ConfigError(f"`distillation` must be in [0, 1]; received {self.distillation}.")
         if self.qat_learning_rate <= 0:
             raise ConfigError(f"`qat_learning_rate` must be positive; received {self.qat_learning_rate}.")
         for name in ("calibration_batches", "representative_samples", "batch_size"):

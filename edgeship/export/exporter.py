@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import shutil
 import time
 from pathlib import Path
 
@@ -69,8 +70,14 @@ def _representative(data: Dataset, config: ExportConfig):
     return samples
 
 
-def _train_qat(float_model, data: Dataset, train_config: TrainConfig, config: ExportConfig, run_dir: Path):
-    """QAT per the recipe in ``qat.py``; returns (model, {epoch: val accuracy}, best epoch)."""
+def _train_qat(float_model, data: Dataset, train_config: TrainConfig, config: ExportConfig):
+    """QAT per the recipe in ``qat.py``; returns (model, per-epoch validation scores, best epoch).
+
+    The quantized model learns from the float model's own predictions on the same augmented
+    batch (self-distillation), mixed with the labels by ``config.distillation``: QAT's job is
+    to reproduce the float model on the int8 grid, not to keep training it. The epoch kept is
+    the one that agrees best with the float model on the validation split (then accuracy).
+    """
     qat = make_qat_model(float_model)
     frozen = freeze_batch_norm(qat)
     set_input_range(qat)
@@ -79,13 +86,16 @@ def _train_qat(float_model, data: Dataset, train_config: TrainConfig, config: Ex
     calibrate_ranges(qat, float_model, plain, config.calibration_batches)
     set_input_range(qat)
     val_labels = data.labels[data.indices["val"]]
+    float_val = np.argmax(_keras_predict(float_model, data, "val", config.batch_size), 1)
 
-    def val_accuracy() -> float:
-        return float(np.mean(np.argmax(_keras_predict(qat, data, "val", config.batch_size), 1) == val_labels))
+    def score() -> dict:
+        predicted = np.argmax(_keras_predict(qat, data, "val", config.batch_size), 1)
+        return {"accuracy": float(np.mean(predicted == val_labels)), "agreement": float(np.mean(predicted == float_val))}
 
-    history = {0: val_accuracy()}
+    history = {0: score()}
     best_epoch, best_weights = 0, qat.get_weights()
-    logger.info("QAT: %d batch-norm layers frozen; calibrated model val accuracy %.2f %%", frozen, 100 * history[0])
+    logger.info("QAT: %d batch-norm layers frozen; calibrated model: val accuracy %.2f %%, agreement %.2f %%",
+                frozen, 100 * history[0]["accuracy"], 100 * history[0]["agreement"])
     if config.qat_epochs:
         augmented = make_dataset(
             data.pixels, data.labels, data.indices["train"], data.num_classes, config.batch_size, training=True,
@@ -93,43 +103,47 @@ def _train_qat(float_model, data: Dataset, train_config: TrainConfig, config: Ex
         )
         steps = int(np.ceil(len(data.indices["train"]) / config.batch_size))
         schedule = keras.optimizers.schedules.CosineDecay(config.qat_learning_rate, config.qat_epochs * steps, alpha=0.1)
-        qat.compile(
-            optimizer=keras.optimizers.Adam(schedule),
-            loss=keras.losses.CategoricalCrossentropy(label_smoothing=train_config.label_smoothing),
-        )
+        optimizer = keras.optimizers.Adam(schedule)
+        crossentropy = keras.losses.CategoricalCrossentropy()
+        mix = float(config.distillation)
+
+        @tf.function
+        def train_step(x, y):
+            teacher = float_model(x, training=False)
+            target = mix * teacher + (1.0 - mix) * y
+            with tf.GradientTape() as tape:
+                loss = crossentropy(target, qat(x, training=True))
+            variables = qat.trainable_variables
+            optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+            return loss
+
         for epoch in range(1, config.qat_epochs + 1):
             start = time.perf_counter()
-            fit = qat.fit(augmented, epochs=1, verbose=0)
-            history[epoch] = val_accuracy()
-            logger.info("QAT epoch %d/%d  loss %.4f  val_acc %.4f  (%.0f s)", epoch, config.qat_epochs,
-                        fit.history["loss"][-1], history[epoch], time.perf_counter() - start)
-            if history[epoch] > history[best_epoch]:
+            losses = [float(train_step(x, y)) for x, y in augmented]
+            history[epoch] = score()
+            logger.info("QAT epoch %d/%d  loss %.4f  val_acc %.4f  agreement %.4f  (%.0f s)", epoch,
+                        config.qat_epochs, np.mean(losses), history[epoch]["accuracy"], history[epoch]["agreement"],
+                        time.perf_counter() - start)
+            key = lambda e: (history[e]["agreement"], history[e]["accuracy"])  # noqa: E731
+            if key(epoch) > key(best_epoch):
                 best_epoch, best_weights = epoch, qat.get_weights()
     qat.set_weights(best_weights)
     set_input_range(qat)
     return qat, history, best_epoch
 
 
-def _score_tflite(model_bytes: bytes, data: Dataset, part: str) -> tuple[np.ndarray, float]:
-    """Top-1 predictions of a .tflite on a split with LiteRT, and the mean invoke latency in ms."""
-    from ai_edge_litert.interpreter import Interpreter
+def _score_tflite(path: Path, data: Dataset, part: str) -> tuple[np.ndarray, float]:
+    """Top-1 predictions of a .tflite on a split, through the device runtime, and the mean
+    latency of one classification in ms. The cached pixels are the runtime's own preprocessing."""
+    from edgeship.runtime.model import load_model
 
-    interpreter = Interpreter(model_content=model_bytes, num_threads=2)
-    interpreter.allocate_tensors()
-    inp, out = interpreter.get_input_details()[0], interpreter.get_output_details()[0]
-    scale, zero = inp["quantization"]
-    pixels = data.pixels[data.indices[part]]
+    model = load_model(path, num_threads=2)
     predictions, seconds = [], []
-    for image in pixels:
-        x = (image.astype(np.float32) - MEAN) / STD
-        if scale:
-            info = np.iinfo(inp["dtype"])
-            x = np.clip(np.rint(x / scale + zero), info.min, info.max)
-        interpreter.set_tensor(inp["index"], x[None].astype(inp["dtype"]))
+    for image in data.pixels[data.indices[part]]:
         start = time.perf_counter()
-        interpreter.invoke()
+        scores = model.classify(np.asarray(image))
         seconds.append(time.perf_counter() - start)
-        predictions.append(int(np.argmax(interpreter.get_tensor(out["index"])[0])))
+        predictions.append(int(np.argmax(scores)))
     return np.asarray(predictions), 1000 * float(np.mean(seconds[1:] or seconds))
 
 
@@ -143,7 +157,11 @@ def export(config: ExportConfig) -> ExportResult:
     start_time = time.perf_counter()
     run_dir = Path(config.run_dir)
     train_config, train_metrics = _load_run(run_dir)
-    out_dir = run_dir / "export"
+    final_dir = run_dir / "export"
+    # Everything is written to a staging folder that replaces export/ only once complete, so
+    # an interrupted export leaves no file under a final name (and no mix of two exports).
+    out_dir = run_dir / ".export.partial"
+    shutil.rmtree(out_dir, ignore_errors=True)
     data = load_data(run_dir, train_config)
     labels = data.split.classes
     float_model = load_float_model(run_dir)
@@ -169,11 +187,15 @@ def export(config: ExportConfig) -> ExportResult:
         logger.info("Converting %s ...", kind)
         built[kind] = convert(float_model, kind, representative=representative, io=config.io)
     if INT8 in wanted:
-        qat, history, best_epoch = _train_qat(float_model, data, train_config, config, run_dir)
+        qat, history, best_epoch = _train_qat(float_model, data, train_config, config)
         logger.info("Converting int8 (QAT) ...")
         qat_bytes = convert(qat, INT8, representative=representative, io=config.io)
-        qat_val, _ = _score_tflite(qat_bytes, data, "val")
-        ptq_val, _ = _score_tflite(built[INT8_PTQ], data, "val")
+        candidates = {}
+        for name, candidate in (("qat", qat_bytes), ("ptq", built[INT8_PTQ])):
+            path = atomic_write_bytes(out_dir / f".candidate_{name}.tflite", embed(candidate, labels, manifest(INT8)))
+            candidates[name] = _score_tflite(path, data, "val")[0]
+            path.unlink()
+        qat_val, ptq_val = candidates["qat"], candidates["ptq"]
         qat_val_acc, ptq_val_acc = float(np.mean(qat_val == val_labels)), float(np.mean(ptq_val == val_labels))
         use_qat = qat_val_acc >= ptq_val_acc
         reason = (
@@ -185,7 +207,7 @@ def export(config: ExportConfig) -> ExportResult:
         notes.update(
             int8_source="qat" if use_qat else "ptq", int8_choice_reason=reason,
             qat_val_accuracy=qat_val_acc, ptq_val_accuracy=ptq_val_acc,
-            qat_history_val_accuracy={str(k): v for k, v in history.items()}, qat_best_epoch=best_epoch,
+            qat_history_val={str(k): v for k, v in history.items()}, qat_best_epoch=best_epoch,
         )
         built[INT8] = qat_bytes if use_qat else built[INT8_PTQ]
 
@@ -194,7 +216,7 @@ def export(config: ExportConfig) -> ExportResult:
         extra = {k: notes[k] for k in ("int8_source", "int8_choice_reason")} if kind == INT8 and notes else {}
         data_bytes = embed(built[kind], labels, manifest(kind, **extra))
         path = atomic_write_bytes(out_dir / FILE_NAMES[kind], data_bytes)
-        predictions, latency_ms = _score_tflite(data_bytes, data, "test")
+        predictions, latency_ms = _score_tflite(path, data, "test")
         accuracy = float(np.mean(predictions == test_labels))
         variants[kind] = {
             "file": path.name,
@@ -218,10 +240,21 @@ def export(config: ExportConfig) -> ExportResult:
         export_seconds=round(time.perf_counter() - start_time, 1),
         **notes,
     )
-    report.export_dir = out_dir
+    report.export_dir = final_dir
     atomic_write_json(out_dir / "report.json", dict(report))
     atomic_write_text(out_dir / "report.md", render_markdown(report))
+    _replace_dir(out_dir, final_dir)
+    logger.info("Exported %d variant(s) to %s in %.0f s", len(variants), final_dir, report["export_seconds"])
     return report
+
+
+def _replace_dir(staging: Path, final: Path) -> None:
+    old = final.with_name(final.name + ".old")
+    shutil.rmtree(old, ignore_errors=True)
+    if final.exists():
+        final.rename(old)
+    staging.rename(final)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def render_markdown(report: dict) -> str:
@@ -243,11 +276,13 @@ def render_markdown(report: dict) -> str:
         )
     if "int8_choice_reason" in report:
         lines += ["", f"**int8 choice.** {report['int8_choice_reason']}"]
-        history = report.get("qat_history_val_accuracy", {})
+        history = report.get("qat_history_val", {})
         if history:
             lines.append(
-                "QAT validation accuracy by epoch (0 = calibrated, before any step): "
-                + ", ".join(f"{k}: {100 * v:.2f} %" for k, v in history.items())
+                "QAT on the validation split by epoch (0 = calibrated, before any step), accuracy / agreement "
+                "with float: " + ", ".join(
+                    f"{k}: {100 * v['accuracy']:.2f} / {100 * v['agreement']:.2f} %" for k, v in history.items()
+                ) + f"; kept epoch {report.get('qat_best_epoch')}."
             )
     lines += ["", f"Export took {report['export_seconds']:.0f} s."]
     return "\n".join(lines) + "\n"

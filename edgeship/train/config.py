@@ -64,7 +64,7 @@ class TrainConfig:
     batch_size: int = 32
     epochs: int = 5                     # phase 1: head only, backbone frozen
     learning_rate: float = 1e-3
-    fine_tune_epochs: int = 5           # phase 2: top of the backbone unfrozen; 0 skips it
+    fine_tune_epochs: int = 8           # phase 2: top of the backbone unfrozen; 0 skips it
     fine_tune_learning_rate: float = 1e-4  # 10x lower, so pretrained features are nudged, not erased
     fine_tune_fraction: float = 0.25    # share of backbone layers (from the top) that phase 2 trains
     dropout: float = 0.2

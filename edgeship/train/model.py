@@ -51,7 +51,7 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
             raise
         raise ConfigError(
             f"Could not get ImageNet weights for {config.backbone} alpha={config.alpha}: {e}. Without internet, "
-            "copy Keras' weights file into $KERAS_HOME/models/ (default ~/.keras/models/), or pass --weights PATH "
+            "copy Keras' weights file into ~/.keras/models/ (Keras' download cache), or pass --weights PATH "
             "to a local no-top .h5 file."
         ) from e
     if weights is None:

@@ -253,6 +253,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         "best_val_loss": best.get("val_loss"),
         "best_phase": best.get("phase"),
         "best_epoch": best.get("epoch"),
+        "strategy": config.strategy,
+        "num_replicas": int(strategy.num_replicas_in_sync),
         "train_seconds": round(time.perf_counter() - start, 1),
     }
     atomic_write_json(run_dir / "metrics.json", metrics)

@@ -1,0 +1,47 @@
+"""Shared fixtures: generated data, one tiny trained run per session, the ../shared folder."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = ROOT.parent / "shared"
+FLOWERS = SHARED / "data" / "flowers5"
+WEIGHTS = SHARED / "weights"
+CORAL = SHARED / "external" / "coral"
+
+
+def needs_shared(path: Path) -> pytest.MarkDecorator:
+    return pytest.mark.skipif(not path.exists(), reason=f"{path} is absent (the project's shared data folder)")
+
+
+@pytest.fixture(scope="session")
+def demo_data(tmp_path_factory) -> Path:
+    """Four generated classes, 12 images each, 40 px: enough for a split with every class scored."""
+    from edgeship.demo import make_demo_data
+
+    return make_demo_data(tmp_path_factory.mktemp("demo"), images_per_class=12, image_size=40, seed=1)
+
+
+@pytest.fixture(scope="session")
+def tiny_run(demo_data, tmp_path_factory) -> Path:
+    """A finished run of a 32-px MobileNetV2 (alpha 0.35, random init), shared by the session."""
+    from edgeship.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    train(TrainConfig.tiny(data_dir=str(demo_data), out_dir=str(out), epochs=2))
+    return out
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tiny_run) -> Path:
+    """The tiny run exported to every variant."""
+    from edgeship.export import ExportConfig, export
+
+    export(ExportConfig.tiny(run_dir=str(tiny_run)))
+    return tiny_run / "export"
