@@ -14,6 +14,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from pathlib import Path
@@ -126,17 +127,50 @@ def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, 
     return lower, upper, (source - floor).astype(np.float32)
 
 
+@functools.lru_cache(maxsize=32)
+def _bilinear_plan(in_height: int, in_width: int, height: int, width: int) -> tuple[np.ndarray, ...]:
+    """Gather indices and weights of one resize, computed once per (input, output) shape.
+
+    Rows are read once each (a shrink skips the rows no output needs), and columns are indexed
+    on the image viewed as ``(H, W * 3)``, so every arithmetic step runs over contiguous rows
+    of ``width * 3`` values rather than over 3-channel pixels.
+    """
+    top, bottom, y_frac = _axis_weights(in_height, height)
+    left, right, x_frac = _axis_weights(in_width, width)
+    rows, position = np.unique(np.concatenate([top, bottom]), return_inverse=True)
+    channels = np.arange(3)
+    plan = (
+        rows,
+        position[:height],                            # where each output row's top source row is in `rows`
+        position[height:],                            # ... and its bottom source row
+        y_frac[:, None],
+        (left[:, None] * 3 + channels).reshape(-1),   # flat column of each output value's left source
+        (right[:, None] * 3 + channels).reshape(-1),
+        np.repeat(x_frac, 3),
+    )
+    for array in plan:
+        array.flags.writeable = False  # shared between threads through the cache
+    return plan
+
+
 def _resize_bilinear_half_pixel(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
-    top, bottom, y_frac = _axis_weights(pixels.shape[0], height)
-    left, right, x_frac = _axis_weights(pixels.shape[1], width)
-    image = pixels.astype(np.float32)
-    rows_top, rows_bottom = image[top], image[bottom]
-    y = y_frac[:, None, None]
-    x = x_frac[None, :, None]
-    upper = rows_top[:, left] + (rows_top[:, right] - rows_top[:, left]) * x
-    lower = rows_bottom[:, left] + (rows_bottom[:, right] - rows_bottom[:, left]) * x
-    out = upper + (lower - upper) * y
-    return np.clip(np.rint(out), 0, 255).astype(np.uint8)
+    in_height, in_width = pixels.shape[:2]
+    rows, top, bottom, y_frac, left, right, x_frac = _bilinear_plan(in_height, in_width, height, width)
+    block = np.ascontiguousarray(pixels, dtype=np.uint8).reshape(in_height, in_width * 3)[rows]
+    # TensorFlow's order and float32 arithmetic, so the rounding matches too: each source row
+    # is interpolated along x (left + (right - left) * x), then those rows along y.
+    upper = np.take(block, left, axis=1).astype(np.float32)
+    lower = np.take(block, right, axis=1).astype(np.float32)
+    lower -= upper
+    lower *= x_frac
+    upper += lower
+    out, below = upper[top], upper[bottom]
+    below -= out
+    below *= y_frac
+    out += below
+    # A convex combination of values in [0, 255] needs no clipping before the cast.
+    np.rint(out, out=out)
+    return out.astype(np.uint8).reshape(height, width, 3)
 
 
 def preprocess(path: str | os.PathLike | BinaryIO, size: tuple[int, int], method: str = RESIZE_BILINEAR) -> np.ndarray:
