@@ -159,12 +159,12 @@ def _resize_bilinear_half_pixel(pixels: np.ndarray, height: int, width: int) -> 
     block = np.ascontiguousarray(pixels, dtype=np.uint8).reshape(in_height, in_width * 3)[rows]
     # TensorFlow's order and float32 arithmetic, so the rounding matches too: each source row
     # is interpolated along x (left + (right - left) * x), then those rows along y.
-    upper = np.take(block, left, axis=1).astype(np.float32)
-    lower = np.take(block, right, axis=1).astype(np.float32)
-    lower -= upper
-    lower *= x_frac
-    upper += lower
-    out, below = upper[top], upper[bottom]
+    rows_x = np.take(block, left, axis=1).astype(np.float32)
+    step = np.take(block, right, axis=1).astype(np.float32)
+    step -= rows_x
+    step *= x_frac
+    rows_x += step
+    out, below = rows_x[top], rows_x[bottom]
     below -= out
     below *= y_frac
     out += below
