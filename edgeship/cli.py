@@ -129,6 +129,46 @@ def export(
     typer.echo(json.dumps(dict(report), indent=2) if as_json else render_markdown(report))
 
 
+@app.command("run")
+def run_all(
+    data_dir: Optional[Path] = typer.Argument(None, help="Class sub-folders of images; omit for the built-in demo."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory [runs/<data folder> or runs/demo]."),
+    config: Optional[Path] = typer.Option(None, "--config", help="TOML with [train] and [export] tables."),
+    backbone: Optional[str] = typer.Option(None, help="mobilenet_v1 | mobilenet_v2."),
+    alpha: Optional[float] = typer.Option(None, help="Width multiplier."),
+    image_size: Optional[int] = typer.Option(None, help="Square input size in pixels."),
+    weights: Optional[str] = typer.Option(None, help="imagenet | none | PATH to no-top .h5 weights."),
+    epochs: Optional[int] = typer.Option(None, help="Phase 1 epochs."),
+    fine_tune_epochs: Optional[int] = typer.Option(None, help="Phase 2 epochs."),
+    max_drop: Optional[float] = typer.Option(None, help="Exit 2 when int8 loses more than this (pp) vs float32."),
+    min_agreement: float = typer.Option(0.0, help="With --max-drop: minimum top-1 agreement (0-1)."),
+    threads: int = typer.Option(1, help="CPU threads for validation and bench."),
+    bench_runs: int = typer.Option(50, help="Timed runs per variant."),
+    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+) -> None:
+    """Train, export, validate and bench in one go; prints one table per variant."""
+    import json
+
+    from edgeship.pipeline import RunConfig, render_summary, run
+    from edgeship.train.config import read_toml
+
+    tables = read_toml(config) if config else {}
+    train_values = dict(tables.get("train", {}))
+    flags = dict(backbone=backbone, alpha=alpha, image_size=image_size, weights=weights, epochs=epochs,
+                 fine_tune_epochs=fine_tune_epochs)
+    train_values.update({k: v for k, v in flags.items() if v is not None})
+    summary = run(RunConfig(
+        data_dir=str(data_dir) if data_dir else "", out_dir=str(out) if out else "", train=train_values,
+        export=dict(tables.get("export", {})), max_drop=max_drop, min_agreement=min_agreement,
+        bench_runs=bench_runs, threads=threads,
+    ))
+    typer.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
+    gate = summary.get("gate")
+    if gate and not gate["passed"]:
+        typer.secho("gate failed: the int8 model lost more than --max-drop against float32", err=True, fg="red")
+        raise typer.Exit(2)
+
+
 # --------------------------------------------------------------------------- runtime
 
 

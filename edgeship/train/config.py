@@ -31,6 +31,7 @@ __all__ = [
     "WEIGHTS_NONE",
     "TrainConfig",
     "load_config",
+    "read_toml",
 ]
 
 MOBILENET_V1 = "mobilenet_v1"
@@ -139,6 +140,16 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"`{name}` must be one of {', '.join(allowed)}; received {name}={value!r}.")
 
 
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """A TOML file as a dict, with errors that name the file."""
+    try:
+        return tomllib.loads(Path(path).read_text())
+    except FileNotFoundError as e:
+        raise ConfigError(f"Config file not found: {path}") from e
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"Config file {path} is not valid TOML: {e}") from e
+
+
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
     """Builds a TrainConfig from an optional TOML file, then ``overrides`` (flags win).
 
@@ -147,12 +158,7 @@ def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig
     """
     values: dict[str, Any] = {}
     if path:
-        try:
-            data = tomllib.loads(Path(path).read_text())
-        except FileNotFoundError as e:
-            raise ConfigError(f"Config file not found: {path}") from e
-        except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"Config file {path} is not valid TOML: {e}") from e
+        data = read_toml(path)
         values.update(data.get("train", data))
     values.update({k: v for k, v in overrides.items() if v is not None})
     known = {f.name for f in dataclasses.fields(TrainConfig)}

@@ -1,0 +1,163 @@
+"""The export stage on a tiny run: every variant converts, runs in LiteRT, describes itself."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from edgeship.cli import app
+from edgeship.errors import ConfigError
+from edgeship.export.config import FILE_NAMES, ExportConfig
+from edgeship.runtime.graph import is_full_integer, read_graph
+from edgeship.runtime.manifest import read_embedded
+from edgeship.runtime.model import load_model
+
+runner = CliRunner()
+
+
+def test_every_variant_converts_and_runs_in_litert(tiny_export, tiny_run):
+    split = json.loads((tiny_run / "split.json").read_text())
+    rel, label = split["test"][0]
+    image = tiny_run.parent.parent / "unused"  # the test image comes from the recorded data root
+    image = f"{split['data_root']}/{rel}"
+    for kind, name in FILE_NAMES.items():
+        model = load_model(tiny_export / name)
+        scores = model.classify(model.preprocess(image))
+        assert scores.shape == (4,) and np.isfinite(scores).all(), kind
+        assert abs(float(scores.sum()) - 1.0) < 0.05, kind  # softmax survives every conversion
+
+
+def test_full_integer_models_have_no_float_tensor_on_any_op(tiny_export):
+    for kind in ("int8", "int8-ptq"):
+        path = tiny_export / FILE_NAMES[kind]
+        assert is_full_integer(path), kind
+        graph = read_graph(path)
+        assert not graph.is_edgetpu_compiled
+    for kind in ("float32", "float16", "dynamic"):
+        assert not is_full_integer(tiny_export / FILE_NAMES[kind]), kind
+
+
+def test_uint8_input_takes_raw_pixels_exactly(tiny_export):
+    model = load_model(tiny_export / FILE_NAMES["int8"])
+    detail = model.interpreter.get_input_details()[0]
+    assert detail["dtype"] == np.uint8
+    scale, zero_point = detail["quantization"]
+    assert scale == pytest.approx(1 / 128, rel=1e-6) and zero_point == 128
+    pixels = np.arange(32 * 32 * 3, dtype=np.uint8).reshape(32, 32, 3)
+    np.testing.assert_array_equal(model.input_tensor(pixels)[0], pixels)  # fed as they are
+
+
+def test_labels_and_manifest_read_back_from_the_file_alone(tiny_export, tiny_run):
+    digest = json.loads((tiny_run / "split.json").read_text())["digest"]
+    float_accuracy = json.loads((tiny_export / "report.json").read_text())["float_keras"]["test_accuracy"]
+    for kind, name in FILE_NAMES.items():
+        labels, manifest = read_embedded((tiny_export / name).read_bytes())
+        assert labels == ["checks", "dots", "rings", "stripes"]
+        assert manifest.quantization == kind
+        assert manifest.image_size == (32, 32) and manifest.resize_method == "bilinear"
+        assert (manifest.mean, manifest.std) == (128.0, 128.0)
+        assert manifest.backbone == "mobilenet_v2_0.35"
+        assert manifest.split_digest == digest
+        assert manifest.float_test_accuracy == pytest.approx(float_accuracy)
+    _, int8 = read_embedded((tiny_export / FILE_NAMES["int8"]).read_bytes())
+    assert int8.extra["int8_source"] in ("qat", "ptq") and "validation split" in int8.extra["int8_choice_reason"]
+
+
+def test_report_scores_every_variant_against_the_float_model(tiny_export):
+    report = json.loads((tiny_export / "report.json").read_text())
+    assert set(report["variants"]) == set(FILE_NAMES)
+    for kind, row in report["variants"].items():
+        assert 0 <= row["test_accuracy"] <= 1 and 0 <= row["agreement"] <= 1
+        assert row["size_bytes"] == (tiny_export / row["file"]).stat().st_size
+        assert row["mean_latency_ms"] > 0
+    assert report["variants"]["float32"]["agreement"] >= 0.75  # the same network, in another runtime
+    assert report["int8_source"] in ("qat", "ptq") and "0" in report["qat_history_val"]
+    markdown = (tiny_export / "report.md").read_text()
+    assert "| int8 |" in markdown and "int8 choice" in markdown
+    assert not list(tiny_export.parent.glob(".export.partial*"))
+
+
+def test_int8_io_and_an_interrupted_export_leaves_the_previous_one_intact(tiny_export, tiny_run, tmp_path, monkeypatch):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    before = {p.name: p.read_bytes() for p in (run / "export").iterdir()}
+
+    import edgeship.export.exporter as exporter
+
+    real_convert = exporter.convert
+    calls = []
+
+    def convert_then_die(model, kind, **kwargs):
+        calls.append(kind)
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # killed mid-export
+        return real_convert(model, kind, **kwargs)
+
+    monkeypatch.setattr(exporter, "convert", convert_then_die)
+    with pytest.raises(KeyboardInterrupt):
+        exporter.export(ExportConfig.tiny(run_dir=str(run), formats=("float16", "int8-ptq")))
+    after = {p.name: p.read_bytes() for p in (run / "export").iterdir()}
+    assert after == before  # nothing half-written or mixed under the final names
+    monkeypatch.setattr(exporter, "convert", real_convert)
+
+    exporter.export(ExportConfig.tiny(run_dir=str(run), formats=("int8-ptq",), io="int8"))
+    assert sorted(p.name for p in (run / "export").iterdir()) == ["model_int8_ptq.tflite", "report.json", "report.md"]
+    model = load_model(run / "export" / "model_int8_ptq.tflite")
+    assert model.interpreter.get_input_details()[0]["dtype"] == np.int8
+    assert is_full_integer(run / "export" / "model_int8_ptq.tflite")
+
+
+def test_export_config_names_bad_values():
+    with pytest.raises(ConfigError, match="int4"):
+        ExportConfig(formats=("int4",))
+    with pytest.raises(ConfigError, match="io"):
+        ExportConfig(io="float")
+
+
+def test_cli_export_and_a_missing_run(tiny_run, tmp_path):
+    run = tmp_path / "run"
+    shutil.copytree(tiny_run, run)
+    result = runner.invoke(app, ["export", str(run), "--formats", "float16", "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(result.output[result.output.index("{"):])
+    assert list(report["variants"]) == ["float16"]
+    result = runner.invoke(app, ["export", str(tmp_path / "nothing")])
+    assert result.exit_code == 1 and "edgeship train" in result.output and "Traceback" not in result.output
+
+
+# --------------------------------------------------------------------------- the QAT recipe
+
+
+def test_calibrated_qat_model_starts_where_the_float_model_is(tiny_run):
+    """Per-channel depthwise kernels and calibrated ranges: the quantized model tracks the float one
+    before any training step; tfmot's defaults do not."""
+    import tensorflow_model_optimization as tfmot
+
+    from edgeship.export.qat import calibrate_ranges, freeze_batch_norm, make_qat_model, set_input_range
+    from edgeship.train.pipeline import make_dataset
+    from edgeship.train.tfkeras import keras
+    from edgeship.train.trainer import load_float_model
+
+    float_model = load_float_model(tiny_run)
+    rng = np.random.default_rng(0)
+    pixels = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
+    labels = rng.integers(0, 4, 16)
+    data = make_dataset(pixels, labels, np.arange(16), 4, 8)
+    x = next(iter(data))[0]
+    reference = float_model(x, training=False).numpy()
+
+    default = tfmot.quantization.keras.quantize_model(keras.models.clone_model(float_model))
+    default.set_weights(default.get_weights())  # fresh tfmot model, untouched ranges
+    ours = make_qat_model(float_model)
+    assert freeze_batch_norm(ours) > 10
+    set_input_range(ours)
+    assert calibrate_ranges(ours, float_model, data, num_batches=2) > 10
+    depthwise = [l for l in ours.layers if "depthwise" in l.name and hasattr(l, "quantize_config")][0]
+    channels = depthwise.layer.depthwise_kernel.shape[2]
+    assert [v.shape[0] for v in depthwise.non_trainable_weights if "kernel_min" in v.name] == [channels]
+    error = np.abs(ours(x, training=False).numpy() - reference).max()
+    assert error < 0.05, error
