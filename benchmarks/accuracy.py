@@ -1,0 +1,101 @@
+"""Accuracy of every shipped variant against the float model, on real photos.
+
+Trains and exports MobileNet v1 (alpha 0.25) and MobileNetV2 (alpha 1.0) at 160 px on
+flowers5 with ImageNet weights, then tabulates, per variant, test accuracy, the change against
+the float Keras model, top-1 agreement with it, file size, and the time to train and export.
+A finished run in the runs folder is reused (its recorded times are kept), so the table can be
+rebuilt without retraining.
+
+    python benchmarks/accuracy.py [--data ../shared/data/flowers5] [--weights-dir ../shared/weights]
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import FLOWERS, ROOT, machine, machine_line, write_results  # noqa: E402
+
+SHARED = ROOT.parent / "shared"
+
+MODELS = {
+    "mobilenet_v1_0.25": dict(backbone="mobilenet_v1", alpha=0.25, weights_file="mobilenet_2_5_224_tf_no_top.h5"),
+    "mobilenet_v2_1.0": dict(backbone="mobilenet_v2", alpha=1.0, weights_file="mobilenet_v2_1.0_224_no_top.h5"),
+}
+VARIANTS = ("float32", "float16", "dynamic", "int8-ptq", "int8")
+
+
+def run_one(name: str, spec: dict, data: Path, weights_dir: Path, runs_dir: Path, image_size: int) -> dict:
+    from edgeship.export import ExportConfig, export
+    from edgeship.train import TrainConfig, train
+
+    run_dir = runs_dir / name
+    if not (run_dir / "metrics.json").exists():
+        config = TrainConfig(
+            data_dir=str(data), out_dir=str(run_dir), backbone=spec["backbone"], alpha=spec["alpha"],
+            image_size=image_size, weights=str(weights_dir / spec["weights_file"]),
+        )
+        train(config, resume=(run_dir / "config.json").exists())
+    if not (run_dir / "export" / "report.json").exists():
+        export(ExportConfig(run_dir=str(run_dir)))
+    metrics = json.loads((run_dir / "metrics.json").read_text())
+    report = json.loads((run_dir / "export" / "report.json").read_text())
+    return {
+        "model": name,
+        "image_size": image_size,
+        "num_test_images": report["num_test_images"],
+        "float_keras_accuracy": report["float_keras"]["test_accuracy"],
+        "train_seconds": metrics["train_seconds"],
+        "export_seconds": report["export_seconds"],
+        "int8_source": report.get("int8_source"),
+        "variants": {k: report["variants"][k] for k in VARIANTS if k in report["variants"]},
+    }
+
+
+def render(result: dict) -> str:
+    lines = [
+        f"Test split of flowers5 ({result['rows'][0]['num_test_images']} photos), every variant scored by the LiteRT "
+        f"runtime; agreement = same top-1 class as the float Keras model. {machine_line(result['machine'])}",
+        "",
+        "| model | variant | accuracy | Δ vs float (pp) | agreement | size | train | export |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for row in result["rows"]:
+        lines.append(
+            f"| {row['model']} @{row['image_size']} | float (Keras) | {100 * row['float_keras_accuracy']:.2f} % | | | | "
+            f"{row['train_seconds'] / 60:.1f} min | {row['export_seconds'] / 60:.1f} min |"
+        )
+        for kind, v in row["variants"].items():
+            label = "int8 (QAT)" if kind == "int8" and row["int8_source"] == "qat" else kind
+            lines.append(
+                f"| | {label} | {100 * v['test_accuracy']:.2f} % | {v['delta_pp']:+.2f} | {100 * v['agreement']:.2f} % | "
+                f"{v['size_bytes'] / 1024:.0f} KiB | | |"
+            )
+    return "\n".join(lines) + "\n"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--data", type=Path, default=FLOWERS)
+    parser.add_argument("--weights-dir", type=Path, default=SHARED / "weights")
+    parser.add_argument("--runs-dir", type=Path, default=Path("runs") / "bench-accuracy")
+    parser.add_argument("--image-size", type=int, default=160)
+    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    args = parser.parse_args()
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("edgeship").setLevel(logging.INFO)
+    if not args.data.is_dir():
+        sys.exit(f"{args.data} not found: pass --data (class sub-folders of photos).")
+    rows = [run_one(m, MODELS[m], args.data, args.weights_dir, args.runs_dir, args.image_size) for m in args.models]
+    result = {"benchmark": "accuracy", "machine": machine(), "rows": rows}
+    write_results("accuracy", result, render(result))
+    print(render(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,46 @@
+"""Real-data acceptance on flowers5 (minutes): `make test-slow`."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import FLOWERS, WEIGHTS, needs_shared
+
+pytestmark = [
+    pytest.mark.slow,
+    needs_shared(FLOWERS),
+    needs_shared(WEIGHTS / "mobilenet_v2_1.0_224_no_top.h5"),
+]
+
+
+@pytest.fixture(scope="module")
+def flowers_run(tmp_path_factory):
+    from edgeship.train import TrainConfig, train
+
+    out = tmp_path_factory.mktemp("flowers") / "v2"
+    config = TrainConfig(
+        data_dir=str(FLOWERS), out_dir=str(out), backbone="mobilenet_v2", alpha=1.0, image_size=160,
+        weights=str(WEIGHTS / "mobilenet_v2_1.0_224_no_top.h5"),
+    )
+    train(config)
+    return out
+
+
+def test_flowers_float_model_reaches_90_percent(flowers_run):
+    metrics = json.loads((flowers_run / "metrics.json").read_text())
+    assert metrics["num_test"] == 264
+    assert metrics["accuracy"] >= 0.90, metrics["accuracy"]
+    assert metrics["macro_f1"] >= 0.88
+
+
+def test_flowers_int8_keeps_the_float_accuracy(flowers_run):
+    from edgeship.export import ExportConfig, export
+
+    report = export(ExportConfig(run_dir=str(flowers_run)))
+    float_accuracy = report["float_keras"]["test_accuracy"]
+    int8, ptq = report["variants"]["int8"], report["variants"]["int8-ptq"]
+    assert int8["test_accuracy"] >= float_accuracy - 0.003, report
+    assert int8["test_accuracy"] >= ptq["test_accuracy"], report
+    assert int8["agreement"] >= 0.98, report
