@@ -1,0 +1,92 @@
+"""What every benchmark records: the machine it ran on, timing summaries, and its result files.
+
+Imported by the benchmark scripts (run as ``python benchmarks/<name>.py``, so this folder is
+on ``sys.path``) and by ``render.py``. It imports neither TensorFlow nor LiteRT.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import os
+import platform
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from latency_vs_litert import CORAL, RESULTS, ROOT, default_models
+
+__all__ = ["CORAL", "FLOWERS", "RESULTS", "ROOT", "default_models", "flower_photos", "machine", "machine_line",
+           "summarize", "write_results"]
+
+FLOWERS = ROOT.parent / "shared" / "data" / "flowers5"
+_PACKAGES = ("numpy", "pillow", "ai-edge-litert", "tensorflow", "tf-keras")
+
+
+def _cpu_model() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _package_version(name: str) -> str | None:
+    try:
+        return version(name)
+    except PackageNotFoundError:
+        return None
+
+
+def machine() -> dict:
+    """CPU model, core count, OS, Python and package versions, and today's date (UTC)."""
+    return {
+        "cpu": _cpu_model(),
+        "cores": os.cpu_count(),
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        **{name: _package_version(name) for name in _PACKAGES},
+        "date": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d"),
+    }
+
+
+def machine_line(info: dict) -> str:
+    """One line naming the machine for a markdown table's caption."""
+    versions = ", ".join(f"{name} {info[name]}" for name in _PACKAGES if info.get(name))
+    return f"{info['cpu']}, {info['cores']} cores, Python {info['python']}, {versions}; {info['date']}."
+
+
+def summarize(seconds: Sequence[float]) -> dict:
+    """Median, mean, p90, p99, min and max of per-item times, in milliseconds."""
+    ms = np.asarray(seconds, dtype=np.float64) * 1000
+    return {
+        "median_ms": float(np.median(ms)),
+        "mean_ms": float(ms.mean()),
+        "p90_ms": float(np.percentile(ms, 90)),
+        "p99_ms": float(np.percentile(ms, 99)),
+        "min_ms": float(ms.min()),
+        "max_ms": float(ms.max()),
+        "count": int(ms.size),
+    }
+
+
+def flower_photos(count: int) -> list[Path]:
+    """``count`` flowers5 photos, taken from every class in turn (sorted, so every run reads the same)."""
+    if not FLOWERS.is_dir():
+        raise SystemExit(f"{FLOWERS} is absent: the benchmarks read the shared flowers5 photos.")
+    per_class = [sorted(folder.glob("*.jpg")) for folder in sorted(FLOWERS.iterdir()) if folder.is_dir()]
+    photos = [group[i] for i in range(max(map(len, per_class))) for group in per_class if i < len(group)]
+    return photos[:count]
+
+
+def write_results(name: str, report: dict, markdown: str, out: Path | None = None) -> Path:
+    """Writes ``results/<name>.json`` and the rendered ``.md`` beside it; returns the JSON path."""
+    out = out or RESULTS / f"{name}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"benchmark": name, **report}, indent=2) + "\n")
+    out.with_suffix(".md").write_text(markdown)
+    return out
