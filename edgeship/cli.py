@@ -106,7 +106,7 @@ def export(
     ),
     io: str = typer.Option("uint8", "--io", help="Input/output type of full-integer models: uint8 | int8."),
     qat_epochs: int = typer.Option(2, help="Quantization-aware training epochs."),
-    qat_learning_rate: float = typer.Option(1e-5, help="QAT learning rate."),
+    qat_learning_rate: float = typer.Option(1e-6, help="QAT learning rate (Adam)."),
     distillation: float = typer.Option(1.0, help="Share of the QAT target from the float model's predictions."),
     calibration_batches: int = typer.Option(16, help="Batches that calibrate activation ranges before QAT."),
     representative_samples: int = typer.Option(256, help="Train images that calibrate post-training int8."),

@@ -34,7 +34,7 @@ def convert(
         model: a float Keras model, or a tfmot QAT model for ``int8``.
         kind: one of ``FORMATS``.
         representative: calibration samples (a generator function of ``[batch]`` lists of
-            normalised float inputs); required for ``int8-ptq``; for a QAT model it only fills
+            normalised float inputs); required for full integer; for a QAT model it only fills
             ranges the fake-quant ops do not give.
         io: ``uint8`` or ``int8`` input and output of full-integer models.
 
@@ -50,8 +50,8 @@ def convert(
     elif kind == DYNAMIC:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
     elif kind in FULL_INTEGER:
-        if representative is None and kind != "int8":
-            raise ConfigError("Post-training int8 needs representative data (train images) to calibrate ranges.")
+        if representative is None:  # TensorFlow asks for it even when fake-quant ranges cover everything
+            raise ConfigError("Full-integer conversion needs representative data (train images).")
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
         if representative is not None:
             converter.representative_dataset = representative

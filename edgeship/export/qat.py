@@ -14,10 +14,12 @@ Out of the box, tfmot's ``quantize_model`` followed by a couple of epochs of ``f
    beyond ±6 are clipped; the freshly quantized model starts near chance. Here the ranges are
    calibrated from the float model's activations before the first step
    (:func:`calibrate_ranges`).
-3. **The learning rate is too high.** QAT only has to nudge weights onto the int8 grid; the
-   fine-tuning rate undoes what fine-tuning found. Here it is 1e-5 with cosine decay, and the
-   weights with the best validation accuracy are kept (epoch 0, the calibrated model before any
-   step, included).
+3. **The learning rate is too high.** QAT only has to nudge weights onto the int8 grid. Adam
+   moves every weight by about the learning rate per step, whatever its scale, and the
+   depthwise weights of a MobileNet are tiny: at 1e-5 one epoch already pulled the model away
+   from the float one. Here it is 1e-6 with cosine decay, the target is the float model's own
+   prediction (distillation), and the epoch that agrees best with the float model on
+   validation is kept (epoch 0, the calibrated model before any step, included).
 
 The input range is set exactly to what ``(pixel - 128) / 128`` spans, so the converted model's
 uint8 input quantization is scale 1/128, zero point 128, and raw pixels are fed bit-exact.
