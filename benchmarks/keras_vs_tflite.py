@@ -103,6 +103,8 @@ def measure(run_dir: Path, args, tiny: bool) -> dict:
     if not paths:
         raise SystemExit(f"No exported .tflite in {run_dir / 'export'}: run `edgeship export` on it first.")
     models = {path.stem: load_model(path, num_threads=args.threads) for path in paths}
+    sizes = {path.stem: path.stat().st_size for path in paths}
+    sizes[KERAS_GRAPH] = sizes[KERAS_EAGER] = (run_dir / "model.h5").stat().st_size
     height, width = next(iter(models.values())).input_size
     pixels = np.random.default_rng(0).integers(0, 256, (height, width, 3), dtype=np.uint8)
 
@@ -131,10 +133,9 @@ def measure(run_dir: Path, args, tiny: bool) -> dict:
     for name in names:
         medians = [np.median(times) for times in samples[name]]
         speedups = [float(base / median) for base, median in zip(baseline, medians)]
-        path = run_dir / "export" / f"{name}.tflite" if name in models else run_dir / "model.h5"
         rows.append({
             "variant": name,
-            "size_bytes": path.stat().st_size if path.exists() else None,
+            "size_bytes": sizes[name],
             **summarize([t for times in samples[name] for t in times]),
             "speedup_vs_keras": statistics.median(speedups),
             "round_speedups": speedups,
