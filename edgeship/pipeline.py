@@ -13,6 +13,7 @@ Example:
 from __future__ import annotations
 
 import dataclasses
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -100,6 +101,9 @@ def run(config: RunConfig) -> dict:
         train_config = train_config.replace(weights="none", epochs=train_config.epochs + train_config.fine_tune_epochs)
     run_dir = train_config.run_dir
     finished = (run_dir / "metrics.json").exists()
+    if (run_dir / "config.json").exists():  # an existing run keeps the config it was trained with
+        recorded = json.loads((run_dir / "config.json").read_text())
+        train_config = type(train_config)(**{**recorded, "out_dir": str(run_dir)})
     if finished:
         logger.info("Stage 1/4 train: %s is already trained; reusing it", run_dir)
     else:

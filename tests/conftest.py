@@ -30,7 +30,7 @@ def demo_data(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_run(demo_data, tmp_path_factory) -> Path:
-    """A finished run of a 32-px MobileNetV2 (alpha 0.35, random init), shared by the session."""
+    """A finished run of a 32-px MobileNet v1 (alpha 0.25, random init), shared by the session."""
     from edgeship.train import TrainConfig, train
 
     out = tmp_path_factory.mktemp("runs") / "tiny"

@@ -60,7 +60,7 @@ def test_labels_and_manifest_read_back_from_the_file_alone(tiny_export, tiny_run
         assert manifest.quantization == kind
         assert manifest.image_size == (32, 32) and manifest.resize_method == "bilinear"
         assert (manifest.mean, manifest.std) == (128.0, 128.0)
-        assert manifest.backbone == "mobilenet_v2_0.35"
+        assert manifest.backbone == "mobilenet_v1_0.25"
         assert manifest.split_digest == digest
         assert manifest.float_test_accuracy == pytest.approx(float_accuracy)
     _, int8 = read_embedded((tiny_export / FILE_NAMES["int8"]).read_bytes())
@@ -156,8 +156,29 @@ def test_calibrated_qat_model_starts_where_the_float_model_is(tiny_run):
     assert freeze_batch_norm(ours) > 10
     set_input_range(ours)
     assert calibrate_ranges(ours, float_model, data, num_batches=2) > 10
-    depthwise = [l for l in ours.layers if "depthwise" in l.name and hasattr(l, "quantize_config")][0]
+    depthwise = [l for l in ours.layers if isinstance(getattr(l, "layer", None), keras.layers.DepthwiseConv2D)][0]
     channels = depthwise.layer.depthwise_kernel.shape[2]
     assert [v.shape[0] for v in depthwise.non_trainable_weights if "kernel_min" in v.name] == [channels]
     error = np.abs(ours(x, training=False).numpy() - reference).max()
     assert error < 0.05, error
+
+
+def test_run_takes_a_trained_run_through_export_validate_and_bench(tiny_run, tmp_path):
+    from edgeship.pipeline import RunConfig, render_summary, run
+
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns("export"))
+    data_root = json.loads((out / "split.json").read_text())["data_root"]
+    summary = run(RunConfig(
+        data_dir=data_root, out_dir=str(out),
+        export={"formats": ("int8", "float32"), "qat_epochs": 1, "calibration_batches": 2,
+                "representative_samples": 16, "batch_size": 8},
+        max_drop=100.0, bench_runs=5,
+    ))
+    assert set(summary["variants"]) == {"int8", "float32"}
+    int8 = summary["variants"]["int8"]
+    assert int8["passed"] and int8["median_ms"] > 0 and int8["validated_accuracy"] == pytest.approx(int8["test_accuracy"])
+    assert summary["gate"]["passed"]
+    table = render_summary(summary)
+    assert "| int8 |" in table and "| float32 |" in table
+    assert json.loads((out / "summary.json").read_text())["variants"]["int8"]["file"] == "model_int8.tflite"
