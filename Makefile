@@ -31,4 +31,9 @@ test-slow: install
 	$(BIN)/python -m pytest -q -m slow
 
 bench: install
-	$(BIN)/python benchmarks/run_all.py
+	$(BIN)/python benchmarks/latency_vs_litert.py --rounds 9
+	$(BIN)/python benchmarks/throughput.py
+	$(BIN)/python benchmarks/input_pipeline.py --rounds 7
+	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/keras_vs_tflite.py --run runs/bench-accuracy/mobilenet_v2_1.0
+	$(BIN)/python benchmarks/render.py
