@@ -22,8 +22,7 @@ runner = CliRunner()
 def test_every_variant_converts_and_runs_in_litert(tiny_export, tiny_run):
     split = json.loads((tiny_run / "split.json").read_text())
     rel, label = split["test"][0]
-    image = tiny_run.parent.parent / "unused"  # the test image comes from the recorded data root
-    image = f"{split['data_root']}/{rel}"
+    image = f"{split['data_root']}/{rel}"  # the recorded data root
     for kind, name in FILE_NAMES.items():
         model = load_model(tiny_export / name)
         scores = model.classify(model.preprocess(image))

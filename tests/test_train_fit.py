@@ -9,7 +9,6 @@ import subprocess
 import sys
 import textwrap
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -119,7 +118,7 @@ def test_imagenet_weights_load_through_the_keras_cache(demo_data, tmp_path, monk
 # --------------------------------------------------------------------------- resume and distribution
 
 
-def _python(code: str, **env) -> list[str]:
+def _python(code: str) -> list[str]:
     return [sys.executable, "-c", textwrap.dedent(code)]
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.errors import ConfigError
-from edgeship.export.config import FILE_NAMES, FLOAT32, INT8, INT8_PTQ, ExportConfig
+from edgeship.export.config import FILE_NAMES, INT8, INT8_PTQ, ExportConfig
 from edgeship.export.convert import convert
 from edgeship.export.qat import calibrate_ranges, freeze_batch_norm, make_qat_model, set_input_range
 from edgeship.runtime.files import atomic_write_bytes, atomic_write_json, atomic_write_text
