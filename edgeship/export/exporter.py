@@ -28,7 +28,7 @@ from edgeship.train.config import TrainConfig
 from edgeship.train.data import Dataset, load_data
 from edgeship.train.pipeline import make_dataset, normalize_tf
 from edgeship.train.tfkeras import keras, tf
-from edgeship.train.trainer import load_float_model
+from edgeship.train.trainer import load_float_model, predict_classes
 
 __all__ = ["ExportResult", "export"]
 
@@ -53,11 +53,6 @@ def _load_run(run_dir: Path) -> tuple[TrainConfig, dict]:
     return train_config, metrics
 
 
-def _keras_predict(model: keras.Model, data: Dataset, part: str, batch_size: int) -> np.ndarray:
-    ds = make_dataset(data.pixels, data.labels, data.indices[part], data.num_classes, batch_size)
-    return model.predict(ds.map(lambda x, y: x), verbose=0)
-
-
 def _representative(data: Dataset, config: ExportConfig):
     rng = np.random.default_rng(config.seed)
     train = data.indices["train"]
@@ -70,7 +65,7 @@ def _representative(data: Dataset, config: ExportConfig):
     return samples
 
 
-def _train_qat(float_model, data: Dataset, train_config: TrainConfig, config: ExportConfig):
+def _train_qat(float_model, float_val: np.ndarray, data: Dataset, train_config: TrainConfig, config: ExportConfig):
     """QAT per the recipe in ``qat.py``; returns (model, per-epoch validation scores, best epoch).
 
     The quantized model learns from the float model's own predictions on the same augmented
@@ -86,10 +81,9 @@ def _train_qat(float_model, data: Dataset, train_config: TrainConfig, config: Ex
     calibrate_ranges(qat, float_model, plain, config.calibration_batches)
     set_input_range(qat)
     val_labels = data.labels[data.indices["val"]]
-    float_val = np.argmax(_keras_predict(float_model, data, "val", config.batch_size), 1)
 
     def score() -> dict:
-        predicted = np.argmax(_keras_predict(qat, data, "val", config.batch_size), 1)
+        predicted = predict_classes(qat, data, "val", config.batch_size)
         return {"accuracy": float(np.mean(predicted == val_labels)), "agreement": float(np.mean(predicted == float_val))}
 
     history = {0: score()}
@@ -167,8 +161,8 @@ def export(config: ExportConfig) -> ExportResult:
     float_model = load_float_model(run_dir)
     test_labels = data.labels[data.indices["test"]]
     val_labels = data.labels[data.indices["val"]]
-    float_test = np.argmax(_keras_predict(float_model, data, "test", config.batch_size), 1)
-    float_val = np.argmax(_keras_predict(float_model, data, "val", config.batch_size), 1)
+    float_test = predict_classes(float_model, data, "test", config.batch_size)
+    float_val = predict_classes(float_model, data, "val", config.batch_size)
     float_accuracy = float(np.mean(float_test == test_labels))
 
     def manifest(kind: str, **extra) -> Manifest:
@@ -187,7 +181,7 @@ def export(config: ExportConfig) -> ExportResult:
         logger.info("Converting %s ...", kind)
         built[kind] = convert(float_model, kind, representative=representative, io=config.io)
     if INT8 in wanted:
-        qat, history, best_epoch = _train_qat(float_model, data, train_config, config)
+        qat, history, best_epoch = _train_qat(float_model, float_val, data, train_config, config)
         logger.info("Converting int8 (QAT) ...")
         qat_bytes = convert(qat, INT8, representative=representative, io=config.io)
         candidates = {}

@@ -29,7 +29,7 @@ from edgeship.train.model import build_model, set_trainable
 from edgeship.train.pipeline import class_weights, make_dataset
 from edgeship.train.tfkeras import keras, tf
 
-__all__ = ["TrainResult", "load_float_model", "make_strategy", "train"]
+__all__ = ["TrainResult", "load_float_model", "make_strategy", "predict_classes", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -164,7 +164,8 @@ def _fit_phase(model, config, data: Dataset, phase: int, epochs: int, lr: float,
     return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
 
 
-def _predict(model, data: Dataset, name: str, batch_size: int) -> np.ndarray:
+def predict_classes(model, data: Dataset, name: str, batch_size: int) -> np.ndarray:
+    """Top-1 class of a Keras model for every image of split part ``name`` (no augmentation)."""
     ds = make_dataset(data.pixels, data.labels, data.indices[name], data.num_classes, batch_size)
     probabilities = model.predict(ds.map(lambda x, y: x), verbose=0)
     return np.argmax(probabilities, axis=1)
@@ -238,7 +239,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     with atomic_path(run_dir / MODEL_NAME, suffix=".h5") as tmp:
         model.save(str(tmp), include_optimizer=False)
 
-    predictions = _predict(model, data, "test", config.batch_size) if len(data.indices["test"]) else np.array([], int)
+    predictions = predict_classes(model, data, "test", config.batch_size) if len(data.indices["test"]) else np.array([], int)
     report = classification_report(data.labels[data.indices["test"]], predictions, data.split.classes)
     best = json.loads((run_dir / "checkpoints" / "best.json").read_text()) if (run_dir / "checkpoints" / "best.json").exists() else {}
     metrics = {
