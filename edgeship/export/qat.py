@@ -151,25 +151,24 @@ def _float_ranges(float_model: keras.Model, names: list[str], pre_activation: se
     probes = []
     plain = [n for n in names if n not in pre_activation]
     if plain:
-        probes.append((plain, keras.Model(float_model.input, [float_model.get_layer(n).output for n in plain])))
+        probes.append(("", plain, keras.Model(float_model.input, [float_model.get_layer(n).output for n in plain])))
     try:
         if pre_activation:
             for n in pre_activation:  # read when the probe is traced, so the probe sees pre-activations
                 float_model.get_layer(n).activation = linear
             pre = sorted(pre_activation)
             probe = keras.Model(float_model.input, [float_model.get_layer(n).output for n in pre])
-            probes.append((pre, probe))
+            probes.append(("pre:", pre, probe))
         sums: dict[str, np.ndarray] = {}
         count = 0
         for x in batches:
             count += 1
-            for keys, probe in probes:
+            for prefix, keys, probe in probes:
                 outputs = probe(x, training=False)
                 outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
                 for key, out in zip(keys, outputs):
                     value = np.array([min(float(tf.reduce_min(out)), 0.0), max(float(tf.reduce_max(out)), 0.0)])
-                    tag = ("pre:" if probe is not probes[0][1] or not plain else "") + key
-                    sums[tag] = sums.get(tag, 0) + value
+                    sums[prefix + key] = sums.get(prefix + key, 0) + value
     finally:
         for n, activation in saved.items():
             float_model.get_layer(n).activation = activation

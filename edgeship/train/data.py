@@ -139,10 +139,6 @@ class Dataset:
     def num_classes(self) -> int:
         return len(self.split.classes)
 
-    def part(self, name: str) -> tuple[np.ndarray, np.ndarray]:
-        idx = self.indices[name]
-        return self.pixels[idx], self.labels[idx]
-
 
 def _decode(path: Path, size: tuple[int, int], method: str) -> tuple[np.ndarray | None, str, str]:
     """(pixels or None, content sha256, error reason)."""
@@ -229,13 +225,12 @@ def prepare_data(config, run_dir: Path) -> Dataset:
         raise DataError("The validation split is empty: add images (at least 3 per class) or pass a val folder.")
 
     split = Split(data_root=str(root), classes=classes, skipped=skipped)
-    hasher = hashlib.sha256()
+    hashed = []
     for name in SPLITS:
         entries = [(os.path.relpath(p, root), int(label)) for p, label, _, _ in ordered[name]]
         setattr(split, name, entries)
-        for (rel, label), (_, _, _, digest) in zip(entries, ordered[name]):
-            hasher.update(f"{name}\t{rel}\t{label}\t{digest}\n".encode())
-    split.digest = hasher.hexdigest()
+        hashed += [(name, rel, label, item[3]) for (rel, label), item in zip(entries, ordered[name])]
+    split.digest = _split_digest(hashed)
 
     flat = [item for name in SPLITS for item in ordered[name]]
     pixels = np.stack([item[2] for item in flat]).astype(np.uint8)
@@ -251,6 +246,14 @@ def prepare_data(config, run_dir: Path) -> Dataset:
         split.digest[:12], *counts, len(skipped),
     )
     return Dataset(pixels, labels, indices, split)
+
+
+def _split_digest(entries) -> str:
+    """sha256 over (part, relative path, label, file content sha256) of every image, in order."""
+    hasher = hashlib.sha256()
+    for name, rel, label, content in entries:
+        hasher.update(f"{name}\t{rel}\t{label}\t{content}\n".encode())
+    return hasher.hexdigest()
 
 
 def _cache_path(run_dir: Path, config) -> Path:
@@ -279,12 +282,11 @@ def load_data(run_dir: str | os.PathLike, config) -> Dataset:
     entries = [(name, rel, label) for name in SPLITS for rel, label in getattr(split, name)]
     logger.info("Decoding the %d images of the recorded split from %s ...", len(entries), root)
     decoded = _decode_all([root / rel for _, rel, _ in entries], (config.image_size,) * 2, config.resize_method)
-    hasher = hashlib.sha256()
-    for (name, rel, label), (pixels, digest, reason) in zip(entries, decoded):
+    for (_, rel, _), (pixels, _, reason) in zip(entries, decoded):
         if pixels is None:
             raise DataError(f"{root / rel}, recorded in {run_dir}/split.json, cannot be read now: {reason}")
-        hasher.update(f"{name}\t{rel}\t{label}\t{digest}\n".encode())
-    if hasher.hexdigest() != split.digest:
+    digest = _split_digest([(*entry, item[1]) for entry, item in zip(entries, decoded)])
+    if digest != split.digest:
         raise DataError(
             f"The images under {root} no longer match the split recorded in {run_dir}/split.json (digest "
             f"{split.digest[:12]}): files were changed. Restore them, or train a new run on the new data."

@@ -123,10 +123,6 @@ class _KeepBest(keras.callbacks.Callback):
         atomic_write_json(self.record_path, {"val_loss": self.best, "phase": self.phase, "epoch": epoch + 1})
 
 
-def _write_config(run_dir: Path, config: TrainConfig) -> None:
-    atomic_write_json(run_dir / "config.json", config.to_dict())
-
-
 def _resolve_config(config: TrainConfig, resume: bool) -> TrainConfig:
     run_dir = config.run_dir
     saved = run_dir / "config.json"
@@ -189,7 +185,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     config = _resolve_config(config, resume)
     run_dir = config.run_dir
     run_dir.mkdir(parents=True, exist_ok=True)
-    _write_config(run_dir, config)
+    atomic_write_json(run_dir / "config.json", config.to_dict())
     start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
 
