@@ -105,9 +105,8 @@ def export(
         "int8,int8-ptq,float16,dynamic,float32", help="Comma-separated: int8 int8-ptq float16 dynamic float32."
     ),
     io: str = typer.Option("uint8", "--io", help="Input/output type of full-integer models: uint8 | int8."),
-    qat_epochs: int = typer.Option(2, help="Quantization-aware training epochs."),
-    qat_learning_rate: float = typer.Option(1e-6, help="QAT learning rate (Adam)."),
-    distillation: float = typer.Option(1.0, help="Share of the QAT target from the float model's predictions."),
+    qat_epochs: int = typer.Option(3, help="Quantization-aware training epochs."),
+    qat_learning_rate: float = typer.Option(1e-5, help="QAT peak learning rate (Adam, cosine decay)."),
     calibration_batches: int = typer.Option(16, help="Batches that calibrate activation ranges before QAT."),
     representative_samples: int = typer.Option(256, help="Train images that calibrate post-training int8."),
     batch_size: int = typer.Option(32, help="QAT batch size."),
@@ -122,7 +121,7 @@ def export(
 
     config = ExportConfig(
         run_dir=str(run_dir), formats=tuple(f.strip() for f in formats.split(",") if f.strip()), io=io,
-        qat_epochs=qat_epochs, qat_learning_rate=qat_learning_rate, distillation=distillation, calibration_batches=calibration_batches,
+        qat_epochs=qat_epochs, qat_learning_rate=qat_learning_rate, calibration_batches=calibration_batches,
         representative_samples=representative_samples, batch_size=batch_size,
     )
     report = run_export(config)

@@ -181,3 +181,39 @@ def test_run_takes_a_trained_run_through_export_validate_and_bench(tiny_run, tmp
     table = render_summary(summary)
     assert "| int8 |" in table and "| float32 |" in table
     assert json.loads((out / "summary.json").read_text())["variants"]["int8"]["file"] == "model_int8.tflite"
+
+
+def test_int8_choice_needs_evidence_beyond_chance_before_dropping_qat():
+    from edgeship.export.exporter import choose_int8
+
+    labels = np.zeros(200, int)
+    float_scores = np.tile([0.7, 0.3], (200, 1))
+    qat = float_scores.copy()
+    qat[:4] = [0.45, 0.55]  # QAT misses 4 close calls, staying near the float probabilities elsewhere
+    ptq = np.tile([0.9, 0.1], (200, 1))
+    ptq[4:6] = [0.4, 0.6]  # post-training misses only 2, but moves every probability
+    choice = choose_int8(qat, ptq, labels, float_scores)
+    low, high = choice["qat_minus_ptq_val_ci_pp"]
+    assert low < 0 < high  # one percentage point in 200 images: within chance
+    assert choice["qat_val_distance"] < choice["ptq_val_distance"] and choice["use_qat"]
+    assert "equal within chance" in choice["reason"] and choice["qat_val_accuracy"] == 0.98
+
+    qat[:40] = [0.45, 0.55]  # 20 pp worse: beyond chance, post-training ships however close QAT is
+    far = choose_int8(qat, ptq, labels, float_scores)
+    assert not far["use_qat"] and far["qat_minus_ptq_val_ci_pp"][1] < 0 and "beyond chance" in far["reason"]
+
+
+def test_logit_distance_sees_logits_through_the_softmax():
+    from edgeship.export.qat import logit_distance
+
+    logits = np.array([[2.0, 0.5, -1.0], [0.1, 0.2, 0.3]], np.float32)
+
+    def softmax(z):
+        e = np.exp(z - z.max(axis=1, keepdims=True))
+        return e / e.sum(axis=1, keepdims=True)
+
+    assert float(logit_distance(softmax(logits), softmax(logits + 5.0))) < 1e-10  # a constant shift is invisible
+    shifted = logits.copy()
+    shifted[:, 0] += 0.3
+    # centred logits differ by (0.2, -0.1, -0.1) per row: mean square 0.02
+    assert abs(float(logit_distance(softmax(shifted), softmax(logits))) - 0.02) < 1e-5

@@ -44,3 +44,4 @@ def test_flowers_int8_keeps_the_float_accuracy(flowers_run):
     assert int8["test_accuracy"] >= float_accuracy - 0.003, report
     assert int8["test_accuracy"] >= ptq["test_accuracy"], report
     assert int8["agreement"] >= 0.98, report
+    assert report["export_seconds"] < 15 * 60, report["export_seconds"]

@@ -20,15 +20,15 @@ import numpy as np
 from edgeship.errors import ConfigError
 from edgeship.export.config import FILE_NAMES, INT8, INT8_PTQ, ExportConfig
 from edgeship.export.convert import convert
-from edgeship.export.qat import calibrate_ranges, freeze_batch_norm, make_qat_model, set_input_range
+from edgeship.export.qat import calibrate_ranges, freeze_batch_norm, logit_distance, make_qat_model, set_input_range
 from edgeship.runtime.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edgeship.runtime.manifest import MEAN, STD, Manifest, embed
-from edgeship.train.augment import make_augmenter
+from edgeship.runtime.validation import paired_difference_ci
 from edgeship.train.config import TrainConfig
 from edgeship.train.data import Dataset, load_data
 from edgeship.train.pipeline import make_dataset, normalize_tf
 from edgeship.train.tfkeras import keras, tf
-from edgeship.train.trainer import load_float_model, predict_classes
+from edgeship.train.trainer import load_float_model, predict_classes, predict_probabilities
 
 __all__ = ["ExportResult", "export"]
 
@@ -65,80 +65,122 @@ def _representative(data: Dataset, config: ExportConfig):
     return samples
 
 
-def _train_qat(float_model, float_val: np.ndarray, data: Dataset, train_config: TrainConfig, config: ExportConfig):
+def _train_qat(float_model, float_val: np.ndarray, data: Dataset, config: ExportConfig):
     """QAT per the recipe in ``qat.py``; returns (model, per-epoch validation scores, best epoch).
 
-    The quantized model learns from the float model's own predictions on the same augmented
-    batch (self-distillation), mixed with the labels by ``config.distillation``: QAT's job is
-    to reproduce the float model on the int8 grid, not to keep training it. The epoch kept is
-    the one that agrees best with the float model on the validation split (then accuracy).
+    The quantized model learns to reproduce the float model's logits on the train images
+    (squared error of centred log-probabilities, :func:`logit_distance`), not the labels: QAT's
+    job is to keep the float model's decisions on the int8 grid, including the close calls
+    that decide agreement, not to keep training it. The float model's logits are computed
+    once. The epoch kept is the one closest to the float model's logits on the validation split
+    (a smooth measure; agreement on a few hundred images moves in steps of whole images), the
+    calibrated model before any step included. ``float_val`` holds the float model's
+    validation probabilities.
     """
     qat = make_qat_model(float_model)
     frozen = freeze_batch_norm(qat)
     set_input_range(qat)
-    plain = make_dataset(data.pixels, data.labels, data.indices["train"], data.num_classes, config.batch_size,
-                         training=True, seed=config.seed)
+    train = data.indices["train"]
+    plain = make_dataset(data.pixels, data.labels, train, data.num_classes, config.batch_size, training=True,
+                         seed=config.seed)
     calibrate_ranges(qat, float_model, plain, config.calibration_batches)
     set_input_range(qat)
     val_labels = data.labels[data.indices["val"]]
 
     def score() -> dict:
-        predicted = predict_classes(qat, data, "val", config.batch_size)
-        return {"accuracy": float(np.mean(predicted == val_labels)), "agreement": float(np.mean(predicted == float_val))}
+        probabilities = predict_probabilities(qat, data, "val", config.batch_size)
+        predicted = np.argmax(probabilities, axis=1)
+        return {"accuracy": float(np.mean(predicted == val_labels)),
+                "agreement": float(np.mean(predicted == np.argmax(float_val, axis=1))),
+                "logit_distance": float(logit_distance(probabilities, float_val))}
 
     history = {0: score()}
     best_epoch, best_weights = 0, qat.get_weights()
     logger.info("QAT: %d batch-norm layers frozen; calibrated model: val accuracy %.2f %%, agreement %.2f %%",
                 frozen, 100 * history[0]["accuracy"], 100 * history[0]["agreement"])
     if config.qat_epochs:
-        augmented = make_dataset(
-            data.pixels, data.labels, data.indices["train"], data.num_classes, config.batch_size, training=True,
-            augmenter=make_augmenter(train_config.augment, seed=config.seed), seed=config.seed,
-        )
-        steps = int(np.ceil(len(data.indices["train"]) / config.batch_size))
+        teacher = predict_probabilities(float_model, data, "train", config.batch_size)
+        steps = int(np.ceil(len(train) / config.batch_size))
         schedule = keras.optimizers.schedules.CosineDecay(config.qat_learning_rate, config.qat_epochs * steps, alpha=0.1)
         optimizer = keras.optimizers.Adam(schedule)
-        crossentropy = keras.losses.CategoricalCrossentropy()
-        mix = float(config.distillation)
 
         @tf.function
-        def train_step(x, y):
-            teacher = float_model(x, training=False)
-            target = mix * teacher + (1.0 - mix) * y
+        def train_step(x, target):
             with tf.GradientTape() as tape:
-                loss = crossentropy(target, qat(x, training=True))
+                loss = logit_distance(qat(x, training=True), target)
             variables = qat.trainable_variables
             optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
             return loss
 
+        rng = np.random.default_rng(config.seed)
         for epoch in range(1, config.qat_epochs + 1):
             start = time.perf_counter()
-            losses = [float(train_step(x, y)) for x, y in augmented]
+            order = rng.permutation(len(train))
+            losses = []
+            for first in range(0, len(order), config.batch_size):
+                rows = np.sort(order[first : first + config.batch_size])  # sorted: sequential reads of the cache
+                losses.append(float(train_step(normalize_tf(data.pixels[train[rows]]), teacher[rows])))
             history[epoch] = score()
-            logger.info("QAT epoch %d/%d  loss %.4f  val_acc %.4f  agreement %.4f  (%.0f s)", epoch,
-                        config.qat_epochs, np.mean(losses), history[epoch]["accuracy"], history[epoch]["agreement"],
-                        time.perf_counter() - start)
-            key = lambda e: (history[e]["agreement"], history[e]["accuracy"])  # noqa: E731
-            if key(epoch) > key(best_epoch):
+            logger.info("QAT epoch %d/%d  logit distance train %.4f val %.4f  val_acc %.4f  agreement %.4f  (%.0f s)",
+                        epoch, config.qat_epochs, np.mean(losses), history[epoch]["logit_distance"],
+                        history[epoch]["accuracy"], history[epoch]["agreement"], time.perf_counter() - start)
+            if history[epoch]["logit_distance"] < history[best_epoch]["logit_distance"]:
                 best_epoch, best_weights = epoch, qat.get_weights()
     qat.set_weights(best_weights)
     set_input_range(qat)
     return qat, history, best_epoch
 
 
+def choose_int8(qat: np.ndarray, ptq: np.ndarray, labels: np.ndarray, float_scores: np.ndarray) -> dict:
+    """Which int8 file ships, from both candidates' validation class scores, and why.
+
+    The more accurate one ships when the paired 95 % interval of the accuracy difference
+    excludes zero. Otherwise the accuracies differ by a few images either way, which chance
+    alone moves on a split of a few hundred (two quantized copies of one float model differ
+    only on its close calls), and the one closer to the float model ships: the lower mean
+    total-variation distance between its class probabilities and the float model's, a smooth
+    measure where top-1 agreement moves in steps of whole images. QAT wins a tie.
+    """
+    float_top = np.argmax(float_scores, axis=1)
+    values = {}
+    for name, scores in (("qat", qat), ("ptq", ptq)):
+        top = np.argmax(scores, axis=1)
+        values[f"{name}_val_accuracy"] = float(np.mean(top == labels))
+        values[f"{name}_val_agreement"] = float(np.mean(top == float_top))
+        values[f"{name}_val_distance"] = float(np.mean(0.5 * np.abs(scores - float_scores).sum(axis=1)))
+    low, high = paired_difference_ci(np.argmax(qat, axis=1) == labels, np.argmax(ptq, axis=1) == labels)
+    values["qat_minus_ptq_val_ci_pp"] = [100 * low, 100 * high]
+    summary = (
+        f"On the validation split ({len(labels)} images), QAT int8: {100 * values['qat_val_accuracy']:.2f} % accuracy, "
+        f"{100 * values['qat_val_agreement']:.2f} % agreement with float, distance {values['qat_val_distance']:.4f}; "
+        f"post-training int8: {100 * values['ptq_val_accuracy']:.2f} %, {100 * values['ptq_val_agreement']:.2f} %, "
+        f"{values['ptq_val_distance']:.4f}. Accuracy, QAT minus post-training: 95 % interval "
+        f"[{100 * low:+.2f}, {100 * high:+.2f}] pp."
+    )
+    if high < 0:
+        use_qat, why = False, "Shipping post-training int8: it is more accurate beyond chance, and QAT fell short of it."
+    elif low > 0:
+        use_qat, why = True, "Shipping QAT: it is more accurate beyond chance."
+    else:
+        use_qat = values["qat_val_distance"] <= values["ptq_val_distance"]
+        why = ("The accuracies are equal within chance; shipping the one closer to the float model's probabilities: "
+               + ("QAT." if use_qat else "post-training int8, because QAT is further from them."))
+    return {"use_qat": use_qat, "reason": f"{summary} {why}", **values}
+
+
 def _score_tflite(path: Path, data: Dataset, part: str) -> tuple[np.ndarray, float]:
-    """Top-1 predictions of a .tflite on a split, through the device runtime, and the mean
-    latency of one classification in ms. The cached pixels are the runtime's own preprocessing."""
+    """Class scores of a .tflite for every image of a split part, through the device runtime,
+    and the mean latency of one classification in ms. The cached pixels are the runtime's own
+    preprocessing."""
     from edgeship.runtime.model import load_model
 
     model = load_model(path, num_threads=2)
-    predictions, seconds = [], []
+    scores, seconds = [], []
     for image in data.pixels[data.indices[part]]:
         start = time.perf_counter()
-        scores = model.classify(np.asarray(image))
+        scores.append(model.classify(np.asarray(image)))
         seconds.append(time.perf_counter() - start)
-        predictions.append(int(np.argmax(scores)))
-    return np.asarray(predictions), 1000 * float(np.mean(seconds[1:] or seconds))
+    return np.asarray(scores, np.float32), 1000 * float(np.mean(seconds[1:] or seconds))
 
 
 def export(config: ExportConfig) -> ExportResult:
@@ -162,7 +204,8 @@ def export(config: ExportConfig) -> ExportResult:
     test_labels = data.labels[data.indices["test"]]
     val_labels = data.labels[data.indices["val"]]
     float_test = predict_classes(float_model, data, "test", config.batch_size)
-    float_val = predict_classes(float_model, data, "val", config.batch_size)
+    float_val_probabilities = predict_probabilities(float_model, data, "val", config.batch_size)
+    float_val = np.argmax(float_val_probabilities, axis=1)
     float_accuracy = float(np.mean(float_test == test_labels))
 
     def manifest(kind: str, **extra) -> Manifest:
@@ -181,7 +224,7 @@ def export(config: ExportConfig) -> ExportResult:
         logger.info("Converting %s ...", kind)
         built[kind] = convert(float_model, kind, representative=representative, io=config.io)
     if INT8 in wanted:
-        qat, history, best_epoch = _train_qat(float_model, float_val, data, train_config, config)
+        qat, history, best_epoch = _train_qat(float_model, float_val_probabilities, data, config)
         logger.info("Converting int8 (QAT) ...")
         qat_bytes = convert(qat, INT8, representative=representative, io=config.io)
         candidates = {}
@@ -189,18 +232,11 @@ def export(config: ExportConfig) -> ExportResult:
             path = atomic_write_bytes(out_dir / f".candidate_{name}.tflite", embed(candidate, labels, manifest(INT8)))
             candidates[name] = _score_tflite(path, data, "val")[0]
             path.unlink()
-        qat_val, ptq_val = candidates["qat"], candidates["ptq"]
-        qat_val_acc, ptq_val_acc = float(np.mean(qat_val == val_labels)), float(np.mean(ptq_val == val_labels))
-        use_qat = qat_val_acc >= ptq_val_acc
-        reason = (
-            f"QAT int8 {100 * qat_val_acc:.2f} % vs post-training int8 {100 * ptq_val_acc:.2f} % on the "
-            f"validation split ({len(val_labels)} images): shipping "
-            + ("QAT." if use_qat else "post-training int8, because QAT fell short of it.")
-        )
+        choice = choose_int8(candidates["qat"], candidates["ptq"], val_labels, float_val_probabilities)
+        use_qat, reason = choice.pop("use_qat"), choice.pop("reason")
         logger.info(reason)
         notes.update(
-            int8_source="qat" if use_qat else "ptq", int8_choice_reason=reason,
-            qat_val_accuracy=qat_val_acc, ptq_val_accuracy=ptq_val_acc,
+            int8_source="qat" if use_qat else "ptq", int8_choice_reason=reason, **choice,
             qat_history_val={str(k): v for k, v in history.items()}, qat_best_epoch=best_epoch,
         )
         built[INT8] = qat_bytes if use_qat else built[INT8_PTQ]
@@ -210,7 +246,8 @@ def export(config: ExportConfig) -> ExportResult:
         extra = {k: notes[k] for k in ("int8_source", "int8_choice_reason")} if kind == INT8 and notes else {}
         data_bytes = embed(built[kind], labels, manifest(kind, **extra))
         path = atomic_write_bytes(out_dir / FILE_NAMES[kind], data_bytes)
-        predictions, latency_ms = _score_tflite(path, data, "test")
+        scores, latency_ms = _score_tflite(path, data, "test")
+        predictions = np.argmax(scores, axis=1)
         accuracy = float(np.mean(predictions == test_labels))
         variants[kind] = {
             "file": path.name,

@@ -29,7 +29,7 @@ from edgeship.train.model import build_model, set_trainable
 from edgeship.train.pipeline import class_weights, make_dataset
 from edgeship.train.tfkeras import keras, tf
 
-__all__ = ["TrainResult", "load_float_model", "make_strategy", "predict_classes", "train"]
+__all__ = ["TrainResult", "load_float_model", "make_strategy", "predict_classes", "predict_probabilities", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -160,11 +160,16 @@ def _fit_phase(model, config, data: Dataset, phase: int, epochs: int, lr: float,
     return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
 
 
+def predict_probabilities(model, data: Dataset, name: str, batch_size: int) -> np.ndarray:
+    """Class probabilities of a Keras model for every image of split part ``name``, in the
+    split's order (no augmentation)."""
+    ds = make_dataset(data.pixels, data.labels, data.indices[name], data.num_classes, batch_size)
+    return model.predict(ds.map(lambda x, y: x), verbose=0)
+
+
 def predict_classes(model, data: Dataset, name: str, batch_size: int) -> np.ndarray:
     """Top-1 class of a Keras model for every image of split part ``name`` (no augmentation)."""
-    ds = make_dataset(data.pixels, data.labels, data.indices[name], data.num_classes, batch_size)
-    probabilities = model.predict(ds.map(lambda x, y: x), verbose=0)
-    return np.argmax(probabilities, axis=1)
+    return np.argmax(predict_probabilities(model, data, name, batch_size), axis=1)
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
