@@ -107,6 +107,7 @@ def export(
     io: str = typer.Option("uint8", "--io", help="Input/output type of full-integer models: uint8 | int8."),
     qat_epochs: int = typer.Option(3, help="Quantization-aware training epochs."),
     qat_learning_rate: float = typer.Option(1e-5, help="QAT peak learning rate (Adam, cosine decay)."),
+    qat_noise: float = typer.Option(1.0, help="Uniform noise on batch-norm outputs during QAT, in int8 steps (0: off)."),
     calibration_batches: int = typer.Option(16, help="Batches that calibrate activation ranges before QAT."),
     representative_samples: int = typer.Option(256, help="Train images that calibrate post-training int8."),
     batch_size: int = typer.Option(32, help="QAT batch size."),
@@ -121,7 +122,7 @@ def export(
 
     config = ExportConfig(
         run_dir=str(run_dir), formats=tuple(f.strip() for f in formats.split(",") if f.strip()), io=io,
-        qat_epochs=qat_epochs, qat_learning_rate=qat_learning_rate, calibration_batches=calibration_batches,
+        qat_epochs=qat_epochs, qat_learning_rate=qat_learning_rate, qat_noise=qat_noise, calibration_batches=calibration_batches,
         representative_samples=representative_samples, batch_size=batch_size,
     )
     report = run_export(config)

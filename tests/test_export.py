@@ -217,3 +217,30 @@ def test_logit_distance_sees_logits_through_the_softmax():
     shifted[:, 0] += 0.3
     # centred logits differ by (0.2, -0.1, -0.1) per row: mean square 0.02
     assert abs(float(logit_distance(softmax(shifted), softmax(logits))) - 0.02) < 1e-5
+
+
+def test_rounding_noise_perturbs_training_passes_only_and_is_undone(tiny_run):
+    from edgeship.export.qat import freeze_batch_norm, make_qat_model, rounding_noise
+    from edgeship.train.trainer import load_float_model
+
+    from edgeship.train.tfkeras import keras
+
+    model = make_qat_model(load_float_model(tiny_run))
+    batch_norms = freeze_batch_norm(model)
+    for layer in model.layers:  # no dropout: any difference below comes from the noise
+        if isinstance(getattr(layer, "layer", layer), keras.layers.Dropout):
+            getattr(layer, "layer", layer).rate = 0.0
+    x = np.random.default_rng(0).uniform(-1, 1, (4, 32, 32, 3)).astype(np.float32)
+    weights = model.get_weights()
+
+    def run(training: bool) -> np.ndarray:
+        model.set_weights(weights)  # a training pass also moves tfmot's activation ranges
+        return model(x, training=training).numpy()
+
+    clean, clean_inference = run(True), run(False)
+    with rounding_noise(model, 1.0) as noisy:
+        assert noisy == batch_norms  # every batch norm feeds a quantized tensor whose step is known
+        first, second, inference = run(True), run(True), run(False)
+    assert not np.allclose(first, second) and not np.allclose(first, clean)
+    np.testing.assert_allclose(inference, clean_inference, atol=1e-6)
+    np.testing.assert_allclose(run(True), clean, atol=1e-6)  # undone on exit

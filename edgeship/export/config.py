@@ -40,6 +40,8 @@ class ExportConfig:
     qat_epochs: int = 3                  # short: QAT adapts the weights to the grid, it does not retrain
     qat_learning_rate: float = 1e-5      # peak Adam rate; Adam moves every weight ~lr per step, about one int8
                                          # step of a depthwise kernel over an epoch (README: measured choice)
+    qat_noise: float = 1.0               # uniform noise on batch-norm outputs in QAT, in int8 steps: robustness to
+                                         # TFLite rounding differently from the simulation (README: measured)
     calibration_batches: int = 16        # batches that set the activation ranges before QAT starts
     representative_samples: int = 256    # train images that calibrate post-training int8
     batch_size: int = 32
@@ -57,6 +59,8 @@ class ExportConfig:
             raise ConfigError(f"`io` must be one of {', '.join(IO_TYPES)}; received io={self.io!r}.")
         if self.qat_epochs < 0:
             raise ConfigError(f"`qat_epochs` must be >= 0; received {self.qat_epochs}.")
+        if self.qat_noise < 0:
+            raise ConfigError(f"`qat_noise` must be >= 0 (0 turns it off); received {self.qat_noise}.")
         if self.qat_learning_rate <= 0:
             raise ConfigError(f"`qat_learning_rate` must be positive; received {self.qat_learning_rate}.")
         for name in ("calibration_batches", "representative_samples", "batch_size"):

@@ -20,7 +20,9 @@ import numpy as np
 from edgeship.errors import ConfigError
 from edgeship.export.config import FILE_NAMES, INT8, INT8_PTQ, ExportConfig
 from edgeship.export.convert import convert
-from edgeship.export.qat import calibrate_ranges, freeze_batch_norm, logit_distance, make_qat_model, set_input_range
+from edgeship.export.qat import (
+    calibrate_ranges, freeze_batch_norm, logit_distance, make_qat_model, rounding_noise, set_input_range,
+)
 from edgeship.runtime.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edgeship.runtime.manifest import MEAN, STD, Manifest, embed
 from edgeship.runtime.validation import paired_difference_ci
@@ -113,19 +115,21 @@ def _train_qat(float_model, float_val: np.ndarray, data: Dataset, config: Export
             return loss
 
         rng = np.random.default_rng(config.seed)
-        for epoch in range(1, config.qat_epochs + 1):
-            start = time.perf_counter()
-            order = rng.permutation(len(train))
-            losses = []
-            for first in range(0, len(order), config.batch_size):
-                rows = np.sort(order[first : first + config.batch_size])  # sorted: sequential reads of the cache
-                losses.append(float(train_step(normalize_tf(data.pixels[train[rows]]), teacher[rows])))
-            history[epoch] = score()
-            logger.info("QAT epoch %d/%d  logit distance train %.4f val %.4f  val_acc %.4f  agreement %.4f  (%.0f s)",
-                        epoch, config.qat_epochs, np.mean(losses), history[epoch]["logit_distance"],
-                        history[epoch]["accuracy"], history[epoch]["agreement"], time.perf_counter() - start)
-            if history[epoch]["logit_distance"] < history[best_epoch]["logit_distance"]:
-                best_epoch, best_weights = epoch, qat.get_weights()
+        with rounding_noise(qat, config.qat_noise) as noisy:
+            logger.info("QAT: rounding noise of %g step(s) on %d batch-norm outputs", config.qat_noise, noisy)
+            for epoch in range(1, config.qat_epochs + 1):
+                start = time.perf_counter()
+                order = rng.permutation(len(train))
+                losses = []
+                for first in range(0, len(order), config.batch_size):
+                    rows = np.sort(order[first : first + config.batch_size])  # sorted: sequential reads of the cache
+                    losses.append(float(train_step(normalize_tf(data.pixels[train[rows]]), teacher[rows])))
+                history[epoch] = score()
+                logger.info("QAT epoch %d/%d  logit distance train %.4f val %.4f  val_acc %.4f  agreement %.4f  (%.0f s)",
+                            epoch, config.qat_epochs, np.mean(losses), history[epoch]["logit_distance"],
+                            history[epoch]["accuracy"], history[epoch]["agreement"], time.perf_counter() - start)
+                if history[epoch]["logit_distance"] < history[best_epoch]["logit_distance"]:
+                    best_epoch, best_weights = epoch, qat.get_weights()
     qat.set_weights(best_weights)
     set_input_range(qat)
     return qat, history, best_epoch
