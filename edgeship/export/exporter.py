@@ -146,13 +146,14 @@ def choose_int8(qat: np.ndarray, ptq: np.ndarray, labels: np.ndarray, float_scor
     measure where top-1 agreement moves in steps of whole images. QAT wins a tie.
     """
     float_top = np.argmax(float_scores, axis=1)
-    values = {}
+    values, right = {}, {}
     for name, scores in (("qat", qat), ("ptq", ptq)):
         top = np.argmax(scores, axis=1)
-        values[f"{name}_val_accuracy"] = float(np.mean(top == labels))
+        right[name] = top == labels
+        values[f"{name}_val_accuracy"] = float(np.mean(right[name]))
         values[f"{name}_val_agreement"] = float(np.mean(top == float_top))
         values[f"{name}_val_distance"] = float(np.mean(0.5 * np.abs(scores - float_scores).sum(axis=1)))
-    low, high = paired_difference_ci(np.argmax(qat, axis=1) == labels, np.argmax(ptq, axis=1) == labels)
+    low, high = paired_difference_ci(right["qat"], right["ptq"])
     values["qat_minus_ptq_val_ci_pp"] = [100 * low, 100 * high]
     summary = (
         f"On the validation split ({len(labels)} images), QAT int8: {100 * values['qat_val_accuracy']:.2f} % accuracy, "

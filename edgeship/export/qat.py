@@ -134,6 +134,11 @@ def freeze_batch_norm(model: keras.Model) -> int:
     return count
 
 
+def _state_by_name(layer) -> dict[str, tf.Variable]:
+    """A wrapped layer's non-trainable variables by short name (``output_min``, ``kernel_max``...)."""
+    return {v.name.split("/")[-1].split(":")[0]: v for v in layer.non_trainable_weights}
+
+
 def _activation_ranges(model: keras.Model) -> list[tuple[tf.Variable, tf.Variable, str, str]]:
     """(min, max, float layer name, kind) of each moving-average activation quantizer.
 
@@ -147,7 +152,7 @@ def _activation_ranges(model: keras.Model) -> list[tuple[tf.Variable, tf.Variabl
         inner = getattr(layer, "layer", None)
         if inner is None or not hasattr(layer, "quantize_config"):
             continue
-        by_name = {v.name.split("/")[-1].split(":")[0]: v for v in layer.non_trainable_weights}
+        by_name = _state_by_name(layer)
         for name, var in by_name.items():
             if not name.endswith("_min") or "kernel" in name or "bias" in name:
                 continue
@@ -231,7 +236,7 @@ def logit_distance(student, teacher):
 
 
 def _output_range(layer) -> tuple[tf.Variable, tf.Variable] | None:
-    found = {v.name.split("/")[-1].split(":")[0]: v for v in layer.non_trainable_weights}
+    found = _state_by_name(layer)
     if "output_min" in found and "output_max" in found:
         return found["output_min"], found["output_max"]
     return None
