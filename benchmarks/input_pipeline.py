@@ -4,7 +4,7 @@ Decodes a few hundred flowers5 photos once with edgeship's own data code (the ui
 training reads), builds a MobileNetV2 alpha 1.0 at 160 px with its backbone frozen (phase 1 of
 training), and fits it, interleaved in one session, from:
 
-- ``pipeline``: :func:`edgeship.train.pipeline.make_dataset` exactly as training calls it
+- ``pipeline``: :func:`edgeship.train.tfdata.make_dataset` exactly as training calls it
   (shuffle, gather from the cache, augmentation preset ``light``, normalisation, class weights,
   prefetch);
 - ``memory``: the same training images already normalised to float32, with the same one-hot
@@ -88,7 +88,7 @@ def main() -> int:
 
     from edgeship.train.augment import make_augmenter
     from edgeship.train.model import build_model, set_trainable
-    from edgeship.train.pipeline import class_weights, make_dataset, normalize_tf
+    from edgeship.train.tfdata import class_weights, make_dataset, normalize_tf
     from edgeship.train.tfkeras import keras, tf
 
     with tempfile.TemporaryDirectory() as folder:

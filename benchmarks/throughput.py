@@ -40,7 +40,7 @@ from common import default_models, flower_photos, machine, machine_line, summari
 from edgeship.runtime.classify import predict, predict_top1
 from edgeship.runtime.image import load_image, resize
 from edgeship.runtime.model import Model, load_model
-from edgeship.runtime.pipeline import default_num_workers
+from edgeship.runtime.prefetch import default_num_workers
 
 GOAL = 0.9
 MODES = ("invoke", "predict", "eval", "plain")

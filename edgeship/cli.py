@@ -149,7 +149,7 @@ def run_all(
     """Train, export, validate and bench in one go; prints one table per variant."""
     import json
 
-    from edgeship.pipeline import RunConfig, render_summary, run
+    from edgeship.run_all import RunConfig, render_summary, run
     from edgeship.train.config import read_toml
 
     tables = read_toml(config) if config else {}

@@ -137,7 +137,7 @@ def test_calibrated_qat_model_starts_where_the_float_model_is(tiny_run):
     import tensorflow_model_optimization as tfmot
 
     from edgeship.export.qat import calibrate_ranges, freeze_batch_norm, make_qat_model, set_input_range
-    from edgeship.train.pipeline import make_dataset
+    from edgeship.train.tfdata import make_dataset
     from edgeship.train.tfkeras import keras
     from edgeship.train.trainer import load_float_model
 
@@ -163,7 +163,7 @@ def test_calibrated_qat_model_starts_where_the_float_model_is(tiny_run):
 
 
 def test_run_takes_a_trained_run_through_export_validate_and_bench(tiny_run, tmp_path):
-    from edgeship.pipeline import RunConfig, render_summary, run
+    from edgeship.run_all import RunConfig, render_summary, run
 
     out = tmp_path / "run"
     shutil.copytree(tiny_run, out, ignore=shutil.ignore_patterns("export"))

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import pkgutil
 
 import pytest
 
-MODULES = ["classify", "dataset", "graph", "labels", "model", "pipeline", "plot", "render", "validation"]
+import edgeship.runtime
+
+MODULES = sorted(info.name for info in pkgutil.iter_modules(edgeship.runtime.__path__))
 
 
 @pytest.mark.parametrize("name", MODULES)

@@ -16,7 +16,7 @@ from edgeship.runtime import (
 )
 from edgeship.runtime.dataset import match_classes
 from edgeship.runtime.evaluation import OTHER_CLASS
-from edgeship.runtime.pipeline import prefetch
+from edgeship.runtime.prefetch import prefetch
 
 from runtime_models import LABELS, write_images, write_models, write_run
 

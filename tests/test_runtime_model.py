@@ -15,7 +15,8 @@ from edgeship.runtime import get_classes, is_full_integer, load_model, predict, 
 from edgeship.runtime.graph import TensorInfo, float_tensors, parse_graph
 from edgeship.runtime.labels import parse_labels
 from edgeship.runtime.manifest import strip_embedded
-from edgeship.runtime.model import load_edgetpu_delegate, make_input_feed, parse_device
+from edgeship.runtime.device import load_edgetpu_delegate, parse_device
+from edgeship.runtime.input_feed import make_input_feed
 
 from runtime_models import LABELS, write_images, write_models
 
@@ -95,7 +96,7 @@ def test_edgetpu_delegate_gets_pycoral_style_options(monkeypatch):
     import ai_edge_litert.interpreter as litert
 
     calls = []
-    monkeypatch.setattr("edgeship.runtime.model.ctypes.CDLL", lambda name: None)
+    monkeypatch.setattr("edgeship.runtime.device.ctypes.CDLL", lambda name: None)
     monkeypatch.setattr(litert, "load_delegate", lambda library, options=None: calls.append((library, options)) or "d")
     assert load_edgetpu_delegate("usb:1") == "d"
     assert calls == [("libedgetpu.so.1", {"device": "usb:1"})]

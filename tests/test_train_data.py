@@ -190,7 +190,7 @@ def test_toml_config_then_flags(tmp_path):
 @needs_shared(FLOWERS)
 def test_training_feeds_exactly_what_the_runtime_produces(tmp_path):
     """For real photos: the pipeline's tensor (before augmentation) == the runtime's input."""
-    from edgeship.train.pipeline import make_dataset
+    from edgeship.train.tfdata import make_dataset
 
     root = tmp_path / "data"
     for cls in ("daisy", "roses"):

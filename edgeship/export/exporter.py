@@ -28,7 +28,7 @@ from edgeship.runtime.manifest import MEAN, STD, Manifest, embed
 from edgeship.runtime.validation import paired_difference_ci
 from edgeship.train.config import TrainConfig
 from edgeship.train.data import Dataset, load_data
-from edgeship.train.pipeline import make_dataset, normalize_tf
+from edgeship.train.tfdata import make_dataset, normalize_tf
 from edgeship.train.tfkeras import keras, tf
 from edgeship.train.trainer import load_float_model, predict_classes, predict_probabilities
 

@@ -14,7 +14,8 @@ from edgeship.runtime.image import RESIZE_METHODS, load_image, normalize, prepro
 from edgeship.runtime.inspection import inspect_model
 from edgeship.runtime.labels import read_labels
 from edgeship.runtime.manifest import Manifest, embed, read_embedded
-from edgeship.runtime.model import Model, load_model, make_interpreter
+from edgeship.runtime.device import make_interpreter
+from edgeship.runtime.model import Model, load_model
 from edgeship.runtime.validation import ValidationGate, paired_difference_ci, validate
 
 __all__ = [

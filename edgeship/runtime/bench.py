@@ -24,7 +24,7 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgeship.errors import ConfigError, EdgeshipError
-from edgeship.runtime.model import make_interpreter, parse_device
+from edgeship.runtime.device import make_interpreter, parse_device
 
 __all__ = ["BenchConfig", "benchmark", "benchmark_models", "peak_memory_mb"]
 
@@ -81,8 +81,8 @@ def benchmark(path: str | os.PathLike, config: BenchConfig = BenchConfig()) -> d
         (this process's peak so far: with several models, a running maximum).
 
     Raises:
-        ModelFormatError: see :func:`edgeship.runtime.model.make_interpreter`.
-        DelegateError: see :func:`edgeship.runtime.model.make_interpreter`.
+        ModelFormatError: see :func:`edgeship.runtime.device.make_interpreter`.
+        DelegateError: see :func:`edgeship.runtime.device.make_interpreter`.
     """
     start = time.perf_counter()
     interpreter = make_interpreter(path, config.device, config.num_threads)

@@ -20,7 +20,7 @@ from edgeship.errors import ConfigError
 from edgeship.runtime.dataset import list_image_files
 from edgeship.runtime.image import load_image
 from edgeship.runtime.model import Model
-from edgeship.runtime.pipeline import prefetch
+from edgeship.runtime.prefetch import prefetch
 
 __all__ = ["Class", "Prediction", "get_classes", "predict", "predict_top1"]
 

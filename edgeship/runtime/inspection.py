@@ -19,7 +19,7 @@ from edgeship.errors import EdgeshipError
 from edgeship.runtime.graph import TensorInfo, float_tensors, parse_graph, read_model_bytes
 from edgeship.runtime.labels import parse_labels
 from edgeship.runtime.manifest import read_embedded
-from edgeship.runtime.model import make_input_feed
+from edgeship.runtime.input_feed import make_input_feed
 
 __all__ = ["inspect_model"]
 

@@ -2,7 +2,7 @@
 
 Every image is decoded and resized exactly once, with the runtime's own :func:`preprocess`
 (one definition, so training sees what the device will see), into a ``uint8`` array that is
-kept in the run directory. Epochs then read that array; ``pipeline.py`` augments it in
+kept in the run directory. Epochs then read that array; ``tfdata.py`` augments it in
 ``tf.data``. Corrupt files are reported by path and skipped.
 """
 

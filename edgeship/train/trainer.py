@@ -26,7 +26,7 @@ from edgeship.train.augment import make_augmenter
 from edgeship.train.config import TrainConfig
 from edgeship.train.data import Dataset, prepare_data
 from edgeship.train.model import build_model, set_trainable
-from edgeship.train.pipeline import class_weights, make_dataset
+from edgeship.train.tfdata import class_weights, make_dataset
 from edgeship.train.tfkeras import keras, tf
 
 __all__ = ["TrainResult", "load_float_model", "make_strategy", "predict_classes", "predict_probabilities", "train"]

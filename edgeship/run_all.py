@@ -6,7 +6,7 @@ run directory; the final table compares every variant with the float model on th
 test split.
 
 Example:
-    >>> from edgeship.pipeline import RunConfig, run              # doctest: +SKIP
+    >>> from edgeship.run_all import RunConfig, run              # doctest: +SKIP
     >>> summary = run(RunConfig(data_dir="photos"))               # doctest: +SKIP
 """
 
