@@ -1,10 +1,33 @@
-"""One error hierarchy. The CLI prints these without a traceback; anything else is a bug."""
+"""One error hierarchy, and the exit codes of the ``edgeship`` command.
 
-__all__ = ["EdgeshipError", "ConfigError", "DataError", "ModelFormatError", "DelegateError"]
+The CLI prints an :class:`EdgeshipError` as one line, without a traceback, and exits with the
+error's ``exit_code``; anything else is a bug and keeps its traceback.
+"""
+
+__all__ = [
+    "EXIT_ERROR",
+    "EXIT_GATE_FAILED",
+    "EXIT_OK",
+    "EXIT_USAGE",
+    "ConfigError",
+    "DataError",
+    "DelegateError",
+    "EdgeshipError",
+    "ModelFormatError",
+    "RunBusyError",
+]
+
+# One meaning each, the same for every command, so a CI job can tell them apart.
+EXIT_OK = 0
+EXIT_ERROR = 1          # the work could not be done: bad data, a damaged model, a missing device
+EXIT_USAGE = 2          # the command line is wrong (click's convention for usage errors)
+EXIT_GATE_FAILED = 3    # the work was done and the model fell short of the quality gate
 
 
 class EdgeshipError(Exception):
     """Base of every error a user can fix by changing their input or environment."""
+
+    exit_code = EXIT_ERROR
 
 
 class ConfigError(EdgeshipError, ValueError):
@@ -21,3 +44,7 @@ class ModelFormatError(EdgeshipError, ValueError):
 
 class DelegateError(EdgeshipError, RuntimeError):
     """A hardware delegate (the Edge TPU) could not be loaded or used."""
+
+
+class RunBusyError(EdgeshipError, RuntimeError):
+    """Another process is training or exporting the same run directory."""

@@ -140,13 +140,16 @@ def write_images(root: Path, per_class: int = 4, size: int = 20, seed: int = 0) 
 
 def write_run(run_dir: Path, data_root: Path, float_model: Path) -> Path:
     """A run directory as `edgeship train` and `export` leave it, for the runtime's needs."""
-    (run_dir / "export").mkdir(parents=True, exist_ok=True)
+    from edgeship.runtime.files import sha256_file
+    from edgeship.runtime.rundir import RunDir, Split
+
+    run = RunDir(run_dir)
     items = sorted(
-        (p.relative_to(data_root).as_posix(), LABELS.index(p.parent.name)) for p in data_root.glob("*/*.png")
+        (p.relative_to(data_root).as_posix(), LABELS.index(p.parent.name), sha256_file(p))
+        for p in data_root.glob("*/*.png")
     )
-    split = {"data_root": str(data_root), "digest": "0" * 64, "classes": LABELS,
-             "train": items[::2], "val": [], "test": items}
-    (run_dir / "split.json").write_text(json.dumps(split))
-    (run_dir / "labels.txt").write_text("\n".join(LABELS) + "\n")
-    (run_dir / "export" / "model_float32.tflite").write_bytes(float_model.read_bytes())
+    run.write_split(Split(str(data_root), list(LABELS), train=items[::2], val=[], test=items, digest="0" * 64))
+    run.write_labels(list(LABELS))
+    run.export_dir.mkdir(parents=True, exist_ok=True)
+    (run.export_dir / "model_float32.tflite").write_bytes(float_model.read_bytes())
     return run_dir

@@ -15,7 +15,8 @@ from edgeship.errors import ConfigError, DataError
 from edgeship.runtime.image import load_image, normalize, preprocess
 from edgeship.runtime.manifest import MEAN, STD
 from edgeship.train.config import TrainConfig, load_config
-from edgeship.train.data import load_split, prepare_data, split_items
+from edgeship.runtime.rundir import RunDir
+from edgeship.train.data import load_data, prepare_data, split_items
 
 
 def _write(path: Path, image: Image.Image, **save) -> Path:
@@ -53,13 +54,13 @@ def test_split_is_recorded_with_root_and_digest(demo_data, tmp_path):
     assert len(recorded["digest"]) == 64
     assert recorded["classes"] == ["checks", "dots", "rings", "stripes"]
     assert sum(len(recorded[k]) for k in ("train", "val", "test")) == 48
-    for rel, label in recorded["test"]:
-        assert (demo_data / rel).is_file() and rel.split("/")[0] == recorded["classes"][label]
+    for rel, label, sha in recorded["test"]:
+        assert (demo_data / rel).is_file() and rel.split("/")[0] == recorded["classes"][label] and len(sha) == 64
     # The same folder and seed give the same split and digest; the cached pixels are the files'.
     again = prepare_data(config, tmp_path / "again")
     assert again.split.digest == data.split.digest
     first_test = data.indices["test"][0]
-    rel, _ = data.split.test[0]
+    rel = data.split.test[0][0]
     assert np.array_equal(data.pixels[first_test], preprocess(demo_data / rel, (32, 32)))
 
 
@@ -68,11 +69,11 @@ def test_a_changed_file_breaks_the_recorded_split(demo_data, tmp_path):
     shutil.copytree(demo_data, data_dir)
     config = TrainConfig.tiny(data_dir=str(data_dir), out_dir=str(tmp_path / "run"))
     split = prepare_data(config, tmp_path / "run").split
-    shutil.rmtree(tmp_path / "run" / "cache")  # force a fresh decode against the digest
-    rel, _ = split.test[0]
+    assert load_data(tmp_path / "run", config).split.digest == split.digest
+    rel = split.test[0][0]
     _write(data_dir / rel, _noise(np.random.default_rng(0)), format="PNG")
-    with pytest.raises(DataError, match="no longer match"):
-        prepare_data(config, tmp_path / "run")
+    with pytest.raises(DataError, match=f"no longer match.*1 changed since training \\({rel}\\)"):
+        load_data(tmp_path / "run", config)  # the decoded cache is there, and still not trusted
 
 
 def test_separate_val_and_test_folders(demo_data, tmp_path):
@@ -86,7 +87,7 @@ def test_separate_val_and_test_folders(demo_data, tmp_path):
     config = TrainConfig.tiny(data_dir=str(train_dir), val_dir=str(val_dir), test_dir=str(test_dir))
     data = prepare_data(config, tmp_path / "run")
     assert [len(data.indices[k]) for k in ("train", "val", "test")] == [32, 8, 8]
-    assert all(rel.startswith("../test/") for rel, _ in data.split.test)
+    assert all(rel.startswith("../test/") for rel, _, _ in data.split.test)
 
 
 # --------------------------------------------------------------------------- bad input
@@ -109,7 +110,7 @@ def test_undecodable_images_are_reported_and_skipped(tmp_path):
     assert skipped == ["empty.png", "notes.JPG", "truncated.jpg"]
     assert all(s["reason"] for s in data.split.skipped)
     assert len(data.labels) == 8
-    assert load_split(tmp_path / "run").skipped == data.split.skipped
+    assert RunDir(tmp_path / "run").read_split().skipped == data.split.skipped
 
 
 def test_odd_colour_modes_become_rgb(tmp_path):
@@ -179,8 +180,14 @@ def test_toml_config_then_flags(tmp_path):
     path.write_text('[train]\nbackbone = "mobilenet_v1"\nalpha = 0.25\nepochs = 3\n')
     config = load_config(path, epochs=7, image_size=None)
     assert (config.backbone, config.alpha, config.epochs, config.image_size) == ("mobilenet_v1", 0.25, 7, 224)
-    path.write_text("epochs = 3\nepochz = 4\n")
+    path.write_text("[train]\nepochs = 3\nepochz = 4\n")
     with pytest.raises(ConfigError, match="epochz"):
+        load_config(path)
+    path.write_text("epochs = 3\n")
+    with pytest.raises(ConfigError, match="outside any table"):
+        load_config(path)
+    path.write_text("[train]\nepochs = \"three\"\n")
+    with pytest.raises(ConfigError, match="`epochs`.*whole number"):
         load_config(path)
 
 

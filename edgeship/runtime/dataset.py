@@ -8,7 +8,6 @@ Example:
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from dataclasses import dataclass
@@ -17,13 +16,11 @@ from typing import Sequence
 
 from edgeship.errors import DataError
 from edgeship.runtime.image import IMAGE_EXTENSIONS, is_image_file
+from edgeship.runtime.rundir import RunDir
 
-__all__ = ["Dataset", "folder_dataset", "list_image_files", "match_classes", "run_dataset"]
+__all__ = ["Dataset", "class_folders", "folder_dataset", "images_under", "list_image_files", "match_classes", "run_dataset"]
 
 logger = logging.getLogger(__name__)
-
-SPLIT_NAME = "split.json"
-SPLIT_PARTS = ("train", "val", "test")
 
 
 @dataclass(frozen=True)
@@ -44,11 +41,19 @@ class Dataset:
         return [target for _, target in self.samples]
 
 
-def _images_under(folder: Path) -> list[Path]:
-    return sorted(
-        p for p in folder.rglob("*")
-        if p.is_file() and is_image_file(p) and not any(part.startswith(".") for part in p.relative_to(folder).parts)
-    )
+def _hidden(path: Path, root: Path) -> bool:
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
+
+
+def images_under(folder: Path) -> list[Path]:
+    """Every image file below ``folder`` (by extension, any case), sorted; hidden files and
+    folders (a name starting with ``.``) are left out. Training and evaluation both list with it."""
+    return sorted(p for p in folder.rglob("*") if is_image_file(p) and p.is_file() and not _hidden(p, folder))
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The class sub-folders of ``root``, sorted by name, hidden ones left out."""
+    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
 def list_image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -60,7 +65,7 @@ def list_image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = _images_under(path)
+            found = images_under(path)
             if not found:
                 logger.warning("No images (%s) under %s", ", ".join(IMAGE_EXTENSIONS), path)
             files.extend(found)
@@ -83,8 +88,8 @@ def folder_dataset(root: str | os.PathLike) -> Dataset:
     if not root.is_dir():
         raise DataError(f"Data folder not found: {root}. Expected one sub-folder per class, e.g. {root}/cat/*.jpg.")
     classes, samples = [], []
-    for folder in sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith(".")):
-        images = _images_under(folder)
+    for folder in class_folders(root):
+        images = images_under(folder)
         if images:
             samples.extend((path, len(classes)) for path in images)
             classes.append(folder.name)
@@ -94,27 +99,19 @@ def folder_dataset(root: str | os.PathLike) -> Dataset:
 
 
 def run_dataset(run_dir: str | os.PathLike, part: str = "test") -> Dataset:
-    """The images of one part of the split a training run recorded in ``split.json``.
+    """The images of one part of the split a training run recorded, checked against the
+    content digests recorded with it.
 
     Raises:
-        DataError: no readable split in ``run_dir``, or the part is empty.
+        DataError: no readable split in ``run_dir``, the part is empty, or its files changed.
     """
-    if part not in SPLIT_PARTS:
-        raise DataError(f"Unknown split part {part!r}; expected one of {', '.join(SPLIT_PARTS)}.")
-    path = Path(run_dir) / SPLIT_NAME
-    try:
-        split = json.loads(path.read_text(encoding="utf-8"))
-        root, classes, entries = Path(split["data_root"]), tuple(split["classes"]), split[part]
-        samples = tuple((root / rel, int(index)) for rel, index in entries)
-    except FileNotFoundError as e:
-        raise DataError(f"No {SPLIT_NAME} in {run_dir}: is it a run directory written by `edgeship train`?") from e
-    except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{path} is unreadable or malformed ({e!r}); train again to rewrite it.") from e
+    run = RunDir(run_dir)
+    split = run.read_split()
+    samples = tuple(split.samples(part))
     if not samples:
-        raise DataError(f"The {part} split recorded in {path} is empty.")
-    if any(not 0 <= index < len(classes) for _, index in samples):
-        raise DataError(f"{path} has class indices outside its {len(classes)} classes.")
-    return Dataset(classes, samples, f"{run_dir} ({part} split)", split.get("digest"))
+        raise DataError(f"The {part} split recorded in {run.split_path} is empty.")
+    run.verify_split(split, (part,))
+    return Dataset(tuple(split.classes), samples, f"{run_dir} ({part} split)", split.digest or None)
 
 
 def _key(name: str) -> str:

@@ -1,0 +1,299 @@
+"""The run directory: the one module that knows its file names and formats.
+
+``edgeship train`` writes a run directory; ``export``, ``eval --run``, ``validate --run`` and
+``run`` read it. Its layout::
+
+    RUN/config.json       the resolved TrainConfig          RUN/split.json   the recorded split
+    RUN/labels.txt        one class per line                 RUN/model.h5     the best float model
+    RUN/history.json      per-epoch training curves          RUN/metrics.json (+ .md) test metrics
+    RUN/cache/            decoded pixels (rebuilt on demand) RUN/checkpoints/ resume state
+    RUN/export/           the exported .tflite files, report.json, report.md, predictions.json
+    RUN/summary.json (+ .md)  the table of ``edgeship run``
+
+``split.json`` records the data root and, for every image, its part, path, class and the
+sha256 of its content, so that every later stage scores exactly the images training held out
+and refuses, naming them, files that changed since.
+
+Example:
+    >>> run = RunDir("runs/flowers")
+    >>> run.split_path.name, run.export_dir.name
+    ('split.json', 'export')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import uuid
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edgeship.errors import ConfigError, DataError, EdgeshipError, RunBusyError
+from edgeship.runtime.files import atomic_write_json, atomic_write_text, sha256_file
+
+__all__ = ["SPLIT_PARTS", "RunDir", "Split", "split_digest"]
+
+SPLIT_PARTS = ("train", "val", "test")
+_LOCK = ".lock"
+_EXPORT = "export"
+
+
+@dataclass
+class Split:
+    """Which image is in which part, relative to ``data_root``: ``(path, class, sha256)``."""
+
+    data_root: str
+    classes: list[str]
+    train: list[tuple[str, int, str]] = field(default_factory=list)
+    val: list[tuple[str, int, str]] = field(default_factory=list)
+    test: list[tuple[str, int, str]] = field(default_factory=list)
+    digest: str = ""
+    skipped: list[dict] = field(default_factory=list)  # {"path", "reason"} of undecodable files
+
+    def part(self, name: str) -> list[tuple[str, int, str]]:
+        if name not in SPLIT_PARTS:
+            raise DataError(f"Unknown split part {name!r}; expected one of {', '.join(SPLIT_PARTS)}.")
+        return getattr(self, name)
+
+    def samples(self, name: str) -> list[tuple[Path, int]]:
+        """``(absolute path, class index)`` of every image of one part."""
+        root = Path(self.data_root)
+        return [(root / rel, label) for rel, label, _ in self.part(name)]
+
+    def to_dict(self) -> dict:
+        return {
+            "data_root": self.data_root,
+            "digest": self.digest,
+            "classes": self.classes,
+            **{name: [list(item) for item in self.part(name)] for name in SPLIT_PARTS},
+            "skipped": self.skipped,
+        }
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Split":
+        classes = [str(c) for c in data["classes"]]
+        parts = {}
+        for name in SPLIT_PARTS:
+            entries = [(str(e[0]), int(e[1]), str(e[2]) if len(e) > 2 else "") for e in data[name]]
+            if any(not 0 <= label < len(classes) for _, label, _ in entries):
+                raise ValueError(f"class indices of the {name} part outside the {len(classes)} classes")
+            parts[name] = entries
+        return cls(str(data["data_root"]), classes, **parts, digest=str(data.get("digest", "")),
+                   skipped=list(data.get("skipped", [])))
+
+
+def split_digest(entries) -> str:
+    """sha256 over ``(part, relative path, class, content sha256)`` of every image, in order.
+
+    Example:
+        >>> split_digest([("train", "a/1.jpg", 0, "ab")])[:12]
+        '4aa79ddfdde4'
+    """
+    hasher = hashlib.sha256()
+    for name, rel, label, content in entries:
+        hasher.update(f"{name}\t{rel}\t{label}\t{content}\n".encode())
+    return hasher.hexdigest()
+
+
+class RunDir:
+    """Paths and readers of one run directory. Creating one touches nothing on disk."""
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+
+    def __repr__(self) -> str:
+        return f"RunDir({str(self.path)!r})"
+
+    def __truediv__(self, name: str) -> Path:
+        return self.path / name
+
+    config_path = property(lambda self: self.path / "config.json")
+    labels_path = property(lambda self: self.path / "labels.txt")
+    split_path = property(lambda self: self.path / "split.json")
+    model_path = property(lambda self: self.path / "model.h5")
+    history_path = property(lambda self: self.path / "history.json")
+    metrics_path = property(lambda self: self.path / "metrics.json")
+    metrics_markdown_path = property(lambda self: self.path / "metrics.md")
+    cache_dir = property(lambda self: self.path / "cache")
+    checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    export_dir = property(lambda self: self.path / _EXPORT)
+    report_path = property(lambda self: self.export_dir / "report.json")
+    report_markdown_path = property(lambda self: self.export_dir / "report.md")
+    predictions_path = property(lambda self: self.export_dir / "predictions.json")
+    summary_path = property(lambda self: self.path / "summary.json")
+    summary_markdown_path = property(lambda self: self.path / "summary.md")
+
+    def eval_dir(self, model_stem: str) -> Path:
+        return self.path / "eval" / model_stem
+
+    @property
+    def is_started(self) -> bool:
+        """A training run began here (its config is recorded)."""
+        return self.config_path.exists()
+
+    @property
+    def is_trained(self) -> bool:
+        return self.metrics_path.exists() and self.model_path.exists()
+
+    # ----------------------------------------------------------------------------- JSON files
+
+    def _read_json(self, path: Path, what: str, error: type[EdgeshipError] = ConfigError) -> dict:
+        try:
+            data = json.loads(path.read_text(encoding="utf-8"))
+        except FileNotFoundError as e:
+            raise error(
+                f"No {path.name} in {self.path}: it is not {what}. Run `edgeship train DATA --out {self.path}` first."
+            ) from e
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise error(f"{path} is damaged ({e}); train a new run, or restore the file.") from e
+        if not isinstance(data, dict):
+            raise error(f"{path} is damaged (not a JSON object); train a new run, or restore the file.")
+        return data
+
+    def read_config(self) -> dict:
+        """The recorded TrainConfig fields (``edgeship.train.config.load_run_config`` checks them)."""
+        return self._read_json(self.config_path, "a run directory")
+
+    def write_config(self, values: dict) -> None:
+        atomic_write_json(self.config_path, values)
+
+    def read_metrics(self) -> dict:
+        return self._read_json(self.metrics_path, "a finished training run")
+
+    def write_metrics(self, metrics: dict, markdown: str) -> None:
+        atomic_write_json(self.metrics_path, metrics)
+        atomic_write_text(self.metrics_markdown_path, markdown)
+
+    def write_labels(self, classes: list[str]) -> None:
+        atomic_write_text(self.labels_path, "\n".join(classes) + "\n")
+
+    def read_json(self, path: Path) -> dict:
+        """Any JSON file of the run (history, report), with a clear error when damaged."""
+        return self._read_json(path, "part of a finished run")
+
+    # ----------------------------------------------------------------------------- the split
+
+    def read_split(self) -> Split:
+        data = self._read_json(self.split_path, "a run directory written by `edgeship train`", DataError)
+        try:
+            return Split.from_dict(data)
+        except (KeyError, IndexError, TypeError, ValueError) as e:
+            raise DataError(f"{self.split_path} is malformed ({e}); train a new run to rewrite it.") from e
+
+    def write_split(self, split: Split) -> None:
+        atomic_write_json(self.split_path, split.to_dict())
+
+    def verify_split(self, split: Split, parts: tuple[str, ...] = SPLIT_PARTS) -> None:
+        """Checks that the images of ``parts`` are unchanged since training.
+
+        Raises:
+            DataError: naming the files that are missing or whose content changed.
+        """
+        root = Path(split.data_root)
+        missing, changed = [], []
+        for name in parts:
+            for rel, _, recorded in split.part(name):
+                try:
+                    actual = sha256_file(root / rel)
+                except OSError:
+                    missing.append(rel)
+                    continue
+                if recorded and actual != recorded:
+                    changed.append(rel)
+        if missing or changed:
+            raise DataError(_changed_message(self.split_path, root, missing, changed))
+
+    # ----------------------------------------------------------------------------- concurrency
+
+    @contextmanager
+    def lock(self, stage: str):
+        """Holds the run for one stage; a second ``train``/``export`` on it is refused.
+
+        The lock is an advisory ``flock`` on ``RUN/.lock``: the operating system releases it
+        when the holder exits, even when killed, so a crashed run never blocks the next one.
+
+        Raises:
+            RunBusyError: another process holds the run.
+        """
+        self.path.mkdir(parents=True, exist_ok=True)
+        path = self.path / _LOCK
+        handle = open(path, "a+", encoding="utf-8")
+        try:
+            if not _try_flock(handle):
+                handle.seek(0)
+                holder = handle.read().strip() or "another process"
+                raise RunBusyError(
+                    f"{self.path} is in use ({holder}). Wait for that to finish, or pass another --out."
+                )
+            handle.seek(0)
+            handle.truncate()
+            handle.write(f"{stage} by process {os.getpid()}")
+            handle.flush()
+            yield self
+        finally:
+            handle.close()
+
+    # ----------------------------------------------------------------------------- export swap
+
+    def new_export_staging(self) -> Path:
+        """A fresh, uniquely named folder to write a new export into (see :meth:`publish_export`)."""
+        self.remove_stale_exports()
+        path = self.path / f".export-{uuid.uuid4().hex[:12]}"
+        path.mkdir(parents=True)
+        return path
+
+    def publish_export(self, staging: Path) -> None:
+        """Makes ``staging`` the run's ``export/`` in one atomic step.
+
+        ``export`` is a symbolic link to the current version; a new link replaces it with one
+        ``rename``, so at every instant ``export/`` is a complete old or a complete new export.
+        """
+        link = self.export_dir
+        if link.is_dir() and not link.is_symlink():  # a plain folder from an older layout
+            link.rename(self.path / f".export-{uuid.uuid4().hex[:12]}")
+        temporary = self.path / f".export-link-{uuid.uuid4().hex[:12]}"
+        temporary.symlink_to(staging.name, target_is_directory=True)
+        os.replace(temporary, link)
+        self.remove_stale_exports()
+
+    def remove_stale_exports(self) -> None:
+        """Deletes export versions that ``export/`` no longer points at (call under :meth:`lock`)."""
+        import shutil
+
+        current = os.readlink(self.export_dir) if self.export_dir.is_symlink() else None
+        for path in self.path.glob(".export-*"):
+            if path.name != current:
+                if path.is_symlink() or path.is_file():
+                    path.unlink(missing_ok=True)
+                else:
+                    shutil.rmtree(path, ignore_errors=True)
+
+
+def _try_flock(handle) -> bool:
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock, runs are not guarded
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+
+
+def _changed_message(split_path: Path, root: Path, missing: list[str], changed: list[str]) -> str:
+    def listing(names: list[str]) -> str:
+        shown = ", ".join(names[:5])
+        return shown + (f" and {len(names) - 5} more" if len(names) > 5 else "")
+
+    parts = []
+    if missing:
+        parts.append(f"{len(missing)} missing or unreadable ({listing(missing)})")
+    if changed:
+        parts.append(f"{len(changed)} changed since training ({listing(changed)})")
+    return (
+        f"The images recorded in {split_path} no longer match the files under {root}: {'; '.join(parts)}. "
+        "Restore those files, or train a new run on the new data."
+    )
