@@ -7,9 +7,9 @@ Example:
 Importing this package is light; TensorFlow loads when export starts.
 """
 
-from edgeship.export.config import FORMATS, ExportConfig
+from edgeship.export.config import FORMATS, ExportConfig, load_export_config
 
-__all__ = ["FORMATS", "ExportConfig", "export"]
+__all__ = ["FORMATS", "ExportConfig", "export", "load_export_config", "render_markdown"]
 
 
 def export(config: ExportConfig):
@@ -17,3 +17,10 @@ def export(config: ExportConfig):
     from edgeship.export.exporter import export as _export
 
     return _export(config)
+
+
+def render_markdown(report: dict) -> str:
+    """The export report as markdown; see :func:`edgeship.export.report.render_markdown`."""
+    from edgeship.export.report import render_markdown as _render
+
+    return _render(report)

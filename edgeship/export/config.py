@@ -11,9 +11,10 @@ import dataclasses
 from dataclasses import dataclass
 from typing import Any
 
+from edgeship.config import option
 from edgeship.errors import ConfigError
 
-__all__ = ["FORMATS", "IO_TYPES", "ExportConfig"]
+__all__ = ["FILE_NAMES", "FORMATS", "FULL_INTEGER", "IO_TYPES", "ExportConfig", "load_export_config"]
 
 INT8 = "int8"            # quantization-aware trained, full integer (Edge TPU ready)
 INT8_PTQ = "int8-ptq"    # post-training full integer, calibrated on the train split
@@ -34,18 +35,19 @@ FILE_NAMES = {
 
 @dataclass(frozen=True)
 class ExportConfig:
-    run_dir: str = ""
-    formats: tuple[str, ...] = FORMATS
-    io: str = "uint8"                    # full-integer input/output type; uint8 takes raw pixels
-    qat_epochs: int = 3                  # short: QAT adapts the weights to the grid, it does not retrain
-    qat_learning_rate: float = 1e-5      # peak Adam rate; Adam moves every weight ~lr per step, about one int8
-                                         # step of a depthwise kernel over an epoch (README: measured choice)
-    qat_noise: float = 1.0               # uniform noise on batch-norm outputs in QAT, in int8 steps: robustness to
-                                         # TFLite rounding differently from the simulation (README: measured)
-    calibration_batches: int = 16        # batches that set the activation ranges before QAT starts
-    representative_samples: int = 256    # train images that calibrate post-training int8
-    batch_size: int = 32
-    seed: int = 42
+    run_dir: str = option("", "A run directory written by `edgeship train`.")
+    formats: tuple[str, ...] = option(FORMATS, f"Comma-separated variants: {', '.join(FORMATS)}.")
+    io: str = option("uint8", "Input/output type of full-integer models: uint8 (raw pixels) | int8.")
+    # Short: QAT adapts the weights to the int8 grid, it does not retrain.
+    qat_epochs: int = option(3, "Quantization-aware training epochs (0: calibration only).")
+    # Adam moves every weight ~lr per step, about one int8 step of a depthwise kernel over an
+    # epoch (README: the measured choice).
+    qat_learning_rate: float = option(1e-5, "QAT peak learning rate (Adam, cosine decay).")
+    # Robustness to TFLite rounding differently from the simulation (README: measured).
+    qat_noise: float = option(1.0, "Uniform noise on batch-norm outputs during QAT, in int8 steps (0: off).")
+    qat_batch_size: int = option(32, "QAT batch size.")
+    calibration_batches: int = option(16, "Batches that set the activation ranges before QAT starts.")
+    representative_samples: int = option(256, "Train images that calibrate post-training int8.")
 
     def __post_init__(self) -> None:
         formats = tuple(self.formats)
@@ -63,14 +65,14 @@ class ExportConfig:
             raise ConfigError(f"`qat_noise` must be >= 0 (0 turns it off); received {self.qat_noise}.")
         if self.qat_learning_rate <= 0:
             raise ConfigError(f"`qat_learning_rate` must be positive; received {self.qat_learning_rate}.")
-        for name in ("calibration_batches", "representative_samples", "batch_size"):
+        for name in ("calibration_batches", "representative_samples", "qat_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` must be at least 1; received {getattr(self, name)}.")
 
     @classmethod
     def tiny(cls, **overrides: Any) -> "ExportConfig":
         """A seconds-long variant for smoke tests."""
-        values = dict(qat_epochs=1, calibration_batches=2, representative_samples=16, batch_size=8)
+        values = dict(qat_epochs=1, calibration_batches=2, representative_samples=16, qat_batch_size=8)
         values.update(overrides)
         return cls(**values)
 
@@ -78,3 +80,18 @@ class ExportConfig:
         data = dataclasses.asdict(self)
         data["formats"] = list(self.formats)
         return data
+
+
+def load_export_config(path=None, **overrides: Any) -> ExportConfig:
+    """An ExportConfig from an optional config file's ``[export]`` table, then ``overrides``
+    (flags win; None means "not given").
+
+    Example:
+        >>> load_export_config(None, run_dir="runs/x", formats="int8,float16").formats
+        ('int8', 'float16')
+    """
+    from edgeship.config import from_values, read_config_file
+
+    values = dict(read_config_file(path).get("export", {}))
+    values.update({k: v for k, v in overrides.items() if v is not None})
+    return from_values(ExportConfig, values, f"{path} [export]" if path else "the export options")

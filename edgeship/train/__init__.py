@@ -4,16 +4,42 @@ Example:
     >>> from edgeship.train import TrainConfig, train              # doctest: +SKIP
     >>> result = train(TrainConfig(data_dir="photos", out_dir="runs/flowers"))  # doctest: +SKIP
 
-Importing this package is light; TensorFlow loads when training starts.
+Importing this package is light; TensorFlow loads when a function that needs it is first used.
+The names below are the stage's public API, which the export stage uses too.
 """
 
-from edgeship.train.config import TrainConfig, load_config
+import importlib
 
-__all__ = ["TrainConfig", "load_config", "train"]
+from edgeship.train.config import TrainConfig, load_config, load_run_config
+
+__all__ = [
+    "DecodedSplit",
+    "TrainConfig",
+    "TrainResult",
+    "load_config",
+    "load_data",
+    "load_float_model",
+    "load_run_config",
+    "make_dataset",
+    "normalize_tf",
+    "predict_probabilities",
+    "train",
+]
+
+# Public names whose modules import TensorFlow: loaded on first use.
+_LAZY = {
+    "DecodedSplit": "edgeship.train.data",
+    "load_data": "edgeship.train.data",
+    "make_dataset": "edgeship.train.tfdata",
+    "normalize_tf": "edgeship.train.tfdata",
+    "TrainResult": "edgeship.train.trainer",
+    "load_float_model": "edgeship.train.trainer",
+    "predict_probabilities": "edgeship.train.trainer",
+    "train": "edgeship.train.trainer",
+}
 
 
-def train(config: TrainConfig, **kwargs):
-    """Trains per ``config``; see :func:`edgeship.train.trainer.train`."""
-    from edgeship.train.trainer import train as _train
-
-    return _train(config, **kwargs)
+def __getattr__(name: str):
+    if name in _LAZY:
+        return getattr(importlib.import_module(_LAZY[name]), name)
+    raise AttributeError(f"module 'edgeship.train' has no attribute {name!r}")

@@ -9,18 +9,14 @@ Example:
 from __future__ import annotations
 
 import dataclasses
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edgeship.config import from_values, option, read_config_file
 from edgeship.errors import ConfigError
 from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_METHODS
-
-if sys.version_info >= (3, 11):
-    import tomllib
-else:  # pragma: no cover
-    import tomli as tomllib
+from edgeship.runtime.rundir import RunDir
 
 __all__ = [
     "AUGMENT_PRESETS",
@@ -31,7 +27,7 @@ __all__ = [
     "WEIGHTS_NONE",
     "TrainConfig",
     "load_config",
-    "read_toml",
+    "load_run_config",
 ]
 
 MOBILENET_V1 = "mobilenet_v1"
@@ -49,30 +45,30 @@ WEIGHTS_NONE = "none"
 
 @dataclass(frozen=True)
 class TrainConfig:
-    data_dir: str = ""                  # class sub-folders of images
-    out_dir: str = ""                   # run directory; default runs/<data folder name>
-    val_dir: str = ""                   # optional ready-made validation folder (same classes)
-    test_dir: str = ""                  # optional ready-made test folder (same classes)
-    backbone: str = MOBILENET_V2
-    alpha: float = 1.0                  # width multiplier; 0.35 / 0.25 for microcontroller-class targets
-    image_size: int = 224               # square input; 96-224 have ImageNet weights
-    weights: str = WEIGHTS_IMAGENET     # imagenet | none | path to a no-top .h5 weights file
-    resize_method: str = RESIZE_BILINEAR  # part of the model contract, recorded in the manifest
-    augment: str = "light"              # none | light | medium | heavy (see augment.py)
-    val_fraction: float = 0.1
-    test_fraction: float = 0.1
-    seed: int = 42                      # fixes the split, the shuffling and the head's init
-    batch_size: int = 32
-    epochs: int = 5                     # phase 1: head only, backbone frozen
-    learning_rate: float = 1e-3
-    fine_tune_epochs: int = 8           # phase 2: top of the backbone unfrozen; 0 skips it
-    fine_tune_learning_rate: float = 1e-4  # 10x lower, so pretrained features are nudged, not erased
-    fine_tune_fraction: float = 0.25    # share of backbone layers (from the top) that phase 2 trains
-    dropout: float = 0.2
-    label_smoothing: float = 0.1
-    patience: int = 3                   # early stopping on validation loss, per phase
-    class_weights: str = "balanced"     # balanced | none: weights losses by inverse class frequency
-    strategy: str = "default"           # default | mirrored | multi-worker (tf.distribute)
+    data_dir: str = option("", "Folder with one sub-folder of images per class.")
+    out_dir: str = option("", "Run directory [runs/<data folder name>].")
+    val_dir: str = option("", "Ready-made validation folder (same classes) instead of a split.")
+    test_dir: str = option("", "Ready-made test folder (same classes) instead of a split.")
+    backbone: str = option(MOBILENET_V2, f"{' | '.join(BACKBONES)}.")
+    alpha: float = option(1.0, "Width multiplier; 0.35 / 0.25 for microcontroller-class targets.")
+    image_size: int = option(224, "Square input size in pixels; 96-224 have ImageNet weights.")
+    weights: str = option(WEIGHTS_IMAGENET, "imagenet | none | PATH of no-top .h5 weights.")
+    resize_method: str = option(RESIZE_BILINEAR, "bilinear | nearest | area; recorded in the model file.")
+    augment: str = option("light", "none | light | medium | heavy (README: the transforms).")
+    val_fraction: float = option(0.1, "Share of each class held out for validation.")
+    test_fraction: float = option(0.1, "Share of each class held out for testing.")
+    seed: int = option(42, "Fixes the split, the shuffling and the head's initialisation.")
+    batch_size: int = option(32, "Batch size per replica.")
+    epochs: int = option(5, "Phase 1 epochs: the head only, backbone frozen.")
+    learning_rate: float = option(1e-3, "Phase 1 learning rate (Adam, cosine decay).")
+    fine_tune_epochs: int = option(8, "Phase 2 epochs, top of the backbone unfrozen; 0 skips phase 2.")
+    fine_tune_learning_rate: float = option(1e-4, "Phase 2 rate: 10x lower, so pretrained features are nudged.")
+    fine_tune_fraction: float = option(0.25, "Share of backbone layers, from the top, that phase 2 trains.")
+    dropout: float = option(0.2, "Dropout before the classifier.")
+    label_smoothing: float = option(0.1, "Label smoothing of the cross-entropy.")
+    patience: int = option(3, "Early stopping on validation loss: epochs without improvement, per phase.")
+    class_weights: str = option("balanced", "balanced | none: weight losses by inverse class frequency.")
+    strategy: str = option("default", "default | mirrored | multi-worker (tf.distribute; TF_CONFIG).")
 
     def __post_init__(self) -> None:
         _choice("backbone", self.backbone, BACKBONES)
@@ -141,29 +137,28 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"`{name}` must be one of {', '.join(allowed)}; received {name}={value!r}.")
 
 
-def read_toml(path: str | Path) -> dict[str, Any]:
-    """A TOML file as a dict, with errors that name the file."""
-    try:
-        return tomllib.loads(Path(path).read_text())
-    except FileNotFoundError as e:
-        raise ConfigError(f"Config file not found: {path}") from e
-    except tomllib.TOMLDecodeError as e:
-        raise ConfigError(f"Config file {path} is not valid TOML: {e}") from e
-
-
 def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """Builds a TrainConfig from an optional TOML file, then ``overrides`` (flags win).
+    """A TrainConfig from an optional config file's ``[train]`` table, then ``overrides``
+    (flags win; None means "not given").
 
-    The TOML file holds fields at top level or under a ``[train]`` table. ``None`` values in
-    ``overrides`` mean "not given" and leave the file's (or the default) value.
+    Example:
+        >>> load_config(None, epochs=3, alpha=None).epochs
+        3
     """
-    values: dict[str, Any] = {}
-    if path:
-        data = read_toml(path)
-        values.update(data.get("train", data))
+    values = dict(read_config_file(path).get("train", {}))
     values.update({k: v for k, v in overrides.items() if v is not None})
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"Unknown TrainConfig field(s): {', '.join(unknown)}. Known fields: {', '.join(sorted(known))}.")
-    return TrainConfig(**values)
+    return from_values(TrainConfig, values, f"{path} [train]" if path else "the train options")
+
+
+def load_run_config(run_dir: str | Path) -> TrainConfig:
+    """The TrainConfig a run recorded, with a clear error when it is damaged or out of date.
+
+    Raises:
+        ConfigError: no config recorded, or it cannot be read as a TrainConfig.
+    """
+    run = RunDir(run_dir)
+    values = run.read_config()
+    try:
+        return from_values(TrainConfig, {**values, "out_dir": str(run.path)}, str(run.config_path))
+    except ConfigError as e:
+        raise ConfigError(f"{e} The recorded config does not fit this version of edgeship; train a new run.") from e
