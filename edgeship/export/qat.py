@@ -46,10 +46,12 @@ from edgeship.runtime.manifest import MEAN, STD
 from edgeship.train.tfkeras import keras, tf
 
 __all__ = [
-    "calibrate_ranges", "freeze_batch_norm", "logit_distance", "make_qat_model", "rounding_noise", "set_input_range",
+    "calibrate_ranges", "fit_qat", "freeze_batch_norm", "logit_distance", "make_qat_model", "rounding_noise",
+    "set_input_range",
 ]
 
 logger = logging.getLogger(__name__)
+
 
 def _per_channel_scheme():
     """tfmot's default 8-bit scheme with depthwise kernels quantized per channel.
@@ -294,3 +296,93 @@ def set_input_range(model: keras.Model) -> None:
             var.assign(np.full(var.shape, low, np.float32))
         elif "_max" in name:
             var.assign(np.full(var.shape, high, np.float32))
+
+
+# --------------------------------------------------------------------------- the recipe, end to end
+
+
+def _qat_scores(qat: keras.Model, data, float_val: np.ndarray, batch_size: int) -> dict:
+    """Validation accuracy, agreement with the float model and logit distance to it."""
+    from edgeship.train import predict_probabilities
+
+    probabilities = predict_probabilities(qat, data, "val", batch_size)
+    predicted = np.argmax(probabilities, axis=1)
+    return {"accuracy": float(np.mean(predicted == data.labels[data.indices["val"]])),
+            "agreement": float(np.mean(predicted == np.argmax(float_val, axis=1))),
+            "logit_distance": float(logit_distance(probabilities, float_val))}
+
+
+def _calibrated_qat_model(float_model: keras.Model, data, config, seed: int) -> keras.Model:
+    """Causes 1 and 2: the quantized model with batch norm frozen and ranges from the float model."""
+    from edgeship.train import make_dataset
+
+    qat = make_qat_model(float_model)
+    frozen = freeze_batch_norm(qat)
+    set_input_range(qat)
+    plain = make_dataset(data.pixels, data.labels, data.indices["train"], data.num_classes, config.qat_batch_size,
+                         training=True, seed=seed)
+    calibrate_ranges(qat, float_model, plain, config.calibration_batches)
+    set_input_range(qat)
+    logger.info("QAT: %d batch-norm layers frozen, activation ranges calibrated", frozen)
+    return qat
+
+
+def _make_train_step(qat: keras.Model, config, steps_per_epoch: int):
+    schedule = keras.optimizers.schedules.CosineDecay(config.qat_learning_rate, config.qat_epochs * steps_per_epoch,
+                                                      alpha=0.1)
+    optimizer = keras.optimizers.Adam(schedule)
+
+    @tf.function
+    def train_step(x, target):
+        with tf.GradientTape() as tape:
+            loss = logit_distance(qat(x, training=True), target)
+        variables = qat.trainable_variables
+        optimizer.apply_gradients(zip(tape.gradient(loss, variables), variables))
+        return loss
+
+    return train_step
+
+
+def fit_qat(float_model: keras.Model, float_val: np.ndarray, data, config, seed: int, progress=None):
+    """The whole recipe: returns (QAT model, validation scores by epoch, the epoch kept).
+
+    Causes 3 and 4 of the module docstring: the quantized model learns the float model's
+    logits on the train images under rounding noise; the epoch kept is the one closest to the
+    float model's logits on validation (a smooth measure; agreement on a few hundred images
+    moves in whole images), the calibrated model before any step included.
+
+    Args:
+        float_model: the run's float Keras model.
+        float_val: its class probabilities on the validation split.
+        data: the run's decoded split (:func:`edgeship.train.load_data`).
+        config: an ``ExportConfig``.
+        seed: the run's seed (batch order).
+        progress: optional callable taking ``(epoch, step, num_steps)`` after each step.
+    """
+    from edgeship.train import normalize_tf, predict_probabilities
+
+    qat = _calibrated_qat_model(float_model, data, config, seed)
+    history = {0: _qat_scores(qat, data, float_val, config.qat_batch_size)}
+    best_epoch, best_weights = 0, qat.get_weights()
+    train = data.indices["train"]
+    if config.qat_epochs:
+        teacher = predict_probabilities(float_model, data, "train", config.qat_batch_size)
+        batches = [slice(i, i + config.qat_batch_size) for i in range(0, len(train), config.qat_batch_size)]
+        train_step = _make_train_step(qat, config, len(batches))
+        rng = np.random.default_rng(seed)
+        with rounding_noise(qat, config.qat_noise):
+            for epoch in range(1, config.qat_epochs + 1):
+                order = rng.permutation(len(train))
+                for step, batch in enumerate(batches):
+                    rows = np.sort(order[batch])  # sorted: sequential reads of the cache
+                    train_step(normalize_tf(data.pixels[train[rows]]), teacher[rows])
+                    if progress is not None:
+                        progress(epoch, step + 1, len(batches))
+                history[epoch] = _qat_scores(qat, data, float_val, config.qat_batch_size)
+                logger.info("QAT epoch %d/%d: logit distance on val %.4f, accuracy %.4f, agreement %.4f", epoch,
+                            config.qat_epochs, *(history[epoch][k] for k in ("logit_distance", "accuracy", "agreement")))
+                if history[epoch]["logit_distance"] < history[best_epoch]["logit_distance"]:
+                    best_epoch, best_weights = epoch, qat.get_weights()
+    qat.set_weights(best_weights)
+    set_input_range(qat)
+    return qat, history, best_epoch

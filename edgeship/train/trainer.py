@@ -20,21 +20,19 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.errors import ConfigError
-from edgeship.runtime.files import atomic_path, atomic_write_json, atomic_write_text
+from edgeship.runtime.files import atomic_path, atomic_write_json
 from edgeship.runtime.metrics import classification_report, report_markdown
 from edgeship.train.augment import make_augmenter
-from edgeship.train.config import TrainConfig
-from edgeship.train.data import Dataset, prepare_data
+from edgeship.runtime.rundir import RunDir
+from edgeship.train.config import WEIGHTS_NONE, TrainConfig, load_run_config
+from edgeship.train.data import DecodedSplit, load_data, prepare_data
 from edgeship.train.model import build_model, set_trainable
 from edgeship.train.tfdata import class_weights, make_dataset
 from edgeship.train.tfkeras import keras, tf
 
-__all__ = ["TrainResult", "load_float_model", "make_strategy", "predict_classes", "predict_probabilities", "train"]
+__all__ = ["TrainResult", "load_float_model", "make_strategy", "predict_probabilities", "train"]
 
 logger = logging.getLogger(__name__)
-
-MODEL_NAME = "model.h5"
-
 
 @dataclass(frozen=True)
 class TrainResult:
@@ -63,10 +61,13 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
 
 def load_float_model(run_dir: str | Path) -> keras.Model:
     """The best float Keras model of a finished run."""
-    path = Path(run_dir) / MODEL_NAME
+    path = RunDir(run_dir).model_path
     if not path.is_file():
-        raise ConfigError(f"No {MODEL_NAME} in {run_dir}: train first (`edgeship train DATA --out {run_dir}`).")
-    return keras.models.load_model(path, compile=False)
+        raise ConfigError(f"No {path.name} in {run_dir}: train first (`edgeship train DATA --out {run_dir}`).")
+    try:
+        return keras.models.load_model(path, compile=False)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} cannot be read ({e}); train the run again.") from e
 
 
 class _Progress(keras.callbacks.Callback):
@@ -124,52 +125,124 @@ class _KeepBest(keras.callbacks.Callback):
 
 
 def _resolve_config(config: TrainConfig, resume: bool) -> TrainConfig:
-    run_dir = config.run_dir
-    saved = run_dir / "config.json"
-    if resume and saved.exists():
-        stored = TrainConfig(**json.loads(saved.read_text()))
+    run = RunDir(config.run_dir)
+    if resume and run.is_started:
+        stored = load_run_config(run.path)
         changed = sorted(k for k, v in config.to_dict().items() if k != "out_dir" and v != getattr(stored, k))
         if changed and config.data_dir:
-            logger.warning("Resuming %s with its recorded config; ignoring changed field(s): %s", run_dir, ", ".join(changed))
-        return stored.replace(out_dir=str(run_dir))
-    if saved.exists() and not resume:
+            logger.warning("Resuming %s with its recorded config; ignoring changed field(s): %s", run.path,
+                           ", ".join(changed))
+        return stored
+    if run.is_started and not resume:
         raise ConfigError(
-            f"{run_dir} already holds a run. Pass --resume to continue it, or --out to train into a new directory."
+            f"{run.path} already holds a run. Pass --resume to continue it, or --out to train into a new directory."
         )
     if not config.data_dir:
         raise ConfigError("No data folder given: pass DATA_DIR (one sub-folder per class).")
     return config
 
 
-def _fit_phase(model, config, data: Dataset, phase: int, epochs: int, lr: float, train_ds, val_ds, run_dir: Path):
+def _fit_phase(model, config, data: DecodedSplit, phase: _Phase, train_ds, val_ds, run: RunDir):
     steps = int(np.ceil(len(data.indices["train"]) / config.batch_size))
-    schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, epochs * steps), alpha=0.01)
+    epochs = phase.epochs
+    schedule = keras.optimizers.schedules.CosineDecay(phase.learning_rate, decay_steps=max(1, epochs * steps),
+                                                      alpha=0.01)
     model.compile(
         optimizer=keras.optimizers.Adam(schedule),
         loss=keras.losses.CategoricalCrossentropy(label_smoothing=config.label_smoothing),
         metrics=["accuracy"],
         weighted_metrics=[],
     )
-    checkpoints = run_dir / "checkpoints"
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(checkpoints / f"phase{phase}")),
+        keras.callbacks.BackupAndRestore(str(run.checkpoints_dir / f"phase{phase.number}")),
         keras.callbacks.EarlyStopping("val_loss", patience=config.patience),
-        _KeepBest(checkpoints, phase),
-        _Progress(f"phase {phase}", epochs, steps),
+        _KeepBest(run.checkpoints_dir, phase.number),
+        _Progress(f"phase {phase.number}", epochs, steps),
     ]
     return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
 
 
-def predict_probabilities(model, data: Dataset, name: str, batch_size: int) -> np.ndarray:
+def predict_probabilities(model, data: DecodedSplit, name: str, batch_size: int) -> np.ndarray:
     """Class probabilities of a Keras model for every image of split part ``name``, in the
     split's order (no augmentation)."""
     ds = make_dataset(data.pixels, data.labels, data.indices[name], data.num_classes, batch_size)
     return model.predict(ds.map(lambda x, y: x), verbose=0)
 
 
-def predict_classes(model, data: Dataset, name: str, batch_size: int) -> np.ndarray:
-    """Top-1 class of a Keras model for every image of split part ``name`` (no augmentation)."""
-    return np.argmax(predict_probabilities(model, data, name, batch_size), axis=1)
+@dataclass(frozen=True)
+class _Phase:
+    number: int
+    epochs: int
+    learning_rate: float
+    trainable_fraction: float   # share of backbone layers whose weights train
+
+
+def _phases(config: TrainConfig) -> list[_Phase]:
+    # Random features are worth nothing frozen: without pretrained weights, phase 1 trains the
+    # whole network (batch norm included) and there is nothing to fine-tune after.
+    if config.weights == WEIGHTS_NONE:
+        return [_Phase(1, config.epochs, config.learning_rate, 1.0)]
+    phases = [_Phase(1, config.epochs, config.learning_rate, 0.0)]
+    if config.fine_tune_epochs:
+        phases.append(_Phase(2, config.fine_tune_epochs, config.fine_tune_learning_rate, config.fine_tune_fraction))
+    return phases
+
+
+def _datasets(config: TrainConfig, data: DecodedSplit, batch_size: int):
+    labels = data.labels[data.indices["train"]]
+    weights = class_weights(labels, data.num_classes) if config.class_weights == "balanced" else None
+    train_ds = make_dataset(
+        data.pixels, data.labels, data.indices["train"], data.num_classes, batch_size,
+        training=True, augmenter=make_augmenter(config.augment, seed=config.seed), weights=weights, seed=config.seed,
+    )
+    return train_ds, make_dataset(data.pixels, data.labels, data.indices["val"], data.num_classes, batch_size)
+
+
+def _fit(config: TrainConfig, data: DecodedSplit, run: RunDir, resume: bool, strategy) -> keras.Model:
+    """Both phases, skipping those a resumed run finished; returns the best model on validation."""
+    history = run.read_json(run.history_path) if resume and run.history_path.exists() else {}
+    state_path = run.checkpoints_dir / "state.json"
+    state = run.read_json(state_path) if resume and state_path.exists() else {"phases_done": 0}
+    best_path = run.checkpoints_dir / "best.h5"
+    train_ds, val_ds = _datasets(config, data, config.batch_size * strategy.num_replicas_in_sync)
+    with strategy.scope():
+        model = build_model(config, data.num_classes)
+        for phase in _phases(config):
+            if phase.number <= state["phases_done"]:
+                logger.info("Phase %d finished before; skipping it", phase.number)
+                continue
+            if best_path.exists():
+                model.load_weights(str(best_path))  # phase 2 starts from phase 1's best
+            trained = set_trainable(model, phase.trainable_fraction, train_batch_norm=config.weights == WEIGHTS_NONE)
+            logger.info("Phase %d: %d epoch(s) at lr %g, %d backbone layer(s) with weights training",
+                        phase.number, phase.epochs, phase.learning_rate, trained)
+            fit = _fit_phase(model, config, data, phase, train_ds, val_ds, run)
+            history[f"phase{phase.number}"] = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
+            atomic_write_json(run.history_path, history)
+            state["phases_done"] = phase.number
+            atomic_write_json(state_path, state)
+        if best_path.exists():
+            model.load_weights(str(best_path))
+    return model
+
+
+def _score(model, config: TrainConfig, data: DecodedSplit, run: RunDir, strategy, seconds: float) -> dict:
+    """Test-split metrics of the float model, written as ``metrics.json`` and ``metrics.md``."""
+    test = data.indices["test"]
+    predictions = np.argmax(predict_probabilities(model, data, "test", config.batch_size), axis=1) if len(test) else []
+    report = classification_report(data.labels[test], np.asarray(predictions, int), data.split.classes)
+    best_path = run.checkpoints_dir / "best.json"
+    best = run.read_json(best_path) if best_path.exists() else {}
+    metrics = {
+        "split": "test", "split_digest": data.split.digest, **report,
+        **{f"num_{name}": len(data.indices[name]) for name in ("train", "val", "test")},
+        "num_skipped": len(data.split.skipped), "skipped": data.split.skipped,
+        "best_val_loss": best.get("val_loss"), "best_phase": best.get("phase"), "best_epoch": best.get("epoch"),
+        "strategy": config.strategy, "num_replicas": int(strategy.num_replicas_in_sync),
+        "train_seconds": round(seconds, 1),
+    }
+    run.write_metrics(metrics, report_markdown(report, f"Float model on the test split ({run.path.name})"))
+    return metrics
 
 
 def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
@@ -183,86 +256,31 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     Returns:
         Where the model went and its test-split metrics.
 
+    Raises:
+        ConfigError: the run directory already holds a run (without ``resume``), or a value is off.
+        DataError: the data folder is unusable; nothing is recorded, so the same command can
+            be run again once the data is fixed.
+        RunBusyError: another process is training or exporting the same run.
+
     Example:
         >>> result = train(TrainConfig(data_dir="flowers", image_size=160))  # doctest: +SKIP
         >>> result.test_accuracy                                             # doctest: +SKIP
     """
     config = _resolve_config(config, resume)
-    run_dir = config.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_json(run_dir / "config.json", config.to_dict())
-    start = time.perf_counter()
-    keras.utils.set_random_seed(config.seed)
-
-    strategy = make_strategy(config.strategy)
-    data = prepare_data(config, run_dir)
-    atomic_write_text(run_dir / "labels.txt", "\n".join(data.split.classes) + "\n")
-
-    weights = class_weights(data.labels[data.indices["train"]], data.num_classes) if config.class_weights == "balanced" else None
-    batch_size = config.batch_size * strategy.num_replicas_in_sync
-    train_ds = make_dataset(
-        data.pixels, data.labels, data.indices["train"], data.num_classes, batch_size,
-        training=True, augmenter=make_augmenter(config.augment, seed=config.seed), weights=weights, seed=config.seed,
-    )
-    val_ds = make_dataset(data.pixels, data.labels, data.indices["val"], data.num_classes, batch_size)
-
-    history_path = run_dir / "history.json"
-    history = json.loads(history_path.read_text()) if resume and history_path.exists() else {}
-    state_path = run_dir / "checkpoints" / "state.json"
-    state = json.loads(state_path.read_text()) if resume and state_path.exists() else {"phases_done": 0}
-    best_path = run_dir / "checkpoints" / "best.h5"
-
-    with strategy.scope():
-        model = build_model(config, data.num_classes)
-        from_scratch = config.weights == "none"
-        # Random features are worth nothing frozen: without pretrained weights, phase 1 trains
-        # the whole network (batch norm included) and there is nothing to fine-tune after.
-        phases = [(1, config.epochs, config.learning_rate, 1.0 if from_scratch else 0.0)]
-        if config.fine_tune_epochs and not from_scratch:
-            phases.append((2, config.fine_tune_epochs, config.fine_tune_learning_rate, config.fine_tune_fraction))
-        for phase, epochs, lr, fraction in phases:
-            if phase <= state["phases_done"]:
-                logger.info("Phase %d finished before; skipping it", phase)
-                continue
-            if best_path.exists():
-                model.load_weights(str(best_path))  # phase 2 starts from phase 1's best
-            trained = set_trainable(model, fraction, train_batch_norm=from_scratch)
-            logger.info("Phase %d: %d epoch(s) at lr %g, %d backbone layer(s) with weights training",
-                        phase, epochs, lr, trained)
-            fit = _fit_phase(model, config, data, phase, epochs, lr, train_ds, val_ds, run_dir)
-            history[f"phase{phase}"] = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
-            atomic_write_json(history_path, history)
-            state["phases_done"] = phase
-            atomic_write_json(state_path, state)
-
-        if best_path.exists():
-            model.load_weights(str(best_path))
-    with atomic_path(run_dir / MODEL_NAME, suffix=".h5") as tmp:
-        model.save(str(tmp), include_optimizer=False)
-
-    predictions = predict_classes(model, data, "test", config.batch_size) if len(data.indices["test"]) else np.array([], int)
-    report = classification_report(data.labels[data.indices["test"]], predictions, data.split.classes)
-    best = json.loads((run_dir / "checkpoints" / "best.json").read_text()) if (run_dir / "checkpoints" / "best.json").exists() else {}
-    metrics = {
-        "split": "test",
-        "split_digest": data.split.digest,
-        **report,
-        "num_train": len(data.indices["train"]),
-        "num_val": len(data.indices["val"]),
-        "num_test": len(data.indices["test"]),
-        "num_skipped": len(data.split.skipped),
-        "skipped": data.split.skipped,
-        "best_val_loss": best.get("val_loss"),
-        "best_phase": best.get("phase"),
-        "best_epoch": best.get("epoch"),
-        "strategy": config.strategy,
-        "num_replicas": int(strategy.num_replicas_in_sync),
-        "train_seconds": round(time.perf_counter() - start, 1),
-    }
-    atomic_write_json(run_dir / "metrics.json", metrics)
-    atomic_write_text(run_dir / "metrics.md", report_markdown(report, f"Float model on the test split ({run_dir.name})"))
+    run = RunDir(config.run_dir)
+    with run.lock("train"):
+        start = time.perf_counter()
+        keras.utils.set_random_seed(config.seed)
+        strategy = make_strategy(config.strategy)
+        data = load_data(run.path, config) if resume and run.is_started else prepare_data(config, run.path)
+        run.write_config(config.to_dict())  # from here on the run exists and --resume continues it
+        run.write_labels(data.split.classes)
+        model = _fit(config, data, run, resume, strategy)
+        with atomic_path(run.model_path, suffix=".h5") as tmp:
+            model.save(str(tmp), include_optimizer=False)
+        metrics = _score(model, config, data, run, strategy, time.perf_counter() - start)
     logger.info(
         "Test accuracy %.2f %% on %d images; %d file(s) skipped; run in %s (%.0f s)",
-        100 * report["accuracy"], report["num_images"], len(data.split.skipped), run_dir, metrics["train_seconds"],
+        100 * metrics["accuracy"], metrics["num_images"], metrics["num_skipped"], run.path, metrics["train_seconds"],
     )
-    return TrainResult(run_dir, run_dir / MODEL_NAME, report["accuracy"], metrics)
+    return TrainResult(run.path, run.model_path, metrics["accuracy"], metrics)

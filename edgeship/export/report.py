@@ -1,0 +1,38 @@
+"""The export report rendered as markdown (``RUN/export/report.md``)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+__all__ = ["render_markdown"]
+
+
+def render_markdown(report: dict) -> str:
+    """The export report as a markdown table."""
+    float_accuracy = report["float_keras"]["test_accuracy"]
+    lines = [
+        f"# Export report: {Path(report['run_dir']).name}",
+        "",
+        f"Test split: {report['num_test_images']} images (digest `{report['split_digest'][:12]}`). "
+        f"Float Keras model: **{100 * float_accuracy:.2f} %**.",
+        "",
+        "| variant | file | accuracy | Δ vs float (pp) | agreement with float | size | mean latency |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+    ]
+    for kind, row in report["variants"].items():
+        lines.append(
+            f"| {kind} | {row['file']} | {100 * row['test_accuracy']:.2f} % | {row['delta_pp']:+.2f} | "
+            f"{100 * row['agreement']:.2f} % | {row['size_bytes'] / 1024:.0f} KiB | {row['mean_latency_ms']:.2f} ms |"
+        )
+    if "int8_choice_reason" in report:
+        lines += ["", f"**int8 choice.** {report['int8_choice_reason']}"]
+        history = report.get("qat_history_val", {})
+        if history:
+            lines.append(
+                "QAT on the validation split by epoch (0 = calibrated, before any step), accuracy / agreement "
+                "with float: " + ", ".join(
+                    f"{k}: {100 * v['accuracy']:.2f} / {100 * v['agreement']:.2f} %" for k, v in history.items()
+                ) + f"; kept epoch {report.get('qat_best_epoch')}."
+            )
+    lines += ["", f"Export took {report['export_seconds']:.0f} s."]
+    return "\n".join(lines) + "\n"
