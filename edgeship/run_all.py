@@ -1,28 +1,33 @@
-"""One command from photos to a proven edge model: train → export → validate → bench.
+"""One command from photos to a proven edge model: train → export → gate → bench.
 
 Without a data folder it runs on the built-in generated demo set (``edgeship.demo``) with a
 configuration sized to finish in a few minutes on a 2-core machine. Everything lands in the
 run directory; the final table compares every variant with the float model on the recorded
-test split.
+test split. Each variant is scored once, by the export stage; the gate reads those scores.
 
 Example:
-    >>> from edgeship.run_all import RunConfig, run              # doctest: +SKIP
-    >>> summary = run(RunConfig(data_dir="photos"))               # doctest: +SKIP
+    >>> from edgeship.run_all import RunConfig, run                               # doctest: +SKIP
+    >>> summary = run(RunConfig(train=TrainConfig(data_dir="photos"), max_drop=1.0))  # doctest: +SKIP
 """
 
 from __future__ import annotations
 
-import dataclasses
-import json
 import logging
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from pathlib import Path
 
-from edgeship.errors import ConfigError
-from edgeship.runtime.files import atomic_write_json, atomic_write_text
+import numpy as np
 
-__all__ = ["DEMO_TRAIN", "RunConfig", "render_summary", "run"]
+from edgeship.config import option
+from edgeship.errors import ConfigError
+from edgeship.export.config import INT8, ExportConfig
+from edgeship.runtime.files import atomic_write_json, atomic_write_text
+from edgeship.runtime.rundir import RunDir
+from edgeship.runtime.validation import ValidationGate, apply_gate
+from edgeship.train.config import TrainConfig, load_run_config
+
+__all__ = ["DEMO_TRAIN", "RunConfig", "demo_train_config", "render_summary", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -35,40 +40,71 @@ DEMO_IMAGES_PER_CLASS = 150
 
 @dataclass(frozen=True)
 class RunConfig:
-    data_dir: str = ""               # empty: the generated demo set
-    out_dir: str = ""                # default runs/<data folder name>, runs/demo for the demo
-    train: dict = field(default_factory=dict)    # TrainConfig fields
-    export: dict = field(default_factory=dict)   # ExportConfig fields
-    max_drop: float | None = None    # gate: exit non-zero when int8 loses more (pp) than this
-    min_agreement: float = 0.0
-    bench_runs: int = 50
-    threads: int = 1
+    train: TrainConfig = field(default_factory=TrainConfig)     # no data_dir: the generated demo set
+    export: ExportConfig = field(default_factory=ExportConfig)  # its run_dir is the train stage's
+    # The gate is validate's, with validate's defaults; it is on when either value is given.
+    max_drop: float | None = option(None, "Gate: exit 3 when int8 loses more accuracy than this (pp) against the "
+                                          "float model [validate's 1.0 when only --min-agreement is given].", float)
+    min_agreement: float | None = option(None, "Gate: smallest share of test images where int8 keeps the float "
+                                               "model's top-1 class [0: off].", float)
+    bench_runs: int = option(50, "Timed invokes per variant.")
+    threads: int | None = option(None, "CPU threads for bench [as predict and bench].", int)
+
+    def __post_init__(self) -> None:
+        if self.gate is not None and INT8 not in self.export.formats:
+            raise ConfigError("The gate checks the int8 variant: add int8 to --formats, or drop --max-drop and "
+                              "--min-agreement.")
+        if self.bench_runs < 1:
+            raise ConfigError(f"`bench_runs` must be at least 1; received {self.bench_runs}.")
 
     @property
     def is_demo(self) -> bool:
-        return not self.data_dir
+        return not self.train.data_dir
+
+    @property
+    def gate(self) -> ValidationGate | None:
+        if self.max_drop is None and self.min_agreement is None:
+            return None
+        given = {k: v for k, v in (("max_drop", self.max_drop), ("min_agreement", self.min_agreement)) if v is not None}
+        return ValidationGate(**given)
 
 
-def _train_config(config: RunConfig):
-    from edgeship.train import TrainConfig
+def demo_train_config(**values) -> TrainConfig:
+    """The demo's TrainConfig: :data:`DEMO_TRAIN` under ``values``."""
+    return TrainConfig(**{**DEMO_TRAIN, **values})
 
-    values = dict(DEMO_TRAIN) if config.is_demo else {}
-    values.update(config.train)
+
+def _baseline(config: RunConfig) -> TrainConfig:
+    return demo_train_config() if config.is_demo else TrainConfig()
+
+
+def _train_config(config: RunConfig) -> TrainConfig:
+    """The train stage's config: the demo's data drawn first; an existing run keeps its own."""
+    train_config = config.train
     if config.is_demo:
-        out = Path(config.out_dir or "runs/demo")
         from edgeship.demo import make_demo_data
 
+        out = Path(train_config.out_dir or "runs/demo")
         data_dir = make_demo_data(out.parent / f"{out.name}-data", images_per_class=DEMO_IMAGES_PER_CLASS)
-        values.update(data_dir=str(data_dir), out_dir=str(out))
-    else:
-        values.update(data_dir=config.data_dir)
-        if config.out_dir:
-            values["out_dir"] = config.out_dir
-    known = {f.name for f in dataclasses.fields(TrainConfig)}
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise ConfigError(f"Unknown TrainConfig field(s): {', '.join(unknown)}.")
-    return TrainConfig(**values)
+        train_config = train_config.replace(data_dir=str(data_dir), out_dir=str(out))
+        if train_config.uses_imagenet and not _demo_weights_available(train_config):
+            train_config = train_config.replace(weights="none",
+                                                epochs=train_config.epochs + train_config.fine_tune_epochs)
+    run = RunDir(train_config.run_dir)
+    if not run.is_started:
+        return train_config
+    recorded = load_run_config(run.path)
+    baseline = _baseline(config)
+    conflicts = [f.name for f in fields(TrainConfig) if f.name not in ("out_dir", "data_dir")
+                 and getattr(config.train, f.name) != getattr(recorded, f.name)
+                 and getattr(config.train, f.name) != getattr(baseline, f.name)]
+    if conflicts:
+        raise ConfigError(
+            f"{run.path} was trained with " + ", ".join(f"{k}={getattr(recorded, k)!r}" for k in conflicts)
+            + "; this command asks for " + ", ".join(f"{k}={getattr(config.train, k)!r}" for k in conflicts)
+            + ". Drop those options to continue that run, or pass --out to start a new one."
+        )
+    return recorded
 
 
 def _demo_weights_available(train_config) -> bool:
@@ -86,65 +122,64 @@ def _demo_weights_available(train_config) -> bool:
         return False
 
 
-def run(config: RunConfig) -> dict:
-    """Runs every stage; returns the summary also written to ``RUN/summary.json`` and ``summary.md``."""
-    from edgeship.export import ExportConfig, export
+def _gate(run: RunDir, gate: ValidationGate) -> dict:
+    """The gate on the export's own test-split scores: int8 against the float Keras model."""
+    predictions = run.read_json(run.predictions_path)
+    targets, reference, int8 = (np.asarray(predictions[k]) for k in ("targets", "float_keras", INT8))
+    return apply_gate(int8 == targets, reference == targets, float(np.mean(int8 == reference)), gate)
+
+
+def _bench(run: RunDir, variants: dict, config: RunConfig) -> dict:
     from edgeship.runtime.bench import BenchConfig, benchmark
-    from edgeship.runtime.dataset import run_dataset
-    from edgeship.runtime.model import load_model
-    from edgeship.runtime.validation import ValidationGate, validate
+
+    bench = BenchConfig(num_runs=config.bench_runs, num_threads=config.threads)
+    timings = {}
+    for kind, variant in variants.items():
+        timing = benchmark(run.export_dir / variant["file"], bench)
+        timings[kind] = {"median_ms": timing["median_ms"], "p90_ms": timing["p90_ms"]}
+    return timings
+
+
+def run(config: RunConfig) -> dict:
+    """Runs every stage; returns the summary also written to ``RUN/summary.json`` and ``summary.md``.
+
+    Raises:
+        ConfigError: flags that contradict an existing run's recorded config, or a bad value,
+            before any work starts.
+    """
+    from edgeship.export import export
     from edgeship.train import train
 
-    start = time.perf_counter()
+    start, times = time.perf_counter(), {}
     train_config = _train_config(config)
-    if config.is_demo and train_config.uses_imagenet and not _demo_weights_available(train_config):
-        train_config = train_config.replace(weights="none", epochs=train_config.epochs + train_config.fine_tune_epochs)
-    run_dir = train_config.run_dir
-    finished = (run_dir / "metrics.json").exists()
-    if (run_dir / "config.json").exists():  # an existing run keeps the config it was trained with
-        recorded = json.loads((run_dir / "config.json").read_text())
-        train_config = type(train_config)(**{**recorded, "out_dir": str(run_dir)})
-    if finished:
-        logger.info("Stage 1/4 train: %s is already trained; reusing it", run_dir)
+    run_dir = RunDir(train_config.run_dir)
+    if run_dir.is_trained:
+        logger.info("Stage 1/4 train: %s is already trained; reusing it", run_dir.path)
     else:
         logger.info("Stage 1/4 train: %s on %s", train_config.backbone, train_config.data_dir)
-        train(train_config, resume=(run_dir / "config.json").exists())
-    stage_times = {"train": time.perf_counter() - start}
+        train(train_config, resume=run_dir.is_started)
+    times["train"] = time.perf_counter() - start
+    logger.info("Stage 2/4 export: QAT and TFLite conversion, each variant scored on the test split")
+    report = export(ExportConfig(**{**config.export.to_dict(), "run_dir": str(run_dir.path)}))
+    times["export"] = time.perf_counter() - start - sum(times.values())
+    gate = config.gate
+    logger.info("Stage 3/4 gate: %s", "int8 against the float model" if gate else "off (no --max-drop or "
+                "--min-agreement)")
+    verdict = _gate(run_dir, gate) if gate else None
+    logger.info("Stage 4/4 bench: %d timed runs per variant", config.bench_runs)
+    timings = _bench(run_dir, report["variants"], config)
+    times["bench"] = time.perf_counter() - start - sum(times.values())
+    summary = _summary(config, train_config, report, verdict, timings, times)
+    atomic_write_json(run_dir.summary_path, summary)
+    atomic_write_text(run_dir.summary_markdown_path, render_summary(summary))
+    return summary
 
-    logger.info("Stage 2/4 export: QAT and TFLite conversion")
-    report = export(ExportConfig(run_dir=str(run_dir), **config.export))
-    stage_times["export"] = time.perf_counter() - start - sum(stage_times.values())
 
-    logger.info("Stage 3/4 validate: every variant against the float32 model on the test split")
-    export_dir = run_dir / "export"
-    data = run_dataset(run_dir, "test")
-    baseline_path = export_dir / "model_float32.tflite"
-    baseline = load_model(baseline_path, num_threads=config.threads) if baseline_path.exists() else None
-    gate = ValidationGate(max_drop=config.max_drop if config.max_drop is not None else 100.0,
-                          min_agreement=config.min_agreement)
-    rows = {}
-    for kind, variant in report["variants"].items():
-        path = export_dir / variant["file"]
-        row = {"file": variant["file"], "size_bytes": variant["size_bytes"],
-               "test_accuracy": variant["test_accuracy"], "delta_pp": variant["delta_pp"],
-               "agreement": variant["agreement"]}
-        if baseline is not None and kind != "float32":
-            result = validate(load_model(path, num_threads=config.threads), baseline, data, gate)
-            row.update(validated_accuracy=result["accuracy"], ci_pp=result["ci_pp"], passed=result["passed"],
-                       failures=result["failures"])
-        rows[kind] = row
-    stage_times["validate"] = time.perf_counter() - start - sum(stage_times.values())
-
-    logger.info("Stage 4/4 bench: %d timed runs per variant, %d thread(s)", config.bench_runs, config.threads)
-    bench = BenchConfig(num_runs=config.bench_runs, num_threads=config.threads)
-    for kind, row in rows.items():
-        timing = benchmark(export_dir / row["file"], bench)
-        row.update(median_ms=timing["median_ms"], p90_ms=timing["p90_ms"])
-    stage_times["bench"] = time.perf_counter() - start - sum(stage_times.values())
-
-    gate_failed = config.max_drop is not None and "int8" in rows and not rows["int8"].get("passed", True)
-    summary = {
-        "run_dir": str(run_dir),
+def _summary(config: RunConfig, train_config: TrainConfig, report: dict, verdict, timings, times) -> dict:
+    variants = {kind: {**{k: row[k] for k in ("file", "size_bytes", "test_accuracy", "delta_pp", "agreement")},
+                       **timings[kind]} for kind, row in report["variants"].items()}
+    return {
+        "run_dir": report["run_dir"],
         "data_dir": train_config.data_dir,
         "demo": config.is_demo,
         "backbone": f"{train_config.backbone} alpha {train_config.alpha:g} @ {train_config.image_size}px",
@@ -154,15 +189,11 @@ def run(config: RunConfig) -> dict:
         "int8_source": report.get("int8_source"),
         "int8_choice_reason": report.get("int8_choice_reason"),
         "edgetpu": "not measured: no Edge TPU here (bench --device usb on a machine with one)",
-        "variants": rows,
-        "gate": None if config.max_drop is None else {"max_drop": config.max_drop, "min_agreement": config.min_agreement,
-                                                       "passed": not gate_failed},
-        "stage_seconds": {k: round(v, 1) for k, v in stage_times.items()},
-        "total_seconds": round(time.perf_counter() - start, 1),
+        "variants": variants,
+        "gate": verdict,
+        "stage_seconds": {k: round(v, 1) for k, v in times.items()},
+        "total_seconds": round(sum(times.values()), 1),
     }
-    atomic_write_json(run_dir / "summary.json", summary)
-    atomic_write_text(run_dir / "summary.md", render_summary(summary))
-    return summary
 
 
 def render_summary(summary: dict) -> str:
@@ -184,9 +215,10 @@ def render_summary(summary: dict) -> str:
     if summary.get("int8_choice_reason"):
         lines += ["", f"int8: {summary['int8_choice_reason']}"]
     if summary.get("gate"):
-        gate = summary["gate"]
-        lines += ["", f"Gate (int8 may lose at most {gate['max_drop']:g} pp): "
-                      + ("PASSED" if gate["passed"] else "FAILED")]
+        verdict, gate = summary["gate"], summary["gate"]["gate"]
+        lines += ["", f"Gate (int8 against the float model: at most {gate['max_drop']:g} pp lost, at least "
+                      f"{100 * gate['min_agreement']:g} % agreement): "
+                      + ("PASSED" if verdict["passed"] else "FAILED: " + "; ".join(verdict["failures"]))]
     if summary["weights"] == "none":
         lines += ["", "Trained from random initialisation (ImageNet weights unavailable): accuracy is far below "
                       "what pretrained weights give."]

@@ -37,7 +37,7 @@ class BenchConfig:
 
     num_warmup_runs: int = 10      # after the first inference: caches, CPU frequency, lazy packing
     num_runs: int = 100            # timed invokes; median and tails come from these
-    num_threads: int | None = 1    # LiteRT's benchmark default; None lets LiteRT choose
+    num_threads: int | None = None  # None: LiteRT's default, as everywhere else
     device: str = "cpu"            # cpu | edgetpu | usb[:N] | pci[:N]
     seed: int = 0                  # of the fixed random input
 

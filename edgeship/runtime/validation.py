@@ -27,24 +27,24 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from edgeship.config import option
 from edgeship.errors import ConfigError
 from edgeship.runtime.dataset import Dataset
 from edgeship.runtime.evaluation import dataset_report, score_models
 from edgeship.runtime.model import Model
 
-__all__ = ["CI_METHOD", "GATE_FAILED_EXIT_CODE", "ValidationGate", "paired_difference_ci", "validate"]
+__all__ = ["CI_METHOD", "ValidationGate", "apply_gate", "paired_difference_ci", "validate"]
 
 CI_METHOD = "Newcombe (1998) method 10: hybrid Wilson score interval for paired proportions"
-GATE_FAILED_EXIT_CODE = 2
 
 
 @dataclass(frozen=True)
 class ValidationGate:
     """What the quantized model must keep."""
 
-    max_drop: float = 1.0          # percentage points of accuracy it may lose against the baseline
-    min_agreement: float = 0.0     # share of images with the baseline's top-1 label; 0 disables
-    confidence: float = 0.95       # of the interval on the difference
+    max_drop: float = option(1.0, "Largest allowed accuracy drop against the baseline, percentage points.")
+    min_agreement: float = option(0.0, "Smallest allowed share of images with the baseline's top-1 class (0: off).")
+    confidence: float = option(0.95, "Coverage of the interval on the accuracy difference.")
 
     def __post_init__(self):
         if not self.max_drop >= 0:
@@ -101,6 +101,48 @@ def paired_difference_ci(
     return max(-1.0, difference - below), min(1.0, difference + above)
 
 
+def apply_gate(correct: np.ndarray, baseline_correct: np.ndarray, agreement: float, gate: ValidationGate) -> dict:
+    """The gate's verdict from per-image outcomes of a model and its baseline on the same images.
+
+    Returns:
+        ``accuracy``, ``baseline_accuracy``, ``difference_pp``, ``ci_pp``, ``agreement``,
+        ``passed`` and ``failures`` (why it failed), with the interval's method.
+
+    Example:
+        >>> r = apply_gate(np.array([1, 1, 0, 1], bool), np.array([1, 1, 1, 1], bool), 0.75, ValidationGate())
+        >>> r["passed"], round(r["difference_pp"], 1), r["failures"][0][:32]
+        (False, -25.0, 'accuracy dropped 25.00 pp (100.0')
+    """
+    correct, baseline_correct = np.asarray(correct, bool), np.asarray(baseline_correct, bool)
+    low, high = paired_difference_ci(correct, baseline_correct, gate.confidence)
+    accuracy, baseline_accuracy = float(correct.mean()), float(baseline_correct.mean())
+    difference = accuracy - baseline_accuracy
+    failures = []
+    if -difference * 100 > gate.max_drop + 1e-9:
+        failures.append(
+            f"accuracy dropped {-difference * 100:.2f} pp ({baseline_accuracy * 100:.2f} % -> "
+            f"{accuracy * 100:.2f} %), more than the allowed {gate.max_drop:g} pp"
+        )
+    if agreement < gate.min_agreement:
+        failures.append(f"top-1 agreement {agreement * 100:.2f} % is below the required {gate.min_agreement * 100:g} %")
+    return {
+        "accuracy": accuracy,
+        "baseline_accuracy": baseline_accuracy,
+        "difference_pp": difference * 100,
+        "ci_pp": [low * 100, high * 100],
+        "confidence": gate.confidence,
+        "ci_method": CI_METHOD,
+        "discordant": {
+            "model_only_correct": int((correct & ~baseline_correct).sum()),
+            "baseline_only_correct": int((~correct & baseline_correct).sum()),
+        },
+        "agreement": agreement,
+        "gate": asdict(gate),
+        "passed": not failures,
+        "failures": failures,
+    }
+
+
 def validate(
     model: Model,
     baseline: Model,
@@ -123,19 +165,8 @@ def validate(
         (True, -0.38)
     """
     targets, predictions, texts, errors = score_models([model, baseline], data, num_workers, progress)
-    correct, baseline_correct = predictions[0] == targets, predictions[1] == targets
-    low, high = paired_difference_ci(correct, baseline_correct, gate.confidence)
-    accuracy, baseline_accuracy = float(correct.mean()), float(baseline_correct.mean())
-    difference = accuracy - baseline_accuracy
     agreement = float(np.mean([a == b for a, b in zip(*texts)]))
-    failures = []
-    if -difference * 100 > gate.max_drop + 1e-9:
-        failures.append(
-            f"accuracy dropped {-difference * 100:.2f} pp ({baseline_accuracy * 100:.2f} % -> "
-            f"{accuracy * 100:.2f} %), more than the allowed {gate.max_drop:g} pp"
-        )
-    if agreement < gate.min_agreement:
-        failures.append(f"top-1 agreement {agreement * 100:.2f} % is below the required {gate.min_agreement * 100:g} %")
+    result = apply_gate(predictions[0] == targets, predictions[1] == targets, agreement, gate)
     recorded = baseline.manifest.float_test_accuracy if baseline.manifest is not None else None
     if recorded is None and model.manifest is not None:
         recorded = model.manifest.float_test_accuracy
@@ -147,21 +178,8 @@ def validate(
         "num_images": int(targets.size),
         "num_skipped": len(errors),
         "skipped": errors,
-        "accuracy": accuracy,
-        "baseline_accuracy": baseline_accuracy,
         "recorded_float_accuracy": recorded,
-        "difference_pp": difference * 100,
-        "ci_pp": [low * 100, high * 100],
-        "confidence": gate.confidence,
-        "ci_method": CI_METHOD,
-        "discordant": {
-            "model_only_correct": int((correct & ~baseline_correct).sum()),
-            "baseline_only_correct": int((~correct & baseline_correct).sum()),
-        },
-        "agreement": agreement,
-        "gate": asdict(gate),
-        "passed": not failures,
-        "failures": failures,
+        **result,
         "reports": {
             "model": dataset_report(data, targets, predictions[0]),
             "baseline": dataset_report(data, targets, predictions[1]),
