@@ -43,7 +43,7 @@ def default_models() -> list[Path]:
 
 def run_edgeship(model: Path, threads: int, runs: int, warmup: int) -> float:
     command = [sys.executable, "-m", "edgeship.cli", "bench", str(model), "--json",
-               "--threads", str(threads), "--runs", str(runs), "--warmup", str(warmup)]
+               "--threads", str(threads), "--num-runs", str(runs), "--num-warmup-runs", str(warmup)]
     result = subprocess.run(command, capture_output=True, text=True, check=True)
     return json.loads(result.stdout)["results"][0]["median_ms"]
 

@@ -1,31 +1,46 @@
-"""The ``edgeship`` command. Each command imports its stage lazily, so that
-``edgeship bench`` on a Raspberry Pi never loads TensorFlow.
+"""The ``edgeship`` command. Each command imports its stage lazily, so that ``edgeship bench``
+on a Raspberry Pi never loads TensorFlow.
+
+The options of ``train``, ``export`` and ``run`` are made from the fields of ``TrainConfig``,
+``ExportConfig`` and ``RunConfig`` (:func:`_config_flags`): one flag per field, named after it,
+with the field's help and default, so that no default is typed twice. Flags override the
+``--config`` file's tables, which override the defaults.
 """
 
 from __future__ import annotations
 
+import dataclasses
+import inspect
+import json
 import logging
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Optional
 
 import typer
-
 from typer.core import TyperGroup
 
-from edgeship.errors import EdgeshipError
+from edgeship.config import field_help, field_type, option
+from edgeship.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_USAGE, EdgeshipError
+
+EXIT_CODES_HELP = (
+    f"Exit codes, the same for every command: 0 success; {EXIT_ERROR} the work could not be done (bad data, "
+    f"a damaged model, a missing device); {EXIT_USAGE} the command line is wrong; {EXIT_GATE_FAILED} the "
+    "quantized model failed the quality gate (validate, run with a gate)."
+)
 
 
 class _Group(TyperGroup):
-    """Prints an EdgeshipError as one clear line and exits 1; other exceptions are bugs
-    and keep their traceback."""
+    """Prints an EdgeshipError as one clear line and exits with its code; other exceptions
+    are bugs and keep their traceback."""
 
     def invoke(self, ctx):
         try:
             return super().invoke(ctx)
         except EdgeshipError as e:
             typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(1) from None
+            raise typer.Exit(e.exit_code) from None
 
 
 app = typer.Typer(
@@ -33,7 +48,8 @@ app = typer.Typer(
     add_completion=False,
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    help="Fine-tune, quantize, validate and benchmark image classifiers for edge devices.",
+    rich_markup_mode=None,  # help texts show [defaults] and [tables] literally
+    help="Fine-tune, quantize, validate and benchmark image classifiers for edge devices.\n\n" + EXIT_CODES_HELP,
 )
 
 
@@ -54,139 +70,173 @@ def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debu
         os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 
-# --------------------------------------------------------------------------- train / export
+def _echo_json(data) -> None:
+    typer.echo(json.dumps(data, indent=2, default=str))
+
+
+# --------------------------------------------------------------------------- options from dataclasses
+
+
+def _flag_parameters(cls, exclude: tuple[str, ...]) -> list[inspect.Parameter]:
+    """One keyword parameter per field of ``cls``: ``--field-name``, default None ("not given"),
+    the field's help with its default shown."""
+    parameters = []
+    for f in dataclasses.fields(cls):
+        if f.name in exclude or f.default is dataclasses.MISSING:
+            continue
+        kind = field_type(f)
+        default = ",".join(f.default) if isinstance(f.default, tuple) else f.default
+        shown = "" if default in (None, "") else f" [default: {default}]"
+        annotation = Optional[str if kind is tuple else kind]
+        option_ = typer.Option(None, "--" + f.name.replace("_", "-"), help=field_help(f) + shown, show_default=False)
+        parameters.append(inspect.Parameter(f.name, inspect.Parameter.KEYWORD_ONLY, default=option_,
+                                            annotation=annotation))
+    return parameters
+
+
+def _config_flags(*groups: tuple[type, tuple[str, ...]]):
+    """Adds the fields of each ``(dataclass, excluded names)`` group as options; the command
+    receives them in ``**flags``."""
+
+    def decorate(func):
+        signature = inspect.signature(func)
+        own = [p for p in signature.parameters.values() if p.kind != inspect.Parameter.VAR_KEYWORD]
+        extra = [p for cls, exclude in groups for p in _flag_parameters(cls, exclude)]
+        func.__signature__ = signature.replace(parameters=own + extra)
+        return func
+
+    return decorate
+
+
+def _pick(flags: dict, cls) -> dict:
+    names = {f.name for f in dataclasses.fields(cls)}
+    return {k: v for k, v in flags.items() if k in names and v is not None}
+
+
+_CONFIG = typer.Option(None, "--config", help="TOML file with [train], [export] and [run] tables; flags override it.")
+_JSON = typer.Option(False, "--json", help="Print JSON to stdout.")
+
+# --------------------------------------------------------------------------- train / export / run
+
+
+def _train_group():
+    from edgeship.train.config import TrainConfig
+
+    return TrainConfig, ("data_dir", "out_dir")  # the DATA_DIR argument and --out
+
+
+def _export_group():
+    from edgeship.export.config import ExportConfig
+
+    return ExportConfig, ("run_dir",)  # the RUN_DIR argument
 
 
 @app.command()
+@_config_flags(_train_group())
 def train(
     data_dir: Optional[Path] = typer.Argument(None, help="Folder with one sub-folder of images per class."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Run directory [default: runs/<data folder name>]."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML file of TrainConfig fields; flags override it."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Run directory [runs/<data folder name>]."),
+    config: Optional[Path] = _CONFIG,
     resume: bool = typer.Option(False, "--resume", help="Continue the interrupted run in --out."),
-    val_dir: Optional[Path] = typer.Option(None, help="Ready-made validation folder (same classes)."),
-    test_dir: Optional[Path] = typer.Option(None, help="Ready-made test folder (same classes)."),
-    backbone: Optional[str] = typer.Option(None, help="mobilenet_v1 | mobilenet_v2 [mobilenet_v2]."),
-    alpha: Optional[float] = typer.Option(None, help="Width multiplier [1.0]."),
-    image_size: Optional[int] = typer.Option(None, help="Square input size in pixels [224]."),
-    weights: Optional[str] = typer.Option(None, help="imagenet | none | PATH to no-top .h5 weights [imagenet]."),
-    resize_method: Optional[str] = typer.Option(None, help="bilinear | nearest | area [bilinear]."),
-    augment: Optional[str] = typer.Option(None, help="none | light | medium | heavy [light]."),
-    val_fraction: Optional[float] = typer.Option(None, help="Share of each class held out for validation [0.1]."),
-    test_fraction: Optional[float] = typer.Option(None, help="Share of each class held out for testing [0.1]."),
-    seed: Optional[int] = typer.Option(None, help="Seed of the split, shuffling and init [42]."),
-    batch_size: Optional[int] = typer.Option(None, help="Batch size per replica [32]."),
-    epochs: Optional[int] = typer.Option(None, help="Phase 1 epochs, head only [5]."),
-    learning_rate: Optional[float] = typer.Option(None, help="Phase 1 learning rate [1e-3]."),
-    fine_tune_epochs: Optional[int] = typer.Option(None, help="Phase 2 epochs, top of backbone unfrozen; 0 skips [8]."),
-    fine_tune_learning_rate: Optional[float] = typer.Option(None, help="Phase 2 learning rate [1e-4]."),
-    fine_tune_fraction: Optional[float] = typer.Option(None, help="Share of backbone layers phase 2 trains [0.25]."),
-    dropout: Optional[float] = typer.Option(None, help="Dropout before the classifier [0.2]."),
-    label_smoothing: Optional[float] = typer.Option(None, help="Label smoothing [0.1]."),
-    patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs [3]."),
-    class_weights: Optional[str] = typer.Option(None, help="balanced | none [balanced]."),
-    strategy: Optional[str] = typer.Option(None, help="default | mirrored | multi-worker [default]."),
+    as_json: bool = _JSON,
+    **flags,
 ) -> None:
     """Fine-tune an ImageNet MobileNet on a folder of class sub-folders."""
-    flags = {k: v for k, v in locals().items() if k not in ("config", "resume", "out", "data_dir", "val_dir", "test_dir")}
     from edgeship.train import load_config
     from edgeship.train import train as run_train
+    from edgeship.train.config import TrainConfig
 
-    for key, value in (("data_dir", data_dir), ("out_dir", out), ("val_dir", val_dir), ("test_dir", test_dir)):
-        flags[key] = str(value) if value is not None else None
-    cfg = load_config(config, **flags)
-    result = run_train(cfg, resume=resume)
-    typer.echo(f"float test accuracy {result.test_accuracy * 100:.2f} %  run: {result.run_dir}")
+    paths = {"data_dir": str(data_dir) if data_dir else None, "out_dir": str(out) if out else None}
+    result = run_train(load_config(config, **_pick(flags, TrainConfig), **paths), resume=resume)
+    if as_json:
+        _echo_json({"run_dir": str(result.run_dir), "model": str(result.model_path),
+                    "test_accuracy": result.test_accuracy, "metrics": result.metrics})
+    else:
+        typer.echo(f"float test accuracy {result.test_accuracy * 100:.2f} %  run: {result.run_dir}")
 
 
 @app.command()
+@_config_flags(_export_group())
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory written by `edgeship train`."),
-    formats: str = typer.Option(
-        "int8,int8-ptq,float16,dynamic,float32", help="Comma-separated: int8 int8-ptq float16 dynamic float32."
-    ),
-    io: str = typer.Option("uint8", "--io", help="Input/output type of full-integer models: uint8 | int8."),
-    qat_epochs: int = typer.Option(3, help="Quantization-aware training epochs."),
-    qat_learning_rate: float = typer.Option(1e-5, help="QAT peak learning rate (Adam, cosine decay)."),
-    qat_noise: float = typer.Option(1.0, help="Uniform noise on batch-norm outputs during QAT, in int8 steps (0: off)."),
-    calibration_batches: int = typer.Option(16, help="Batches that calibrate activation ranges before QAT."),
-    representative_samples: int = typer.Option(256, help="Train images that calibrate post-training int8."),
-    batch_size: int = typer.Option(32, help="QAT batch size."),
-    as_json: bool = typer.Option(False, "--json", help="Print the report as JSON."),
+    config: Optional[Path] = _CONFIG,
+    as_json: bool = _JSON,
+    **flags,
 ) -> None:
     """Quantize (QAT and post-training) and convert a trained run to .tflite files, each scored."""
-    import json
-
-    from edgeship.export import ExportConfig
+    from edgeship.export import ExportConfig, load_export_config, render_markdown
     from edgeship.export import export as run_export
-    from edgeship.export.exporter import render_markdown
 
-    config = ExportConfig(
-        run_dir=str(run_dir), formats=tuple(f.strip() for f in formats.split(",") if f.strip()), io=io,
-        qat_epochs=qat_epochs, qat_learning_rate=qat_learning_rate, qat_noise=qat_noise, calibration_batches=calibration_batches,
-        representative_samples=representative_samples, batch_size=batch_size,
-    )
-    report = run_export(config)
+    report = run_export(load_export_config(config, **_pick(flags, ExportConfig), run_dir=str(run_dir)))
     typer.echo(json.dumps(dict(report), indent=2) if as_json else render_markdown(report))
 
 
+def _run_group():
+    from edgeship.run_all import RunConfig
+
+    return RunConfig, ("train", "export")
+
+
 @app.command("run")
+@_config_flags(_train_group(), _export_group(), _run_group())
 def run_all(
     data_dir: Optional[Path] = typer.Argument(None, help="Class sub-folders of images; omit for the built-in demo."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory [runs/<data folder> or runs/demo]."),
-    config: Optional[Path] = typer.Option(None, "--config", help="TOML with [train] and [export] tables."),
-    backbone: Optional[str] = typer.Option(None, help="mobilenet_v1 | mobilenet_v2."),
-    alpha: Optional[float] = typer.Option(None, help="Width multiplier."),
-    image_size: Optional[int] = typer.Option(None, help="Square input size in pixels."),
-    weights: Optional[str] = typer.Option(None, help="imagenet | none | PATH to no-top .h5 weights."),
-    epochs: Optional[int] = typer.Option(None, help="Phase 1 epochs."),
-    fine_tune_epochs: Optional[int] = typer.Option(None, help="Phase 2 epochs."),
-    max_drop: Optional[float] = typer.Option(None, help="Exit 2 when int8 loses more than this (pp) vs float32."),
-    min_agreement: float = typer.Option(0.0, help="With --max-drop: minimum top-1 agreement (0-1)."),
-    threads: int = typer.Option(1, help="CPU threads for validation and bench."),
-    bench_runs: int = typer.Option(50, help="Timed runs per variant."),
-    as_json: bool = typer.Option(False, "--json", help="Print the summary as JSON."),
+    config: Optional[Path] = _CONFIG,
+    as_json: bool = _JSON,
+    **flags,
 ) -> None:
-    """Train, export, validate and bench in one go; prints one table per variant."""
-    import json
+    """Train, export, gate and bench in one go; prints one table of every variant."""
+    from edgeship.config import from_values, read_config_file
+    from edgeship.export import ExportConfig, load_export_config
+    from edgeship.run_all import RunConfig, demo_train_config, render_summary, run
+    from edgeship.train import load_config
+    from edgeship.train.config import TrainConfig
 
-    from edgeship.run_all import RunConfig, render_summary, run
-    from edgeship.train.config import read_toml
-
-    tables = read_toml(config) if config else {}
-    train_values = dict(tables.get("train", {}))
-    flags = dict(backbone=backbone, alpha=alpha, image_size=image_size, weights=weights, epochs=epochs,
-                 fine_tune_epochs=fine_tune_epochs)
-    train_values.update({k: v for k, v in flags.items() if v is not None})
-    summary = run(RunConfig(
-        data_dir=str(data_dir) if data_dir else "", out_dir=str(out) if out else "", train=train_values,
-        export=dict(tables.get("export", {})), max_drop=max_drop, min_agreement=min_agreement,
-        bench_runs=bench_runs, threads=threads,
-    ))
+    tables = read_config_file(config)
+    paths = {"data_dir": str(data_dir) if data_dir else None, "out_dir": str(out) if out else None}
+    train_config = load_config(config, **_pick(flags, TrainConfig), **paths)
+    if data_dir is None:  # the demo's own defaults, under the file's and the flags' values
+        given = {**tables.get("train", {}), **_pick(flags, TrainConfig), **{k: v for k, v in paths.items() if v}}
+        train_config = demo_train_config(**given)
+    export_config = load_export_config(config, **_pick(flags, ExportConfig))
+    values = {**tables.get("run", {}), **_pick(flags, RunConfig)}
+    run_config = from_values(RunConfig, values, f"{config} [run]" if config else "the run options")
+    summary = run(dataclasses.replace(run_config, train=train_config, export=export_config))
     typer.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
-    gate = summary.get("gate")
-    if gate and not gate["passed"]:
-        typer.secho("gate failed: the int8 model lost more than --max-drop against float32", err=True, fg="red")
-        raise typer.Exit(2)
+    if summary["gate"] is not None and not summary["gate"]["passed"]:
+        typer.secho("gate failed: " + "; ".join(summary["gate"]["failures"]), err=True, fg=typer.colors.RED)
+        raise typer.Exit(EXIT_GATE_FAILED)
 
 
 # --------------------------------------------------------------------------- runtime
 
 
-# Options shared by the commands that load a model.
-_DEVICE = typer.Option("cpu", "--device", help="cpu | edgetpu | usb | usb:N | pci | pci:N.")
-_THREADS = typer.Option(None, "--threads", help="CPU threads for the interpreter [LiteRT's default].")
-_LABELS = typer.Option(None, "--labels", help="Label file (one per line, or '<index> <label>'); overrides embedded labels.")
-_RESIZE = typer.Option(None, "--resize", help="bilinear | nearest | area [the manifest's, else bilinear].")
-_MEAN = typer.Option(None, "--mean", help="Input normalisation mean [the manifest's; third-party: from the input quantization, or 127.5].")
-_STD = typer.Option(None, "--std", help="Input normalisation std [as --mean].")
-_JSON = typer.Option(False, "--json", help="Print JSON to stdout.")
+@dataclass(frozen=True)
+class LoadOptions:
+    """How the runtime commands load a model: the same options, names and defaults in each."""
+
+    device: str = option("cpu", "cpu | edgetpu | usb | usb:N | pci | pci:N.")
+    threads: Optional[int] = option(None, "CPU threads for the interpreter [LiteRT's default].", int)
+    labels: Optional[str] = option(None, "Label file (one per line, or '<index> <label>'); overrides embedded "
+                                         "labels.", str)
+    resize: Optional[str] = option(None, "bilinear | nearest | area [the model file's, else bilinear].", str)
+    mean: Optional[float] = option(None, "Input normalisation mean [the model file's; third-party: from the input "
+                                         "quantization, or 127.5].", float)
+    std: Optional[float] = option(None, "Input normalisation std [as --mean].", float)
 
 
-def _load(model: Path, device: str, threads: Optional[int], labels: Optional[Path], resize: Optional[str],
-          mean: Optional[float], std: Optional[float]):
+_LOAD_FLAGS = (LoadOptions, ())
+
+
+def _load(model: Path, flags: dict, labels: Optional[Path] = None, device: Optional[str] = None):
+    """Loads ``model`` with the LoadOptions in ``flags``; ``labels``/``device`` are defaults."""
     from edgeship.runtime.model import load_model
 
-    return load_model(model, device=device, num_threads=threads, labels=labels, resize_method=resize, mean=mean, std=std)
+    options = LoadOptions(**_pick(flags, LoadOptions))
+    return load_model(model, device=device or options.device, num_threads=options.threads,
+                      labels=options.labels or labels, resize_method=options.resize, mean=options.mean,
+                      std=options.std)
 
 
 def _dataset(data_dir: Optional[Path], run: Optional[Path], part: str = "test"):
@@ -199,41 +249,40 @@ def _dataset(data_dir: Optional[Path], run: Optional[Path], part: str = "test"):
     raise typer.BadParameter("Pass a DATA_DIR of class folders, or --run RUN_DIR to use its recorded test split.")
 
 
-def _run_labels(labels: Optional[Path], run: Optional[Path]) -> Optional[Path]:
-    # A run's labels.txt names the classes of every model exported from it.
-    if labels is None and run is not None and (run / "labels.txt").exists():
-        return run / "labels.txt"
-    return labels
+def _run_labels(run: Optional[Path]) -> Optional[Path]:
+    """A run's labels.txt names the classes of every model exported from it."""
+    from edgeship.runtime.rundir import RunDir
+
+    path = RunDir(run).labels_path if run is not None else None
+    return path if path is not None and path.exists() else None
 
 
 def _progress(length: int, label: str):
     return typer.progressbar(length=length, label=label, file=sys.stderr)
 
 
+_RUN = typer.Option(None, "--run", help="Score the test split recorded in this run directory (checked against its "
+                                        "recorded digests).")
+
+
 @app.command()
+@_config_flags(_LOAD_FLAGS)
 def predict(
     model: Path = typer.Argument(..., help="A .tflite classifier."),
     images: List[Path] = typer.Argument(..., help="Image files and/or folders of images."),
     top_k: int = typer.Option(5, "--top-k", help="Classes per image."),
-    threshold: float = typer.Option(0.0, "--threshold", help="Lowest score shown (inclusive)."),
+    score_threshold: float = typer.Option(0.0, "--score-threshold", help="Lowest score shown (inclusive)."),
     as_json: bool = _JSON,
-    device: str = _DEVICE,
-    threads: Optional[int] = _THREADS,
-    labels: Optional[Path] = _LABELS,
-    resize: Optional[str] = _RESIZE,
-    mean: Optional[float] = _MEAN,
-    std: Optional[float] = _STD,
+    **flags,
 ) -> None:
     """Classify images: top-k labels with scores."""
-    import json
-
     from edgeship.runtime.classify import predict as run_predict
     from edgeship.runtime.render import predictions_table
 
-    loaded = _load(model, device, threads, labels, resize, mean, std)
-    results = [p.to_dict() for p in run_predict(loaded, images, top_k=top_k, score_threshold=threshold)]
+    loaded = _load(model, flags)
+    results = [p.to_dict() for p in run_predict(loaded, images, top_k=top_k, score_threshold=score_threshold)]
     if as_json:
-        typer.echo(json.dumps({"model": str(model), "predictions": results}, indent=2))
+        _echo_json({"model": str(model), "predictions": results})
     else:
         typer.echo(predictions_table(results))
     failed = sum("error" in r for r in results)
@@ -244,96 +293,96 @@ def predict(
 
 
 @app.command(name="eval")
+@_config_flags(_LOAD_FLAGS)
 def evaluate(
     model: Path = typer.Argument(..., help="A .tflite classifier."),
     data_dir: Optional[Path] = typer.Argument(None, help="Folder of class sub-folders named after the model's labels."),
-    run: Optional[Path] = typer.Option(None, "--run", help="Score the test split recorded in this run directory."),
-    out: Optional[Path] = typer.Option(None, "--out", help="Write eval.json, eval.md, confusion.png here [with --run: RUN_DIR/eval/<model>]."),
+    run: Optional[Path] = _RUN,
+    out: Optional[Path] = typer.Option(None, "--out", help="Write eval.json, eval.md, confusion.png here "
+                                                           "[with --run: RUN_DIR/eval/<model>]."),
     as_json: bool = _JSON,
-    device: str = _DEVICE,
-    threads: Optional[int] = _THREADS,
-    labels: Optional[Path] = _LABELS,
-    resize: Optional[str] = _RESIZE,
-    mean: Optional[float] = _MEAN,
-    std: Optional[float] = _STD,
+    **flags,
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and confusion matrix on labelled images."""
-    import json
-
-    from edgeship.runtime.evaluation import evaluate as run_evaluate
     from edgeship.runtime.evaluation import eval_markdown, write_report
+    from edgeship.runtime.evaluation import evaluate as run_evaluate
+    from edgeship.runtime.rundir import RunDir
 
     data = _dataset(data_dir, run)
-    loaded = _load(model, device, threads, _run_labels(labels, run), resize, mean, std)
+    loaded = _load(model, flags, labels=_run_labels(run))
     with _progress(len(data.samples), f"eval {model.name}") as bar:
         report = run_evaluate(loaded, data, progress=bar.update)
     if out is None and run is not None and data_dir is None:
-        out = run / "eval" / model.stem
+        out = RunDir(run).eval_dir(model.stem)
     if out is not None:
         paths = write_report(report, out)
         logging.getLogger("edgeship").info("Wrote %s", ", ".join(map(str, paths.values())))
     typer.echo(json.dumps(report, indent=2) if as_json else eval_markdown(report, f"Evaluation of {model.name}"))
 
 
+def _gate_group():
+    from edgeship.runtime.validation import ValidationGate
+
+    return ValidationGate, ()
+
+
 @app.command()
+@_config_flags(_LOAD_FLAGS, _gate_group())
 def validate(
     model: Path = typer.Argument(..., help="The quantized .tflite to check."),
     data_dir: Optional[Path] = typer.Argument(None, help="Folder of class sub-folders [with --run: its test split]."),
-    baseline: Optional[Path] = typer.Option(None, "--baseline", help="The reference .tflite [with --run: RUN_DIR/export/model_float32.tflite]."),
-    run: Optional[Path] = typer.Option(None, "--run", help="Run directory: its float32 export is the baseline, its test split the images."),
-    max_drop: float = typer.Option(1.0, "--max-drop", help="Largest allowed accuracy drop, percentage points."),
-    min_agreement: float = typer.Option(0.0, "--min-agreement", help="Smallest allowed top-1 agreement with the baseline, 0-1 (0: off)."),
+    baseline: Optional[Path] = typer.Option(None, "--baseline", help="The reference .tflite [with --run: its float32 "
+                                                                     "export]."),
+    run: Optional[Path] = _RUN,
     as_json: bool = _JSON,
-    device: str = _DEVICE,
-    threads: Optional[int] = _THREADS,
-    labels: Optional[Path] = _LABELS,
+    **flags,
 ) -> None:
-    """CI gate: score MODEL and a baseline on the same images. Exit 2 when the gate fails, 1 on errors."""
-    import json
-
-    from edgeship.runtime.validation import GATE_FAILED_EXIT_CODE, ValidationGate
-    from edgeship.runtime.validation import validate as run_validate
+    """CI gate: score MODEL and a baseline on the same images; exit 3 when the gate fails."""
+    from edgeship.export.config import FILE_NAMES, FLOAT32
     from edgeship.runtime.render import validation_text
+    from edgeship.runtime.rundir import RunDir
+    from edgeship.runtime.validation import ValidationGate
+    from edgeship.runtime.validation import validate as run_validate
 
-    gate = ValidationGate(max_drop=max_drop, min_agreement=min_agreement)
+    gate = ValidationGate(**_pick(flags, ValidationGate))
     if baseline is None:
         if run is None:
             raise typer.BadParameter("Pass --baseline PATH, or --run RUN_DIR to use its float32 export.")
-        baseline = run / "export" / "model_float32.tflite"
+        baseline = RunDir(run).export_dir / FILE_NAMES[FLOAT32]
     data = _dataset(data_dir, run)
-    labels = _run_labels(labels, run)
-    quantized = _load(model, device, threads, labels, None, None, None)
-    reference = _load(baseline, "cpu", threads, labels, None, None, None)
+    labels = _run_labels(run)
+    quantized = _load(model, flags, labels=labels)
+    reference = _load(baseline, flags, labels=labels, device="cpu")
     with _progress(len(data.samples), f"validate {model.name}") as bar:
         result = run_validate(quantized, reference, data, gate, progress=bar.update)
     typer.echo(json.dumps(result, indent=2) if as_json else validation_text(result))
     if not result["passed"]:
         typer.secho("validation failed: " + "; ".join(result["failures"]), err=True, fg=typer.colors.RED)
-        raise typer.Exit(GATE_FAILED_EXIT_CODE)
+        raise typer.Exit(EXIT_GATE_FAILED)
 
 
 @app.command()
+@_config_flags((LoadOptions, ("labels", "resize", "mean", "std")))
 def bench(
     models: List[Path] = typer.Argument(..., help="One or more .tflite files, timed side by side."),
-    runs: int = typer.Option(100, "--runs", help="Timed invokes per model."),
-    warmup: int = typer.Option(10, "--warmup", help="Untimed invokes after the first one."),
-    threads: Optional[int] = typer.Option(1, "--threads", help="CPU threads (LiteRT's benchmark default: 1)."),
-    device: str = _DEVICE,
+    num_runs: int = typer.Option(100, "--num-runs", help="Timed invokes per model."),
+    num_warmup_runs: int = typer.Option(10, "--num-warmup-runs", help="Untimed invokes after the first one."),
     as_json: bool = _JSON,
+    **flags,
 ) -> None:
     """Latency (invoke only, after warm-up), initialisation time, size and peak memory."""
-    import json
-    from dataclasses import asdict
-
     from edgeship.runtime.bench import BenchConfig, benchmark_models
     from edgeship.runtime.render import bench_table
 
-    config = BenchConfig(num_warmup_runs=warmup, num_runs=runs, num_threads=threads, device=device)
+    options = LoadOptions(**_pick(flags, LoadOptions))
+    config = BenchConfig(num_warmup_runs=num_warmup_runs, num_runs=num_runs, num_threads=options.threads,
+                         device=options.device)
     log = logging.getLogger("edgeship")
     rows = benchmark_models(models, config, progress=lambda name: log.info("bench %s", name))
-    typer.echo(json.dumps({"config": asdict(config), "results": rows}, indent=2) if as_json else bench_table(rows))
+    typer.echo(json.dumps({"config": dataclasses.asdict(config), "results": rows}, indent=2) if as_json
+               else bench_table(rows))
     if any("error" in row for row in rows):
-        raise typer.Exit(1)
+        raise typer.Exit(EXIT_ERROR)
 
 
 @app.command(name="inspect")
@@ -342,8 +391,6 @@ def inspect_file(
     as_json: bool = _JSON,
 ) -> None:
     """Tensors, quantization, ops, full-integer and Edge TPU readiness, labels and manifest."""
-    import json
-
     from edgeship.runtime.inspection import inspect_model
     from edgeship.runtime.render import inspect_text
 

@@ -63,7 +63,7 @@ def test_predict_coral_cases(case):
 
 @needs_coral
 def test_predict_table_and_threshold():
-    result = run("predict", CORAL / "mobilenet_v1_0.5_160_quant.tflite", CORAL / "cat.bmp", "--threshold", "0.2")
+    result = run("predict", CORAL / "mobilenet_v1_0.5_160_quant.tflite", CORAL / "cat.bmp", "--score-threshold", "0.2")
     assert result.exit_code == 0, result.output
     assert "Egyptian cat" in result.stdout and "tiger cat" in result.stdout and "tabby" not in result.stdout
 
@@ -99,7 +99,7 @@ def test_broken_model_files_exit_non_zero_without_traceback(setup, tmp_path, con
         path.write_bytes(models["float"].read_bytes()[:300])
     elif content is not None:
         path.write_bytes(content)
-    args = {"predict": (path, data / "red"), "inspect": (path,), "bench": (path, "--runs", 1)}[command]
+    args = {"predict": (path, data / "red"), "inspect": (path,), "bench": (path, "--num-runs", 1)}[command]
     assert_clean_failure(run(command, *args), phrase)
 
 
@@ -142,28 +142,28 @@ def test_validate_exit_codes(setup):
     assert {"accuracy", "baseline_accuracy", "difference_pp", "ci_pp", "ci_method"} <= result.keys()
 
     failed = run("validate", models["wrong"], data, "--baseline", models["float"], "--max-drop", 2)
-    assert failed.exit_code == 2, failed.output
+    assert failed.exit_code == 3, failed.output
     assert "FAILED" in failed.stdout and "validation failed: accuracy dropped 100.00 pp" in failed.output
     agreement = run("validate", models["uint8"], data, "--baseline", models["wrong"], "--max-drop", 100,
                     "--min-agreement", 0.5)
-    assert agreement.exit_code == 2 and "agreement 0.00 %" in agreement.output
+    assert agreement.exit_code == 3 and "agreement 0.00 %" in agreement.output
     assert_clean_failure(run("validate", models["uint8"], data), "--baseline", exit_code=2)  # usage error
     assert_clean_failure(run("validate", models["uint8"], data, "--baseline", data / "nope.tflite"), "not found")
 
 
 def test_bench_json_fields_side_by_side(setup):
     models, _, _ = setup
-    result = run("bench", models["float"], models["uint8"], "--runs", 20, "--warmup", 2, "--json")
+    result = run("bench", models["float"], models["uint8"], "--num-runs", 20, "--num-warmup-runs", 2, "--json")
     assert result.exit_code == 0, result.output
     report = json.loads(result.stdout)
-    assert report["config"]["num_runs"] == 20 and report["config"]["num_threads"] == 1
+    assert report["config"]["num_runs"] == 20 and report["config"]["num_threads"] is None
     assert [Path(r["model"]).name for r in report["results"]] == ["colour_float.tflite", "colour_uint8.tflite"]
     for row in report["results"]:
         for key in ("median_ms", "mean_ms", "std_ms", "p90_ms", "p99_ms", "init_ms", "first_inference_ms",
                     "size_bytes", "peak_memory_mb"):
             assert row[key] is not None and row[key] >= 0, key
         assert row["min_ms"] <= row["median_ms"] <= row["p90_ms"] <= row["p99_ms"] <= row["max_ms"]
-    table = run("bench", models["float"], models["custom"], "--runs", 5)
+    table = run("bench", models["float"], models["custom"], "--num-runs", 5)
     assert table.exit_code == 1 and "colour_float.tflite" in table.stdout and "fake-op-double" in table.stdout
 
 
@@ -202,7 +202,7 @@ for args in (["inspect", {str(models["float"])!r}],
              ["predict", {str(models["uint8"])!r}, {str(data)!r}],
              ["eval", {str(models["float"])!r}, {str(data)!r}],
              ["validate", {str(models["uint8"])!r}, "--run", {str(run_dir)!r}],
-             ["bench", {str(models["float"])!r}, "--runs", "2"]):
+             ["bench", {str(models["float"])!r}, "--num-runs", "2"]):
     result = runner.invoke(app, args)
     assert result.exit_code == 0, (args, result.output)
 loaded = sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras", "keras"))
