@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -87,6 +88,20 @@ def test_tiny_run_writes_the_run_directory(tiny_run):
 def test_an_existing_run_needs_resume(tiny_run, demo_data):
     with pytest.raises(ConfigError, match="--resume"):
         train(TrainConfig.tiny(data_dir=str(demo_data), out_dir=str(tiny_run)))
+
+
+def test_the_same_command_works_again_after_a_data_error(demo_data, tmp_path):
+    data, out = tmp_path / "data", tmp_path / "run"
+    shutil.copytree(demo_data / "checks", data / "checks")
+    command = ["train", str(data), "--out", str(out), "--weights", "none", "--image-size", "32", "--alpha", "0.25",
+               "--backbone", "mobilenet_v1", "--epochs", "1", "--batch-size", "8", "--json"]
+    failed = runner.invoke(app, command)
+    assert failed.exit_code == 1 and "at least two" in failed.output
+    assert not (out / "config.json").exists()  # nothing recorded: the data never proved usable
+    shutil.copytree(demo_data / "dots", data / "dots")
+    result = runner.invoke(app, command)
+    assert result.exit_code == 0, result.output
+    assert json.loads(result.stdout)["run_dir"] == str(out)
 
 
 def test_missing_weights_file_says_what_to_pass(demo_data, tmp_path):
@@ -174,7 +189,7 @@ def test_mirrored_strategy_on_two_logical_cpus(demo_data, tmp_path):
 
 def test_cli_train_maps_flags_onto_the_config(demo_data, tmp_path):
     config_file = tmp_path / "train.toml"
-    config_file.write_text("epochs = 1\nfine_tune_epochs = 0\nalpha = 0.35\nbatch_size = 16\n")
+    config_file.write_text("[train]\nepochs = 1\nfine_tune_epochs = 0\nalpha = 0.35\nbatch_size = 16\n")
     out = tmp_path / "cli-run"
     result = runner.invoke(app, [
         "train", str(demo_data), "--out", str(out), "--config", str(config_file), "--weights", "none",
