@@ -69,9 +69,12 @@ def test_labels_and_manifest_read_back_from_the_file_alone(tiny_export, tiny_run
 
 def test_report_scores_every_variant_against_the_float_model(tiny_export):
     report = json.loads((tiny_export / "report.json").read_text())
-    assert set(report["variants"]) == set(FILE_NAMES)
+    predictions = {k: np.asarray(v) for k, v in json.loads((tiny_export / "predictions.json").read_text()).items()}
+    assert set(report["variants"]) == set(FILE_NAMES) and len(predictions["targets"]) == report["num_test_images"]
     for kind, row in report["variants"].items():
-        assert 0 <= row["test_accuracy"] <= 1 and 0 <= row["agreement"] <= 1
+        # The report's numbers are the recorded predictions' (what `run` gates on).
+        assert row["test_accuracy"] == pytest.approx(np.mean(predictions[kind] == predictions["targets"]))
+        assert row["agreement"] == pytest.approx(np.mean(predictions[kind] == predictions["float_keras"]))
         assert row["size_bytes"] == (tiny_export / row["file"]).stat().st_size
         assert row["mean_latency_ms"] > 0
     assert report["variants"]["float32"]["agreement"] >= 0.75  # the same network, in another runtime
@@ -141,9 +144,8 @@ def test_calibrated_qat_model_starts_where_the_float_model_is(tiny_run):
     import tensorflow_model_optimization as tfmot
 
     from edgeship.export.qat import calibrate_ranges, freeze_batch_norm, make_qat_model, set_input_range
-    from edgeship.train.tfdata import make_dataset
+    from edgeship.train import load_float_model, make_dataset
     from edgeship.train.tfkeras import keras
-    from edgeship.train.trainer import load_float_model
 
     float_model = load_float_model(tiny_run)
     rng = np.random.default_rng(0)
@@ -162,6 +164,11 @@ def test_calibrated_qat_model_starts_where_the_float_model_is(tiny_run):
     depthwise = [l for l in ours.layers if isinstance(getattr(l, "layer", None), keras.layers.DepthwiseConv2D)][0]
     channels = depthwise.layer.depthwise_kernel.shape[2]
     assert [v.shape[0] for v in depthwise.non_trainable_weights if "kernel_min" in v.name] == [channels]
+    # tfmot's default shares one range across a depthwise layer's channels (its "per axis" is the
+    # depth multiplier, of size 1): the cause per-channel quantization fixes.
+    default_depthwise = [l for l in default.layers
+                         if isinstance(getattr(l, "layer", None), keras.layers.DepthwiseConv2D)][0]
+    assert [v.shape[0] for v in default_depthwise.non_trainable_weights if "kernel_min" in v.name] != [channels]
     error = np.abs(ours(x, training=False).numpy() - reference).max()
     assert error < 0.05, error
 
