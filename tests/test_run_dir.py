@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 
 import pytest
 from typer.testing import CliRunner
@@ -119,3 +120,21 @@ def test_exit_codes_tell_usage_errors_from_runtime_errors(tmp_path):
     missing = runner.invoke(app, ["inspect", str(tmp_path / "missing.tflite")])
     assert missing.exit_code == 1 and "Traceback" not in missing.output
     assert "3 the quantized model failed the quality gate" in runner.invoke(app, ["--help"]).output
+
+
+def test_run_refuses_flags_that_contradict_the_recorded_run(tiny_run, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(tiny_run, out, symlinks=True)
+    data_root = RunDir(out).read_split().data_root
+    result = runner.invoke(app, ["run", data_root, "--out", str(out), "--image-size", "64", "--epochs", "2"])
+    assert result.exit_code == 1 and "image_size=32" in result.output and "image_size=64" in result.output
+    assert "epochs" not in result.output.split("asks for")[1]  # epochs=2 is what the run recorded
+
+
+def test_either_gate_option_turns_the_gate_on_with_validate_defaults():
+    from edgeship.run_all import RunConfig
+    from edgeship.runtime.validation import ValidationGate
+
+    assert RunConfig().gate is None
+    assert RunConfig(min_agreement=0.9).gate == ValidationGate(max_drop=ValidationGate().max_drop, min_agreement=0.9)
+    assert RunConfig(max_drop=0.5).gate.min_agreement == ValidationGate().min_agreement
