@@ -38,20 +38,18 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs.")) -> None:
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs and the libraries' own messages.")) -> None:
     logging.basicConfig(
         level=logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
         stream=sys.stderr,
         force=True,  # each invocation (also in-process, as in tests) gets a live handler
     )
-    # edgeship's own progress at INFO; third-party INFO chatter (TensorFlow's) stays hidden.
+    # edgeship's own progress at INFO; the libraries' chatter stays hidden unless -v.
     logging.getLogger("edgeship").setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not verbose:
-        # TensorFlow's C++ and absl chatter would bury the progress lines.
-        import os
+    from edgeship.quiet import configure
 
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    configure(verbose)
 
 
 # --------------------------------------------------------------------------- train / export
