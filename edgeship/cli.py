@@ -83,9 +83,11 @@ def train(
     patience: Optional[int] = typer.Option(None, help="Early-stopping patience in epochs [3]."),
     class_weights: Optional[str] = typer.Option(None, help="balanced | none [balanced]."),
     strategy: Optional[str] = typer.Option(None, help="default | mirrored | multi-worker [default]."),
+    as_json: bool = typer.Option(False, "--json", help="Print the result (run directory, metrics) as JSON."),
 ) -> None:
     """Fine-tune an ImageNet MobileNet on a folder of class sub-folders."""
-    flags = {k: v for k, v in locals().items() if k not in ("config", "resume", "out", "data_dir", "val_dir", "test_dir")}
+    flags = {k: v for k, v in locals().items()
+             if k not in ("config", "resume", "out", "data_dir", "val_dir", "test_dir", "as_json")}
     from edgeship.train import load_config
     from edgeship.train import train as run_train
 
@@ -93,7 +95,13 @@ def train(
         flags[key] = str(value) if value is not None else None
     cfg = load_config(config, **flags)
     result = run_train(cfg, resume=resume)
-    typer.echo(f"float test accuracy {result.test_accuracy * 100:.2f} %  run: {result.run_dir}")
+    if as_json:
+        import json
+
+        typer.echo(json.dumps({"run_dir": str(result.run_dir), "model_path": str(result.model_path),
+                               "test_accuracy": result.test_accuracy, "metrics": result.metrics}, indent=2))
+    else:
+        typer.echo(f"float test accuracy {result.test_accuracy * 100:.2f} %  run: {result.run_dir}")
 
 
 @app.command()
@@ -205,7 +213,9 @@ def _run_labels(labels: Optional[Path], run: Optional[Path]) -> Optional[Path]:
 
 
 def _progress(length: int, label: str):
-    return typer.progressbar(length=length, label=label, file=sys.stderr)
+    from edgeship.progress import progress
+
+    return progress(length, label)
 
 
 @app.command()
@@ -328,7 +338,12 @@ def bench(
 
     config = BenchConfig(num_warmup_runs=warmup, num_runs=runs, num_threads=threads, device=device)
     log = logging.getLogger("edgeship")
-    rows = benchmark_models(models, config, progress=lambda name: log.info("bench %s", name))
+    rows = []
+    with _progress(len(models), "bench") as bar:
+        for path in models:
+            log.info("bench %s", path)
+            rows += benchmark_models([path], config)
+            bar.update()
     typer.echo(json.dumps({"config": asdict(config), "results": rows}, indent=2) if as_json else bench_table(rows))
     if any("error" in row for row in rows):
         raise typer.Exit(1)

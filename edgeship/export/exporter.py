@@ -20,6 +20,7 @@ import numpy as np
 from edgeship.errors import ConfigError
 from edgeship.export.config import FILE_NAMES, INT8, INT8_PTQ, ExportConfig
 from edgeship.export.convert import convert
+from edgeship.progress import progress
 from edgeship.export.qat import (
     calibrate_ranges, freeze_batch_norm, logit_distance, make_qat_model, rounding_noise, set_input_range,
 )
@@ -121,9 +122,11 @@ def _train_qat(float_model, float_val: np.ndarray, data: Dataset, config: Export
                 start = time.perf_counter()
                 order = rng.permutation(len(train))
                 losses = []
-                for first in range(0, len(order), config.batch_size):
-                    rows = np.sort(order[first : first + config.batch_size])  # sorted: sequential reads of the cache
-                    losses.append(float(train_step(normalize_tf(data.pixels[train[rows]]), teacher[rows])))
+                with progress(steps, f"QAT epoch {epoch}/{config.qat_epochs}") as update:
+                    for first in range(0, len(order), config.batch_size):
+                        rows = np.sort(order[first : first + config.batch_size])  # sorted: sequential reads of the cache
+                        losses.append(float(train_step(normalize_tf(data.pixels[train[rows]]), teacher[rows])))
+                        update(note=f"logit distance {losses[-1]:.4f}")
                 history[epoch] = score()
                 logger.info("QAT epoch %d/%d  logit distance train %.4f val %.4f  val_acc %.4f  agreement %.4f  (%.0f s)",
                             epoch, config.qat_epochs, np.mean(losses), history[epoch]["logit_distance"],
@@ -181,10 +184,12 @@ def _score_tflite(path: Path, data: Dataset, part: str) -> tuple[np.ndarray, flo
 
     model = load_model(path, num_threads=2)
     scores, seconds = [], []
-    for image in data.pixels[data.indices[part]]:
-        start = time.perf_counter()
-        scores.append(model.classify(np.asarray(image)))
-        seconds.append(time.perf_counter() - start)
+    with progress(len(data.indices[part]), f"scoring {path.name.lstrip('.')} on {part}") as update:
+        for image in data.pixels[data.indices[part]]:
+            start = time.perf_counter()
+            scores.append(model.classify(np.asarray(image)))
+            seconds.append(time.perf_counter() - start)
+            update()
     return np.asarray(scores, np.float32), 1000 * float(np.mean(seconds[1:] or seconds))
 
 
@@ -227,11 +232,13 @@ def export(config: ExportConfig) -> ExportResult:
     notes: dict[str, object] = {}
     for kind in [k for k in wanted if k not in (INT8, INT8_PTQ)] + ([INT8_PTQ] if {INT8, INT8_PTQ} & set(wanted) else []):
         logger.info("Converting %s ...", kind)
-        built[kind] = convert(float_model, kind, representative=representative, io=config.io)
+        with progress(None, f"converting {kind}"):
+            built[kind] = convert(float_model, kind, representative=representative, io=config.io)
     if INT8 in wanted:
         qat, history, best_epoch = _train_qat(float_model, float_val_probabilities, data, config)
         logger.info("Converting int8 (QAT) ...")
-        qat_bytes = convert(qat, INT8, representative=representative, io=config.io)
+        with progress(None, "converting int8 (QAT)"):
+            qat_bytes = convert(qat, INT8, representative=representative, io=config.io)
         candidates = {}
         for name, candidate in (("qat", qat_bytes), ("ptq", built[INT8_PTQ])):
             path = atomic_write_bytes(out_dir / f".candidate_{name}.tflite", embed(candidate, labels, manifest(INT8)))

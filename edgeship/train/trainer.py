@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,7 +24,8 @@ from edgeship.runtime.metrics import classification_report, report_markdown
 from edgeship.train.augment import make_augmenter
 from edgeship.train.config import TrainConfig
 from edgeship.train.data import Dataset, prepare_data
-from edgeship.train.model import build_model, set_trainable
+from edgeship.train.model import build_model, describe_weights, set_trainable
+from edgeship.train.progress import EpochProgress
 from edgeship.train.tfdata import class_weights, make_dataset
 from edgeship.train.tfkeras import keras, tf
 
@@ -67,37 +67,6 @@ def load_float_model(run_dir: str | Path) -> keras.Model:
     if not path.is_file():
         raise ConfigError(f"No {MODEL_NAME} in {run_dir}: train first (`edgeship train DATA --out {run_dir}`).")
     return keras.models.load_model(path, compile=False)
-
-
-class _Progress(keras.callbacks.Callback):
-    """One log line per epoch, and a live step counter on a terminal (stderr, not stdout)."""
-
-    def __init__(self, phase: str, epochs: int, steps: int):
-        super().__init__()
-        self.phase, self.epochs, self.steps = phase, epochs, steps
-        self.live = sys.stderr.isatty()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.start = epoch, time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.live:
-            sys.stderr.write(
-                f"\r{self.phase} epoch {self.epoch + 1}/{self.epochs} step {batch + 1}/{self.steps} "
-                f"loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f}"
-            )
-            sys.stderr.flush()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.live:
-            sys.stderr.write("\r\033[K")
-        logs = logs or {}
-        logger.info(
-            "%s epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  (%.0f s)",
-            self.phase, epoch + 1, self.epochs, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")),
-            logs.get("val_loss", float("nan")), logs.get("val_accuracy", float("nan")),
-            time.perf_counter() - self.start,
-        )
 
 
 class _KeepBest(keras.callbacks.Callback):
@@ -155,7 +124,7 @@ def _fit_phase(model, config, data: Dataset, phase: int, epochs: int, lr: float,
         keras.callbacks.BackupAndRestore(str(checkpoints / f"phase{phase}")),
         keras.callbacks.EarlyStopping("val_loss", patience=config.patience),
         _KeepBest(checkpoints, phase),
-        _Progress(f"phase {phase}", epochs, steps),
+        EpochProgress(f"phase {phase}", epochs, steps),
     ]
     return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
 
@@ -255,6 +224,7 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         "best_val_loss": best.get("val_loss"),
         "best_phase": best.get("phase"),
         "best_epoch": best.get("epoch"),
+        "weights": describe_weights(config),
         "strategy": config.strategy,
         "num_replicas": int(strategy.num_replicas_in_sync),
         "train_seconds": round(time.perf_counter() - start, 1),
