@@ -14,14 +14,8 @@ $(BIN)/edgeship: pyproject.toml
 
 install: $(BIN)/edgeship
 
-# Keras downloads ImageNet weights on first use. Offline, a developer checkout next to the
-# shared data seeds Keras' cache with the same file, so the demo takes the real code path.
-SEED_WEIGHTS := ../shared/weights/mobilenet_2_5_224_tf_no_top.h5
-KERAS_CACHE := $(HOME)/.keras/models
-
+# Offline, the demo's ImageNet weights come from the copy shipped in edgeship/weights.
 demo: install
-	@if [ -f $(SEED_WEIGHTS) ] && [ ! -f $(KERAS_CACHE)/$(notdir $(SEED_WEIGHTS)) ]; then \
-		mkdir -p $(KERAS_CACHE) && cp $(SEED_WEIGHTS) $(KERAS_CACHE)/; fi
 	$(BIN)/edgeship run
 
 test: install
