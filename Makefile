@@ -9,7 +9,8 @@ BIN := $(VENV)/bin
 $(BIN)/edgeship: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[train,dev]"
+	@# The build backend's notes about editable installs are for packagers, not for a first run.
+	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[train,dev]"
 	touch $@
 
 install: $(BIN)/edgeship

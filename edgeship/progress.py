@@ -45,7 +45,8 @@ class Progress:
         self.note = note if note is not None else self.note
         if self._bar is not None:
             self._bar.update(self.completed, self.note)
-        elif time.perf_counter() - self.last_log >= LOG_EVERY_S:
+        elif self.completed != self.total and time.perf_counter() - self.last_log >= LOG_EVERY_S:
+            # (not at the end: the step's own summary line follows)
             self.last_log = time.perf_counter()
             logger.info("%s", self.status())
 

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import logging
 import os
 import socket
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,11 +79,14 @@ def _download(name: str) -> str | None:
 
     previous = socket.getdefaulttimeout()
     socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)
+    printed = io.StringIO()  # Keras prints its download progress to stdout, where results go
     try:
-        with contextlib.redirect_stdout(sys.stderr):  # Keras' download progress is not a result
-            return keras.utils.get_file(name, _MOBILENET_V1_URL + name, cache_subdir="models")
+        with contextlib.redirect_stdout(printed):
+            path = keras.utils.get_file(name, _MOBILENET_V1_URL + name, cache_subdir="models")
+        logger.info("Downloaded %s into Keras' cache", name)
+        return path
     except Exception as e:  # offline, proxy, DNS, HTTP error: Keras wraps them all in Exception
-        logger.debug("Keras could not download %s: %s", name, e)
+        logger.debug("Keras could not download %s: %s (%s)", name, e, printed.getvalue().strip())
         return None
     finally:
         socket.setdefaulttimeout(previous)
