@@ -91,6 +91,7 @@ def _demo_weights_available(train_config) -> bool:
 def run(config: RunConfig) -> dict:
     """Runs every stage; returns the summary also written to ``RUN/summary.json`` and ``summary.md``."""
     from edgeship.export import ExportConfig, export
+    from edgeship.progress import progress
     from edgeship.runtime.bench import BenchConfig, benchmark
     from edgeship.runtime.dataset import run_dataset
     from edgeship.runtime.model import load_model
@@ -132,7 +133,8 @@ def run(config: RunConfig) -> dict:
                "test_accuracy": variant["test_accuracy"], "delta_pp": variant["delta_pp"],
                "agreement": variant["agreement"]}
         if baseline is not None and kind != "float32":
-            result = validate(load_model(path, num_threads=config.threads), baseline, data, gate)
+            with progress(len(data.samples), f"validate {variant['file']}") as update:
+                result = validate(load_model(path, num_threads=config.threads), baseline, data, gate, progress=update)
             row.update(validated_accuracy=result["accuracy"], ci_pp=result["ci_pp"], passed=result["passed"],
                        failures=result["failures"])
         rows[kind] = row

@@ -33,6 +33,10 @@ class EpochProgress(keras.callbacks.Callback):
             logs = logs or {}
             self._bar.update(note=f"loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f}")
 
+    def on_test_begin(self, logs=None):
+        if self._bar is not None:  # the epoch's validation pass, after its last step
+            self._bar.update(0, note="validating")
+
     def on_epoch_end(self, epoch, logs=None):
         self._close()
         logs = logs or {}
