@@ -1,8 +1,13 @@
-"""The built-in demo: enough test images for the int8-vs-float comparison, weights it names."""
+"""The built-in demo: enough test images for the int8-vs-float comparison, the weights it names;
+the examples in the first-run modules' docstrings."""
 
 from __future__ import annotations
 
+import doctest
+import importlib
+
 import numpy as np
+import pytest
 
 from edgeship.demo import DEMO_CLASSES
 from edgeship.run_all import DEMO_IMAGES_PER_CLASS, DEMO_TRAIN, render_summary
@@ -29,3 +34,9 @@ def test_demo_table_names_the_weights_it_started_from():
     assert "random initialisation" not in table
     scratch = render_summary({**summary, "weights": "none (random initialisation)"})
     assert "far below what pretrained weights give" in scratch
+
+
+@pytest.mark.parametrize("name", ["edgeship.progress", "edgeship.quiet", "edgeship.weights"])
+def test_docstring_examples_run(name):
+    result = doctest.testmod(importlib.import_module(name), optionflags=doctest.ELLIPSIS)
+    assert result.failed == 0 and result.attempted > 0, f"{result.failed} docstring example(s) failed in {name}"
