@@ -7,11 +7,12 @@ BIN := $(VENV)/bin
 .PHONY: install demo test test-slow bench
 
 $(BIN)/edgeship: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
+	@echo "Installing edgeship[train,dev] into $(VENV) (a minute or two) ..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip
 	@# The build backend's notes about editable installs are for packagers, not for a first run.
-	PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[train,dev]"
-	touch $@
+	@PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[train,dev]"
+	@touch $@
 
 install: $(BIN)/edgeship
 
