@@ -58,7 +58,13 @@ def filtered_native_stderr() -> Iterator[None]:
         return
     with _lock, tempfile.TemporaryFile() as capture:
         sys.stderr.flush()
-        saved = os.dup(2)
+        try:
+            saved = os.dup(2)
+        except OSError:  # no descriptor 2 at all (a detached process): nothing to filter
+            saved = None
+        if saved is None:
+            yield
+            return
         os.dup2(capture.fileno(), 2)
         try:
             yield
@@ -66,9 +72,12 @@ def filtered_native_stderr() -> Iterator[None]:
             sys.stderr.flush()
             os.dup2(saved, 2)
             os.close(saved)
-            capture.seek(0)
-            kept = [line for line in capture.read().decode(errors="replace").splitlines(keepends=True)
-                    if not is_chatter(line)]
-            if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+            _replay(capture)
+
+
+def _replay(capture) -> None:
+    capture.seek(0)
+    kept = [line for line in capture.read().decode(errors="replace").splitlines(keepends=True) if not is_chatter(line)]
+    if kept:
+        sys.stderr.write("".join(kept))
+        sys.stderr.flush()
