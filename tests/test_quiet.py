@@ -31,6 +31,7 @@ def _python(code: str, *args: str) -> subprocess.CompletedProcess:
 
 def test_native_lines_are_filtered_and_real_errors_kept(capfd):
     chatter = b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.\nI0000 00:00:1.5 7 port.cc:153] oneDNN on\n"
+    native_stderr.set_enabled(True)  # the default, whatever ran before
     with filtered_native_stderr():
         os.write(2, chatter + b"E0000 00:00:1.5 7 op_kernel.cc:1] Invalid argument: shape\n")
     err = capfd.readouterr().err
