@@ -7,21 +7,17 @@ BIN := $(VENV)/bin
 .PHONY: install demo test test-slow bench
 
 $(BIN)/edgeship: pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/pip install --quiet --upgrade pip
-	$(BIN)/pip install --quiet -e ".[train,dev]"
-	touch $@
+	@echo "Installing edgeship[train,dev] into $(VENV) (a minute or two) ..."
+	@$(PYTHON) -m venv $(VENV)
+	@$(BIN)/pip install --quiet --upgrade pip
+	@# The build backend's notes about editable installs are for packagers, not for a first run.
+	@PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[train,dev]"
+	@touch $@
 
 install: $(BIN)/edgeship
 
-# Keras downloads ImageNet weights on first use. Offline, a developer checkout next to the
-# shared data seeds Keras' cache with the same file, so the demo takes the real code path.
-SEED_WEIGHTS := ../shared/weights/mobilenet_2_5_224_tf_no_top.h5
-KERAS_CACHE := $(HOME)/.keras/models
-
+# Offline, the demo's ImageNet weights come from the copy shipped in edgeship/weights.
 demo: install
-	@if [ -f $(SEED_WEIGHTS) ] && [ ! -f $(KERAS_CACHE)/$(notdir $(SEED_WEIGHTS)) ]; then \
-		mkdir -p $(KERAS_CACHE) && cp $(SEED_WEIGHTS) $(KERAS_CACHE)/; fi
 	$(BIN)/edgeship run
 
 test: install

@@ -54,20 +54,18 @@ app = typer.Typer(
 
 
 @app.callback()
-def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs.")) -> None:
+def _root(verbose: bool = typer.Option(False, "--verbose", "-v", help="Show debug logs and the libraries' own messages.")) -> None:
     logging.basicConfig(
         level=logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s" if verbose else "%(message)s",
         stream=sys.stderr,
         force=True,  # each invocation (also in-process, as in tests) gets a live handler
     )
-    # edgeship's own progress at INFO; third-party INFO chatter (TensorFlow's) stays hidden.
+    # edgeship's own progress at INFO; the libraries' chatter stays hidden unless -v.
     logging.getLogger("edgeship").setLevel(logging.DEBUG if verbose else logging.INFO)
-    if not verbose:
-        # TensorFlow's C++ and absl chatter would bury the progress lines.
-        import os
+    from edgeship.quiet import configure
 
-        os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    configure(verbose)
 
 
 def _echo_json(data) -> None:
@@ -258,7 +256,9 @@ def _run_labels(run: Optional[Path]) -> Optional[Path]:
 
 
 def _progress(length: int, label: str):
-    return typer.progressbar(length=length, label=label, file=sys.stderr)
+    from edgeship.progress import progress
+
+    return progress(length, label)
 
 
 _RUN = typer.Option(None, "--run", help="Score the test split recorded in this run directory (checked against its "
@@ -378,7 +378,12 @@ def bench(
     config = BenchConfig(num_warmup_runs=num_warmup_runs, num_runs=num_runs, num_threads=options.threads,
                          device=options.device)
     log = logging.getLogger("edgeship")
-    rows = benchmark_models(models, config, progress=lambda name: log.info("bench %s", name))
+    rows = []
+    with _progress(len(models), "bench") as bar:
+        for path in models:
+            log.info("bench %s", path)
+            rows += benchmark_models([path], config)
+            bar.update()
     typer.echo(json.dumps({"config": dataclasses.asdict(config), "results": rows}, indent=2) if as_json
                else bench_table(rows))
     if any("error" in row for row in rows):

@@ -1,4 +1,9 @@
-"""Shared fixtures: generated data, one tiny trained run per session, the ../shared folder."""
+"""Shared fixtures: generated data, one tiny trained run per session, vendored Coral files.
+
+The default suite needs nothing outside the clone: third-party models and the test image are
+vendored in ``tests/data/coral``, the ImageNet weights come from the package's embedded copy,
+and photos are generated. Only the ``slow`` real-photo runs read ``../shared``.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +13,13 @@ from pathlib import Path
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ["EDGESHIP_NO_DOWNLOAD"] = "1"  # weights="imagenet" never reaches the network in tests
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"
 FLOWERS = SHARED / "data" / "flowers5"
 WEIGHTS = SHARED / "weights"
-CORAL = SHARED / "external" / "coral"
+CORAL = Path(__file__).resolve().parent / "data" / "coral"  # vendored, Apache-2.0
 
 
 def needs_shared(path: Path) -> pytest.MarkDecorator:

@@ -13,11 +13,9 @@ from typer.testing import CliRunner
 
 from edgeship.cli import app
 
+from conftest import CORAL
 from runtime_models import write_images, write_models, write_run
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CORAL = SHARED / "external" / "coral"
-needs_coral = pytest.mark.skipif(not CORAL.exists(), reason=f"{CORAL} is absent (the project's shared data folder)")
 RESIZE_OF_MODE = {"tf_half_pixel_bilinear": "bilinear", "pil_nearest": "nearest"}
 
 
@@ -43,12 +41,9 @@ def setup(tmp_path_factory):
 
 
 def coral_cases() -> list:
-    if not CORAL.exists():
-        return [pytest.param(None, marks=needs_coral, id="coral-absent")]
     return [pytest.param(case, id=case["id"]) for case in json.loads((CORAL / "cases.json").read_text())["cases"]]
 
 
-@needs_coral
 @pytest.mark.parametrize("case", coral_cases())
 def test_predict_coral_cases(case):
     result = run("predict", CORAL / case["model"], CORAL / case["image"], "--top-k", case["top_k"],
@@ -61,14 +56,12 @@ def test_predict_coral_cases(case):
     assert score >= case["min_score"] if case["min_score_inclusive"] else score > case["min_score"]
 
 
-@needs_coral
 def test_predict_table_and_threshold():
     result = run("predict", CORAL / "mobilenet_v1_0.5_160_quant.tflite", CORAL / "cat.bmp", "--score-threshold", "0.2")
     assert result.exit_code == 0, result.output
     assert "Egyptian cat" in result.stdout and "tiger cat" in result.stdout and "tabby" not in result.stdout
 
 
-@needs_coral
 @pytest.mark.parametrize("model, args, phrases", [
     ("mobilenet_v1_0.25_128_quant_edgetpu.tflite", (), ("compiled for the Edge TPU", "--device usb")),
     ("invalid_models/model_invoking_error.tflite", (), ("fake-op-double",)),
@@ -167,7 +160,6 @@ def test_bench_json_fields_side_by_side(setup):
     assert table.exit_code == 1 and "colour_float.tflite" in table.stdout and "fake-op-double" in table.stdout
 
 
-@needs_coral
 def test_inspect_fields():
     cpu = run("inspect", CORAL / "mobilenet_v1_0.25_128_quant.tflite", "--json")
     assert cpu.exit_code == 0, cpu.output

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -18,6 +17,7 @@ from edgeship.runtime.dataset import match_classes
 from edgeship.runtime.evaluation import OTHER_CLASS
 from edgeship.runtime.prefetch import prefetch
 
+from conftest import CORAL
 from runtime_models import LABELS, write_images, write_models, write_run
 
 
@@ -166,13 +166,10 @@ def test_an_unreadable_folder_is_a_data_error(tmp_path):
 
 
 def test_eval_scores_a_coral_model_against_a_named_folder(tmp_path):
-    coral = Path(__file__).resolve().parents[1].parent / "shared" / "external" / "coral"
-    if not coral.exists():
-        pytest.skip(f"{coral} is absent (the project's shared data folder)")
     (tmp_path / "Egyptian cat").mkdir()
-    (tmp_path / "Egyptian cat" / "cat.bmp").write_bytes((coral / "cat.bmp").read_bytes())
+    (tmp_path / "Egyptian cat" / "cat.bmp").write_bytes((CORAL / "cat.bmp").read_bytes())
     (tmp_path / "tiger_cat").mkdir()
-    (tmp_path / "tiger_cat" / "cat.bmp").write_bytes((coral / "cat.bmp").read_bytes())
-    report = evaluate(load_model(coral / "mobilenet_v1_0.5_160_quant.tflite"), folder_dataset(tmp_path))
+    (tmp_path / "tiger_cat" / "cat.bmp").write_bytes((CORAL / "cat.bmp").read_bytes())
+    report = evaluate(load_model(CORAL / "mobilenet_v1_0.5_160_quant.tflite"), folder_dataset(tmp_path))
     assert report["accuracy"] == 0.5 and report["confusion_matrix"] == [[1, 0], [1, 0]]
     assert np.isclose(report["per_class"]["Egyptian cat"]["precision"], 0.5)

@@ -18,18 +18,14 @@ from edgeship.runtime.manifest import strip_embedded
 from edgeship.runtime.device import load_edgetpu_delegate, parse_device
 from edgeship.runtime.input_feed import make_input_feed
 
+from conftest import CORAL
 from runtime_models import LABELS, write_images, write_models
 
-SHARED = Path(__file__).resolve().parents[1].parent / "shared"
-CORAL = SHARED / "external" / "coral"
-needs_coral = pytest.mark.skipif(not CORAL.exists(), reason=f"{CORAL} is absent (the project's shared data folder)")
 
 RESIZE_OF_MODE = {"tf_half_pixel_bilinear": "bilinear", "pil_nearest": "nearest"}
 
 
 def coral_cases() -> list:
-    if not CORAL.exists():
-        return [pytest.param(None, marks=needs_coral, id="coral-absent")]
     return [pytest.param(case, id=case["id"]) for case in json.loads((CORAL / "cases.json").read_text())["cases"]]
 
 
@@ -46,7 +42,6 @@ def models(tmp_path_factory) -> dict[str, Path]:
     return write_models(tmp_path_factory.mktemp("models"))
 
 
-@needs_coral
 @pytest.mark.parametrize("case", coral_cases())
 def test_coral_cases_with_labels_read_from_the_model_file(case):
     model = load_model(CORAL / case["model"], resize_method=RESIZE_OF_MODE[case["upstream_resize_mode"]])
@@ -58,7 +53,6 @@ def test_coral_cases_with_labels_read_from_the_model_file(case):
     assert expected[0].label == case["expected_label"]
 
 
-@needs_coral
 def test_edgetpu_build_on_cpu_says_what_to_do():
     with pytest.raises(ModelFormatError) as error:
         load_model(CORAL / "mobilenet_v1_0.25_128_quant_edgetpu.tflite")
@@ -66,7 +60,6 @@ def test_edgetpu_build_on_cpu_says_what_to_do():
     assert "--device usb" in str(error.value) and "CPU build" in str(error.value)
 
 
-@needs_coral
 def test_unknown_custom_op_is_named_before_allocating():
     with pytest.raises(ModelFormatError, match="fake-op-double"):
         load_model(CORAL / "invalid_models" / "model_invoking_error.tflite")
@@ -77,7 +70,6 @@ def test_our_own_custom_op_model_is_refused_too(models):
         load_model(models["custom"])
 
 
-@needs_coral
 def test_usb_device_without_libedgetpu_gives_the_hint():
     import ctypes
 
@@ -121,7 +113,6 @@ def test_bad_devices_are_refused(device):
         parse_device(device)
 
 
-@needs_coral
 def test_truncated_and_foreign_files_are_clear_errors(tmp_path):
     data = strip_embedded((CORAL / "mobilenet_v1_0.25_128_quant.tflite").read_bytes())  # cut the flatbuffer itself
     for size in (4, 8, 64, 4096, len(data) // 2, len(data) - 4096, len(data) - 1):
@@ -213,11 +204,10 @@ def test_input_feed_is_exact_when_the_quantization_allows_it():
     np.testing.assert_allclose(floating(pixels), (pixels - 127.5) / 127.5, atol=1e-6)
 
 
-@needs_coral
 def test_full_integer_and_edgetpu_from_the_flatbuffer(models):
-    cpu = read_graph(CORAL / "mobilenet_v1_0.5_160_quant.tflite")
+    cpu = read_graph(CORAL / "mobilenet_v1_0.25_128_quant.tflite")
     assert is_full_integer(cpu) and not cpu.is_edgetpu_compiled and cpu.op_counts["CONV_2D"] == 15
-    tpu = read_graph(CORAL / "mobilenet_v1_0.5_160_quant_edgetpu.tflite")
+    tpu = read_graph(CORAL / "mobilenet_v1_0.25_128_quant_edgetpu.tflite")
     assert tpu.is_edgetpu_compiled and is_full_integer(tpu)
     assert not is_full_integer(models["uint8"])
     assert {f["op"] for f in float_tensors(read_graph(models["uint8"]))} >= {"MEAN", "SOFTMAX"}

@@ -10,13 +10,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import FLOWERS, needs_shared
 from edgeship.errors import ConfigError, DataError
 from edgeship.runtime.image import load_image, normalize, preprocess
 from edgeship.runtime.manifest import MEAN, STD
 from edgeship.train.config import TrainConfig, load_config
 from edgeship.runtime.rundir import RunDir
 from edgeship.train.data import load_data, prepare_data, split_items
+
+from photos import write_photos
 
 
 def _write(path: Path, image: Image.Image, **save) -> Path:
@@ -194,16 +195,13 @@ def test_toml_config_then_flags(tmp_path):
 # --------------------------------------------------------------------------- one preprocessing definition
 
 
-@needs_shared(FLOWERS)
 def test_training_feeds_exactly_what_the_runtime_produces(tmp_path):
-    """For real photos: the pipeline's tensor (before augmentation) == the runtime's input."""
+    """For photo-like JPEGs of several sizes: the pipeline's tensor (before augmentation) == the
+    runtime's input."""
     from edgeship.train.tfdata import make_dataset
 
     root = tmp_path / "data"
-    for cls in ("daisy", "roses"):
-        (root / cls).mkdir(parents=True)
-        for f in sorted((FLOWERS / cls).iterdir())[:6]:
-            shutil.copy(f, root / cls / f.name)
+    write_photos(root, ("daisy", "roses"), per_class=6, seed=5)
     config = TrainConfig.tiny(data_dir=str(root), image_size=160, resize_method="bilinear")
     data = prepare_data(config, tmp_path / "run")
     indices = data.indices["train"]

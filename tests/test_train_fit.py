@@ -113,11 +113,9 @@ def test_missing_weights_file_says_what_to_pass(demo_data, tmp_path):
 
 def test_imagenet_weights_load_through_the_keras_cache(demo_data, tmp_path, monkeypatch):
     """weights='imagenet' takes Keras' real path: its cache in ~/.keras/models, downloads otherwise."""
-    from conftest import WEIGHTS
+    from edgeship.weights import embedded_weights
 
-    source = WEIGHTS / "mobilenet_2_5_224_tf_no_top.h5"
-    if not source.exists():
-        pytest.skip(f"{source} is absent (the project's shared data folder)")
+    source = embedded_weights("mobilenet_v1", 0.25)  # the same bytes as Keras' published file
     from edgeship.train.config import MOBILENET_V1
     from edgeship.train.model import build_model
     from edgeship.train.tfkeras import keras

@@ -14,6 +14,7 @@ import numpy as np
 
 from edgeship.errors import ConfigError
 from edgeship.export.config import DYNAMIC, FLOAT16, FLOAT32, FORMATS, FULL_INTEGER
+from edgeship.runtime.native_stderr import filtered_native_stderr
 from edgeship.train.tfkeras import keras, tf
 
 __all__ = ["convert"]
@@ -64,6 +65,7 @@ def convert(
     elif kind != FLOAT32:  # pragma: no cover - FORMATS is exhaustive
         raise ConfigError(kind)
     try:
-        return converter.convert()
+        with filtered_native_stderr():  # the converter echoes its quantization parameters
+            return converter.convert()
     except Exception as e:  # the converter raises ConverterError and plain exceptions alike
         raise RuntimeError(f"TFLite conversion to {kind} failed: {e}") from e

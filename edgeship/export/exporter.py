@@ -23,6 +23,7 @@ from edgeship.export.convert import convert
 from edgeship.export.int8_choice import choose_int8
 from edgeship.export.qat import fit_qat
 from edgeship.export.report import render_markdown
+from edgeship.progress import progress
 from edgeship.runtime.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edgeship.runtime.manifest import MEAN, STD, Manifest, embed
 from edgeship.runtime.rundir import RunDir
@@ -100,12 +101,14 @@ def _convert_variants(run: _Run, config: ExportConfig, staging: Path) -> tuple[d
     built: dict[str, bytes] = {}
     for kind in plain:
         logger.info("Converting %s ...", kind)
-        built[kind] = convert(run.float_model, kind, representative=representative, io=config.io)
+        with progress(None, f"converting {kind}"):
+            built[kind] = convert(run.float_model, kind, representative=representative, io=config.io)
     if INT8 not in wanted:
         return built, {}
     qat, history, best_epoch = fit_qat(run.float_model, run.float_val, run.data, config, run.train_config.seed)
     logger.info("Converting int8 (QAT) ...")
-    qat_bytes = convert(qat, INT8, representative=representative, io=config.io)
+    with progress(None, "converting int8 (QAT)"):
+        qat_bytes = convert(qat, INT8, representative=representative, io=config.io)
     candidates = {}
     for name, candidate in (("qat", qat_bytes), ("ptq", built[INT8_PTQ])):
         path = atomic_write_bytes(staging / f".candidate_{name}.tflite", run.file_bytes(INT8, candidate))
@@ -128,10 +131,12 @@ def _score_tflite(path: Path, data: DecodedSplit, part: str) -> tuple[np.ndarray
 
     model = load_model(path, num_threads=2)
     scores, seconds = [], []
-    for image in data.pixels[data.indices[part]]:
-        start = time.perf_counter()
-        scores.append(model.classify(np.asarray(image)))
-        seconds.append(time.perf_counter() - start)
+    with progress(len(data.indices[part]), f"scoring {path.name.lstrip('.')} on {part}") as update:
+        for image in data.pixels[data.indices[part]]:
+            start = time.perf_counter()
+            scores.append(model.classify(np.asarray(image)))
+            seconds.append(time.perf_counter() - start)
+            update()
     return np.asarray(scores, np.float32), 1000 * float(np.mean(seconds[1:] or seconds))
 
 

@@ -42,6 +42,7 @@ import logging
 
 import numpy as np
 
+from edgeship.progress import progress
 from edgeship.runtime.manifest import MEAN, STD
 from edgeship.train.tfkeras import keras, tf
 
@@ -343,7 +344,7 @@ def _make_train_step(qat: keras.Model, config, steps_per_epoch: int):
     return train_step
 
 
-def fit_qat(float_model: keras.Model, float_val: np.ndarray, data, config, seed: int, progress=None):
+def fit_qat(float_model: keras.Model, float_val: np.ndarray, data, config, seed: int):
     """The whole recipe: returns (QAT model, validation scores by epoch, the epoch kept).
 
     Causes 3 and 4 of the module docstring: the quantized model learns the float model's
@@ -357,7 +358,6 @@ def fit_qat(float_model: keras.Model, float_val: np.ndarray, data, config, seed:
         data: the run's decoded split (:func:`edgeship.train.load_data`).
         config: an ``ExportConfig``.
         seed: the run's seed (batch order).
-        progress: optional callable taking ``(epoch, step, num_steps)`` after each step.
     """
     from edgeship.train import normalize_tf, predict_probabilities
 
@@ -373,11 +373,11 @@ def fit_qat(float_model: keras.Model, float_val: np.ndarray, data, config, seed:
         with rounding_noise(qat, config.qat_noise):
             for epoch in range(1, config.qat_epochs + 1):
                 order = rng.permutation(len(train))
-                for step, batch in enumerate(batches):
-                    rows = np.sort(order[batch])  # sorted: sequential reads of the cache
-                    train_step(normalize_tf(data.pixels[train[rows]]), teacher[rows])
-                    if progress is not None:
-                        progress(epoch, step + 1, len(batches))
+                with progress(len(batches), f"QAT epoch {epoch}/{config.qat_epochs}") as update:
+                    for batch in batches:
+                        rows = np.sort(order[batch])  # sorted: sequential reads of the cache
+                        loss = train_step(normalize_tf(data.pixels[train[rows]]), teacher[rows])
+                        update(note=f"logit distance {float(loss):.4f}")
                 history[epoch] = _qat_scores(qat, data, float_val, config.qat_batch_size)
                 logger.info("QAT epoch %d/%d: logit distance on val %.4f, accuracy %.4f, agreement %.4f", epoch,
                             config.qat_epochs, *(history[epoch][k] for k in ("logit_distance", "accuracy", "agreement")))

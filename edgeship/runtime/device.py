@@ -18,6 +18,7 @@ import re
 
 from edgeship.errors import ConfigError, DelegateError, ModelFormatError
 from edgeship.runtime.graph import EDGETPU_CUSTOM_OP, Graph, parse_graph, read_model_bytes
+from edgeship.runtime.native_stderr import filtered_native_stderr
 
 __all__ = ["edgetpu_library", "load_edgetpu_delegate", "make_interpreter", "interpreter_for_graph", "parse_device"]
 
@@ -145,8 +146,9 @@ def interpreter_for_graph(data: bytes, graph: Graph, name: str, device: str, num
     _check_ops(graph, name, on_edgetpu=device_option is not None)
     delegates = [load_edgetpu_delegate(device_option)] if device_option is not None else None
     try:
-        interpreter = Interpreter(model_content=data, experimental_delegates=delegates, num_threads=num_threads)
-        interpreter.allocate_tensors()
+        with filtered_native_stderr():  # LiteRT announces its XNNPACK delegate on stderr
+            interpreter = Interpreter(model_content=data, experimental_delegates=delegates, num_threads=num_threads)
+            interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
         raise ModelFormatError(f"LiteRT cannot load {name}: {str(e).strip().splitlines()[0]}") from e
     return interpreter

@@ -114,7 +114,8 @@ class Graph:
 def read_model_bytes(path: str | os.PathLike) -> bytes:
     """Reads a model file, refusing missing, empty and directory paths with a clear message."""
     try:
-        data = open(path, "rb").read()
+        with open(path, "rb") as file:
+            data = file.read()
     except FileNotFoundError as e:
         raise ModelFormatError(f"Model file not found: {path}. Pass the path of a .tflite file.") from e
     except IsADirectoryError as e:

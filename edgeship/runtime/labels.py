@@ -48,7 +48,8 @@ def read_labels(path: str | os.PathLike) -> list[str]:
         DataError: the file is missing, unreadable or has no labels.
     """
     try:
-        text = open(path, encoding="utf-8", errors="replace").read()
+        with open(path, encoding="utf-8", errors="replace") as file:
+            text = file.read()
     except OSError as e:
         raise DataError(f"Cannot read label file {path}: {e.strerror or e}. Pass a text file, one label per line.") from e
     labels = parse_labels(text)

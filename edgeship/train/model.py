@@ -14,17 +14,21 @@ from pathlib import Path
 from edgeship.errors import ConfigError
 from edgeship.train.config import MOBILENET_V1, WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainConfig
 from edgeship.train.tfkeras import keras
+from edgeship.weights import resolve_imagenet
 
-__all__ = ["HEAD_LAYERS", "backbone_layers", "build_model", "set_trainable"]
+__all__ = ["HEAD_LAYERS", "backbone_layers", "build_model", "describe_weights", "set_trainable"]
 
 logger = logging.getLogger(__name__)
 
 HEAD_LAYERS = ("head_pool", "head_dropout", "head_logits")
 
 
-def _weights_argument(weights: str):
+def _weights_argument(config: TrainConfig):
+    """Keras' ``weights=`` for ``config.weights``: "imagenet", None or a file path."""
+    weights = config.weights
     if weights == WEIGHTS_IMAGENET:
-        return "imagenet"
+        resolved = resolve_imagenet(config.backbone, config.alpha, config.image_size)
+        return resolved.argument if resolved else "imagenet"
     if weights == WEIGHTS_NONE:
         return None
     path = Path(weights).expanduser()
@@ -36,12 +40,22 @@ def _weights_argument(weights: str):
     return str(path)
 
 
+def describe_weights(config: TrainConfig) -> str:
+    """Which weights ``build_model`` starts from, in words (for reports)."""
+    if config.weights == WEIGHTS_NONE:
+        return "none (random initialisation)"
+    if config.weights != WEIGHTS_IMAGENET:
+        return f"file {config.weights}"
+    resolved = resolve_imagenet(config.backbone, config.alpha, config.image_size)
+    return resolved.description if resolved else "ImageNet (Keras)"
+
+
 def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
     """MobileNet v1/v2 backbone (no top) + global pooling, dropout and a softmax classifier."""
     size = config.image_size
     inputs = keras.Input((size, size, 3), name="image")
     app = keras.applications.MobileNet if config.backbone == MOBILENET_V1 else keras.applications.MobileNetV2
-    weights = _weights_argument(config.weights)
+    weights = _weights_argument(config)
     try:
         base = app(input_tensor=inputs, include_top=False, weights=weights, alpha=config.alpha)
     except ValueError as e:

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,7 +25,8 @@ from edgeship.train.augment import make_augmenter
 from edgeship.runtime.rundir import RunDir
 from edgeship.train.config import WEIGHTS_NONE, TrainConfig, load_run_config
 from edgeship.train.data import DecodedSplit, load_data, prepare_data
-from edgeship.train.model import build_model, set_trainable
+from edgeship.train.model import build_model, describe_weights, set_trainable
+from edgeship.train.progress import EpochProgress
 from edgeship.train.tfdata import class_weights, make_dataset
 from edgeship.train.tfkeras import keras, tf
 
@@ -68,37 +68,6 @@ def load_float_model(run_dir: str | Path) -> keras.Model:
         return keras.models.load_model(path, compile=False)
     except (OSError, ValueError) as e:
         raise ConfigError(f"{path} cannot be read ({e}); train the run again.") from e
-
-
-class _Progress(keras.callbacks.Callback):
-    """One log line per epoch, and a live step counter on a terminal (stderr, not stdout)."""
-
-    def __init__(self, phase: str, epochs: int, steps: int):
-        super().__init__()
-        self.phase, self.epochs, self.steps = phase, epochs, steps
-        self.live = sys.stderr.isatty()
-
-    def on_epoch_begin(self, epoch, logs=None):
-        self.epoch, self.start = epoch, time.perf_counter()
-
-    def on_train_batch_end(self, batch, logs=None):
-        if self.live:
-            sys.stderr.write(
-                f"\r{self.phase} epoch {self.epoch + 1}/{self.epochs} step {batch + 1}/{self.steps} "
-                f"loss {logs.get('loss', 0):.4f} acc {logs.get('accuracy', 0):.4f}"
-            )
-            sys.stderr.flush()
-
-    def on_epoch_end(self, epoch, logs=None):
-        if self.live:
-            sys.stderr.write("\r\033[K")
-        logs = logs or {}
-        logger.info(
-            "%s epoch %d/%d  loss %.4f  acc %.4f  val_loss %.4f  val_acc %.4f  (%.0f s)",
-            self.phase, epoch + 1, self.epochs, logs.get("loss", float("nan")), logs.get("accuracy", float("nan")),
-            logs.get("val_loss", float("nan")), logs.get("val_accuracy", float("nan")),
-            time.perf_counter() - self.start,
-        )
 
 
 class _KeepBest(keras.callbacks.Callback):
@@ -157,7 +126,7 @@ def _fit_phase(model, config, data: DecodedSplit, phase: _Phase, train_ds, val_d
         keras.callbacks.BackupAndRestore(str(run.checkpoints_dir / f"phase{phase.number}")),
         keras.callbacks.EarlyStopping("val_loss", patience=config.patience),
         _KeepBest(run.checkpoints_dir, phase.number),
-        _Progress(f"phase {phase.number}", epochs, steps),
+        EpochProgress(f"phase {phase.number}", epochs, steps),
     ]
     return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
 
@@ -238,6 +207,7 @@ def _score(model, config: TrainConfig, data: DecodedSplit, run: RunDir, strategy
         **{f"num_{name}": len(data.indices[name]) for name in ("train", "val", "test")},
         "num_skipped": len(data.split.skipped), "skipped": data.split.skipped,
         "best_val_loss": best.get("val_loss"), "best_phase": best.get("phase"), "best_epoch": best.get("epoch"),
+        "weights": describe_weights(config),
         "strategy": config.strategy, "num_replicas": int(strategy.num_replicas_in_sync),
         "train_seconds": round(seconds, 1),
     }
