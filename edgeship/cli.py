@@ -339,6 +339,7 @@ def bench(
 @app.command(name="inspect")
 def inspect_file(
     model: Path = typer.Argument(..., help="A .tflite file."),
+    edgetpu: bool = typer.Option(False, "--edgetpu", help="Predict the Edge TPU compiler's op mapping, offline."),
     as_json: bool = _JSON,
 ) -> None:
     """Tensors, quantization, ops, full-integer and Edge TPU readiness, labels and manifest."""
@@ -348,7 +349,12 @@ def inspect_file(
     from edgeship.runtime.render import inspect_text
 
     info = inspect_model(model)
-    typer.echo(json.dumps(info, indent=2) if as_json else inspect_text(info))
+    if edgetpu:
+        from edgeship.edgetpu.mapping import predict_mapping, render_mapping
+
+        info["edgetpu"] = predict_mapping(model).to_dict()
+    text = inspect_text(info) + ("\n\n" + render_mapping(info["edgetpu"]) if edgetpu else "")
+    typer.echo(json.dumps(info, indent=2) if as_json else text)
 
 
 def main() -> None:

@@ -33,7 +33,7 @@ from edgeship.edgetpu.rules import (
 )
 from edgeship.runtime.graph import EDGETPU_CUSTOM_OP, FLOAT_TYPES, Graph, parse_graph, read_graph
 
-__all__ = ["MappingReport", "OpPlacement", "compiled_mapping", "predict_mapping", "mapping_rows", "render_rows"]
+__all__ = ["MappingReport", "OpPlacement", "compiled_mapping", "mapping_rows", "predict_mapping", "render_mapping", "render_rows"]
 
 
 @dataclass(frozen=True)
@@ -241,3 +241,15 @@ def compiled_mapping(model: Graph | str | os.PathLike) -> dict:
     graph = model if isinstance(model, Graph) else read_graph(model)
     on_cpu = Counter(op.name for op in graph.ops if op.name != EDGETPU_CUSTOM_OP)
     return {"num_edgetpu_segments": graph.op_counts.get(EDGETPU_CUSTOM_OP, 0), "on_cpu": dict(on_cpu.most_common())}
+
+
+def render_mapping(report: dict) -> str:
+    """A :meth:`MappingReport.to_dict` as text: verdict, problems, then the compiler-style rows."""
+    cpu = sum(report["on_cpu"].values())
+    verdict = "compilable" if report["compilable"] else "NOT compilable"
+    lines = [f"Edge TPU (predicted offline): {verdict}; {report['on_edgetpu']} op(s) on the Edge TPU, "
+             f"{cpu} on the CPU; needs Edge TPU runtime >= {report['min_runtime_version']}"]
+    lines += [f"  problem: {p}" for p in report["problems"]]
+    lines += [f"  note: {n}" for n in report["notes"]]
+    lines += [f"  uncertain: {u}" for u in report["uncertain"]]
+    return "\n".join(lines + ["", render_rows(report["ops"])])
