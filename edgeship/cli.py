@@ -25,7 +25,7 @@ class _Group(TyperGroup):
             return super().invoke(ctx)
         except EdgeshipError as e:
             typer.secho(f"error: {e}", err=True, fg=typer.colors.RED)
-            raise typer.Exit(1) from None
+            raise typer.Exit(getattr(e, "exit_code", 1)) from None
 
 
 app = typer.Typer(
@@ -102,7 +102,8 @@ def train(
 def export(
     run_dir: Path = typer.Argument(..., help="A run directory written by `edgeship train`."),
     formats: str = typer.Option(
-        "int8,int8-ptq,float16,dynamic,float32", help="Comma-separated: int8 int8-ptq float16 dynamic float32."
+        "int8,int8-ptq,float16,dynamic,float32",
+        help="Comma-separated: int8 int8-ptq float16 dynamic float32, and edgetpu (compiles int8 with edgetpu_compiler)."
     ),
     io: str = typer.Option("uint8", "--io", help="Input/output type of full-integer models: uint8 | int8."),
     qat_epochs: int = typer.Option(3, help="Quantization-aware training epochs."),
@@ -127,6 +128,11 @@ def export(
     )
     report = run_export(config)
     typer.echo(json.dumps(dict(report), indent=2) if as_json else render_markdown(report))
+    compiled = report.get("edgetpu") or {}
+    if compiled.get("error"):  # the other variants are written; the exit code tells CI what is missing
+        from edgeship.errors import CompileError, CompilerNotFoundError
+
+        raise (CompilerNotFoundError if compiled["compiler_missing"] else CompileError)(compiled["error"])
 
 
 @app.command("run")
@@ -355,6 +361,32 @@ def inspect_file(
         info["edgetpu"] = predict_mapping(model).to_dict()
     text = inspect_text(info) + ("\n\n" + render_mapping(info["edgetpu"]) if edgetpu else "")
     typer.echo(json.dumps(info, indent=2) if as_json else text)
+
+
+@app.command(name="compile")
+def compile_file(
+    model: Path = typer.Argument(..., help="A full-integer .tflite file."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Where to write <name>_edgetpu.tflite and its log [beside MODEL]."),
+    min_runtime_version: Optional[int] = typer.Option(
+        None, "--min-runtime-version", "-m", help="Oldest Edge TPU runtime the output must run on, 10-14 (the compiler's -m) [its default]."),
+    as_json: bool = _JSON,
+) -> None:
+    """Compile for the Edge TPU with edgetpu_compiler; predicted and actual mapping side by side.
+    Exit 4 when the compiler is not installed (the offline prediction is printed instead)."""
+    import json
+
+    from edgeship.edgetpu.compiler import compile_model, render_comparison
+    from edgeship.edgetpu.mapping import predict_mapping, render_mapping
+    from edgeship.errors import CompilerNotFoundError
+
+    try:
+        result = compile_model(model, out_dir, min_runtime_version)
+    except CompilerNotFoundError:
+        predicted = predict_mapping(model).to_dict()
+        typer.echo(json.dumps({"model": str(model), "compiled": False, "predicted": predicted}, indent=2)
+                   if as_json else render_mapping(predicted))
+        raise
+    typer.echo(json.dumps(result, indent=2) if as_json else render_comparison(result))
 
 
 def main() -> None:

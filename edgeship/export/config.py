@@ -13,7 +13,7 @@ from typing import Any
 
 from edgeship.errors import ConfigError
 
-__all__ = ["FORMATS", "IO_TYPES", "ExportConfig"]
+__all__ = ["EDGETPU", "FORMATS", "IO_TYPES", "ExportConfig"]
 
 INT8 = "int8"            # quantization-aware trained, full integer (Edge TPU ready)
 INT8_PTQ = "int8-ptq"    # post-training full integer, calibrated on the train split
@@ -21,6 +21,7 @@ FLOAT16 = "float16"      # float16 weights, float compute
 DYNAMIC = "dynamic"      # int8 weights, float activations (dynamic-range)
 FLOAT32 = "float32"      # the float model as it is
 FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32)
+EDGETPU = "edgetpu"      # not a conversion: model_int8.tflite compiled by edgetpu_compiler, on request only
 FULL_INTEGER = (INT8, INT8_PTQ)
 IO_TYPES = ("uint8", "int8")
 FILE_NAMES = {
@@ -49,11 +50,13 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         formats = tuple(self.formats)
-        unknown = [f for f in formats if f not in FORMATS]
+        unknown = [f for f in formats if f not in FORMATS + (EDGETPU,)]
         if unknown or not formats:
             raise ConfigError(
-                f"`formats` must be a non-empty subset of {', '.join(FORMATS)}; received {', '.join(formats) or 'none'}."
+                f"`formats` must be a non-empty subset of {', '.join(FORMATS + (EDGETPU,))}; received {', '.join(formats) or 'none'}."
             )
+        if EDGETPU in formats and INT8 not in formats:
+            raise ConfigError("The edgetpu format compiles model_int8.tflite: add int8 to `formats` (e.g. int8,edgetpu).")
         object.__setattr__(self, "formats", formats)
         if self.io not in IO_TYPES:
             raise ConfigError(f"`io` must be one of {', '.join(IO_TYPES)}; received io={self.io!r}.")

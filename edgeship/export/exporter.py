@@ -18,11 +18,12 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.errors import ConfigError
-from edgeship.export.config import FILE_NAMES, INT8, INT8_PTQ, ExportConfig
+from edgeship.export.config import EDGETPU, FILE_NAMES, FULL_INTEGER, INT8, INT8_PTQ, ExportConfig
 from edgeship.export.convert import convert
 from edgeship.export.qat import (
     calibrate_ranges, freeze_batch_norm, logit_distance, make_qat_model, rounding_noise, set_input_range,
 )
+from edgeship.edgetpu.reporting import compile_variant, markdown_lines, variant_mapping
 from edgeship.runtime.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edgeship.runtime.manifest import MEAN, STD, Manifest, embed
 from edgeship.runtime.validation import paired_difference_ci
@@ -221,7 +222,7 @@ def export(config: ExportConfig) -> ExportResult:
             split_digest=data.split.digest, extra=extra,
         )
 
-    wanted = list(config.formats)
+    wanted = [kind for kind in config.formats if kind != EDGETPU]  # edgetpu compiles int8 afterwards
     built: dict[str, bytes] = {}
     representative = _representative(data, config)
     notes: dict[str, object] = {}
@@ -262,6 +263,8 @@ def export(config: ExportConfig) -> ExportResult:
             "agreement": float(np.mean(predictions == float_test)),
             "mean_latency_ms": latency_ms,
         }
+        if kind in FULL_INTEGER:
+            variants[kind]["edgetpu"] = variant_mapping(data_bytes, path.name)
         logger.info("%-9s test accuracy %.2f %%  agreement %.2f %%  %.1f KiB  %.2f ms", kind, 100 * accuracy,
                     100 * variants[kind]["agreement"], len(data_bytes) / 1024, latency_ms)
 
@@ -276,6 +279,8 @@ def export(config: ExportConfig) -> ExportResult:
         export_seconds=round(time.perf_counter() - start_time, 1),
         **notes,
     )
+    if EDGETPU in config.formats:
+        report["edgetpu"] = compile_variant(out_dir / FILE_NAMES[INT8])
     report.export_dir = final_dir
     atomic_write_json(out_dir / "report.json", dict(report))
     atomic_write_text(out_dir / "report.md", render_markdown(report))
@@ -320,5 +325,6 @@ def render_markdown(report: dict) -> str:
                     f"{k}: {100 * v['accuracy']:.2f} / {100 * v['agreement']:.2f} %" for k, v in history.items()
                 ) + f"; kept epoch {report.get('qat_best_epoch')}."
             )
+    lines += markdown_lines(report)
     lines += ["", f"Export took {report['export_seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
