@@ -179,8 +179,8 @@ def run_all(
 
 
 # Options shared by the commands that load a model.
-_DEVICE = typer.Option("cpu", "--device", help="cpu | edgetpu | usb | usb:N | pci | pci:N.")
-_THREADS = typer.Option(None, "--threads", help="CPU threads for the interpreter [LiteRT's default].")
+_DEVICE = typer.Option("cpu", "--device", help="cpu | edgetpu | edgetpu:N | usb | usb:N | pci | pci:N.")
+_THREADS = typer.Option(None, "--threads", help="CPU threads for the interpreter [LiteRT's default: 1 thread in LiteRT 2.x].")
 _LABELS = typer.Option(None, "--labels", help="Label file (one per line, or '<index> <label>'); overrides embedded labels.")
 _RESIZE = typer.Option(None, "--resize", help="bilinear | nearest | area [the manifest's, else bilinear].")
 _MEAN = typer.Option(None, "--mean", help="Input normalisation mean [the manifest's; third-party: from the input quantization, or 127.5].")
@@ -387,6 +387,23 @@ def compile_file(
                    if as_json else render_mapping(predicted))
         raise
     typer.echo(json.dumps(result, indent=2) if as_json else render_comparison(result))
+
+
+@app.command()
+def doctor(
+    device: str = typer.Option("cpu", "--device", help="The device you mean to use: cpu | edgetpu | edgetpu:N | usb[:N] | pci[:N]."),
+    as_json: bool = _JSON,
+) -> None:
+    """Check this machine before the first run: OS, Python, LiteRT, libedgetpu, Edge TPUs, delegates.
+    Exit 1 when the requested device cannot be used."""
+    import json
+
+    from edgeship.edgetpu.doctor import DoctorConfig, diagnose, render_doctor
+
+    report = diagnose(DoctorConfig(device=device))
+    typer.echo(json.dumps(report, indent=2) if as_json else render_doctor(report))
+    if not report["usable"]:
+        raise typer.Exit(1)
 
 
 def main() -> None:

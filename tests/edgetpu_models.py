@@ -163,3 +163,18 @@ def custom_tail(name: str = "PosenetDecoderOp") -> bytes:
     graph.op(name, [x], [out], custom=True)
     graph.finish([source], [out])
     return graph.build()
+
+
+def dynamic_batch() -> bytes:
+    """A -1 batch and the pattern Keras emits for it: SHAPE -> RESHAPE to the computed shape."""
+    graph = GraphBuilder("uint8")
+    signature = (-1,) + SHAPE[1:]
+    source = graph.tensor(signature=signature)
+    x = graph.conv(source)
+    shape = graph.tensor((4,), "int32")
+    graph.op("SHAPE", [x], [shape])
+    y = graph.tensor(signature=signature)
+    graph.op("RESHAPE", [x, shape], [y])
+    out = graph.conv(y)
+    graph.finish([source], [out])
+    return graph.build()

@@ -92,9 +92,21 @@ def test_float_input_quantize_stays_before_the_segment():
 
 
 def test_dynamic_batch_is_a_hard_failure():
-    report = predict_mapping(models.chain(signature=(-1, 8, 8, 4)))
+    report = predict_mapping(models.dynamic_batch())
     assert not report.compilable
-    assert "dynamic shapes" in report.problems[0] and "batch size of 1" in report.problems[0]
+    assert "dynamic shapes" in report.problems[0] and "SHAPE (op 1)" in report.problems[0]
+    assert "batch size of 1" in report.problems[0]
+
+
+def test_a_dynamic_image_size_is_a_hard_failure():
+    report = predict_mapping(models.chain(signature=(1, -1, -1, 4)))
+    assert not report.compilable and "non-batch dimension" in report.problems[0]
+
+
+def test_a_minus_one_batch_signature_alone_compiles():
+    # What TensorFlow writes for a Keras model with a batch of None and no size computed from it.
+    report = predict_mapping(models.chain(signature=(-1, 8, 8, 4)))
+    assert report.compilable and report.on_cpu == {}
 
 
 def test_five_dimensional_tensor_gets_the_rank_status():

@@ -152,6 +152,33 @@ def _float_body_ops(graph: Graph) -> tuple[list[int], bool]:
     return body, any(integer)
 
 
+# Ops whose output size comes from an input tensor's values: with that input computed at run time
+# (from a SHAPE op, as Keras's Reshape/Flatten emit for a batch of None) the output is dynamic.
+_SIZE_INPUTS = {"RESHAPE": 1, "BROADCAST_TO": 1, "FILL": 0, "TILE": 1, "RESIZE_BILINEAR": 1,
+                "RESIZE_NEAREST_NEIGHBOR": 1, "PAD": 1, "PADV2": 1}
+
+
+def _dynamic_shapes(graph: Graph) -> str:
+    """Why some size is known only at run time, or "". A -1 batch in the signatures alone is not
+    enough: the interpreter (and so the compiler) uses the stored size 1, as for edgeship's exports."""
+    tensors = graph.tensors
+    inner = [t.name for t in tensors if any(d < 0 for d in t.shape_signature[1:])]
+    if inner:
+        return f"{len(inner)} tensor(s) have a non-batch dimension of unknown size (first: {inner[0]!r})"
+    if not any(t.shape_signature[:1] == (-1,) for t in tensors):
+        return ""
+    for i, op in enumerate(graph.ops):
+        if op.subgraph:
+            continue
+        position = _SIZE_INPUTS.get(op.name)
+        computed = position is not None and len(op.inputs) > position and op.inputs[position] >= 0 \
+            and not tensors[op.inputs[position]].constant
+        if op.name == "SHAPE" or computed:
+            return (f"the batch size is dynamic (-1) and {op.name} (op {i}) computes a size from it at run time, "
+                    "as Keras layers do for a batch of None")
+    return ""
+
+
 def _model_problems(graph: Graph) -> list[str]:
     """Failures that stop the compiler before it maps anything, each with what to do."""
     if graph.is_edgetpu_compiled:
@@ -163,12 +190,11 @@ def _model_problems(graph: Graph) -> list[str]:
             f"the model has {graph.num_subgraphs} subgraphs (control flow such as WHILE or IF, or "
             "signatures); the compiler takes one. Convert without control flow (unroll loops, "
             "fixed sequence lengths).")
-    dynamic = [t.name for t in graph.tensors if any(d < 0 for d in t.shape_signature)]
+    dynamic = _dynamic_shapes(graph)
     if dynamic:
         problems.append(
-            f"dynamic shapes: {len(dynamic)} tensor(s) have a size known only at run time "
-            f"(first: {dynamic[0]!r}); the Edge TPU needs static sizes. Convert with a fixed "
-            "batch size of 1 (e.g. a Keras Input with batch_size=1, or a concrete function with a fixed input signature).")
+            f"dynamic shapes: {dynamic}; the Edge TPU needs every size fixed at compile time. Convert with a "
+            "fixed batch size of 1 (e.g. a Keras Input with batch_size=1, or a concrete function with a fixed input signature).")
     body, any_integer = _float_body_ops(graph)
     if not graph.ops or not any_integer:
         problems.append("model not quantized: no op computes on 8-bit integers. Export a full-integer "
