@@ -178,3 +178,14 @@ def dynamic_batch() -> bytes:
     out = graph.conv(y)
     graph.finish([source], [out])
     return graph.build()
+
+
+def failing_invoke() -> bytes:
+    """A float GATHER with an out-of-range constant index: it loads, and every invoke fails."""
+    graph = GraphBuilder("float32")
+    params = graph.tensor((4,))
+    indices = graph.tensor((1,), "int32", np.array([10], np.int32))
+    out = graph.tensor((1,))
+    graph.op("GATHER", [params, indices], [out])
+    graph.finish([params], [out])
+    return graph.build()
