@@ -87,33 +87,39 @@ class GraphBuilder:
         return bytes(builder.Output())
 
 
-def chain(dtype: str = "uint8", middle: str | None = None, signature=None) -> bytes:
-    """input -> CONV -> [middle op] -> CONV -> output, all in ``dtype``."""
+def _sandwich(middle, dtype: str = "uint8", signature=None) -> bytes:
+    """input -> CONV -> ``middle(graph, x)`` -> CONV -> output."""
     graph = GraphBuilder(dtype)
     source = graph.tensor(signature=signature)
-    x = graph.conv(source)
-    if middle is not None:
-        y = graph.tensor()
-        graph.op(middle, [x], [y])
-        x = y
-    out = graph.conv(x)
+    out = graph.conv(middle(graph, graph.conv(source)))
     graph.finish([source], [out])
     return graph.build()
+
+
+def _single(name: str):
+    def middle(graph: GraphBuilder, x: int) -> int:
+        y = graph.tensor()
+        graph.op(name, [x], [y])
+        return y
+
+    return middle
+
+
+def chain(dtype: str = "uint8", middle: str | None = None, signature=None) -> bytes:
+    """input -> CONV -> [middle op] -> CONV -> output, all in ``dtype``."""
+    return _sandwich(_single(middle) if middle else (lambda graph, x: x), dtype, signature)
 
 
 def float_op_inside() -> bytes:
     """uint8 CONV -> DEQUANTIZE -> float CONV -> QUANTIZE -> uint8 CONV: one op computes in float."""
-    graph = GraphBuilder("uint8")
-    source = graph.tensor()
-    x = graph.conv(source)
-    real = graph.tensor(dtype="float32")
-    graph.op("DEQUANTIZE", [x], [real])
-    y = graph.conv(real, "float32")
-    back = graph.tensor()
-    graph.op("QUANTIZE", [y], [back])
-    out = graph.conv(back)
-    graph.finish([source], [out])
-    return graph.build()
+    def middle(graph: GraphBuilder, x: int) -> int:
+        real = graph.tensor(dtype="float32")
+        graph.op("DEQUANTIZE", [x], [real])
+        back = graph.tensor()
+        graph.op("QUANTIZE", [graph.conv(real, "float32")], [back])
+        return back
+
+    return _sandwich(middle)
 
 
 def float_input() -> bytes:
@@ -127,18 +133,26 @@ def float_input() -> bytes:
     return graph.build()
 
 
+def _reshape(graph: GraphBuilder, x: int, shape, signature=None, computed: bool = False) -> int:
+    target = graph.tensor(shape, signature=signature)
+    if computed:  # the size comes from a SHAPE op at run time, as Keras emits for a batch of None
+        size = graph.tensor((len(shape),), "int32")
+        graph.op("SHAPE", [x], [size])
+    else:
+        size = graph.tensor((len(shape),), "int32", np.array(shape, np.int32))
+    graph.op("RESHAPE", [x, size], [target])
+    return target
+
+
 def five_dimensional() -> bytes:
     """CONV -> RESHAPE to 1x2x4x8x4 -> RESHAPE back -> CONV: the 5-D tensor has a 2 outside the 3 innermost."""
-    graph = GraphBuilder("uint8")
-    source = graph.tensor()
-    x = graph.conv(source)
-    wide = graph.tensor((1, 2, 4, 8, 4))
-    graph.op("RESHAPE", [x, graph.tensor((5,), "int32", np.array([1, 2, 4, 8, 4], np.int32))], [wide])
-    back = graph.tensor()
-    graph.op("RESHAPE", [wide, graph.tensor((4,), "int32", np.array(SHAPE, np.int32))], [back])
-    out = graph.conv(back)
-    graph.finish([source], [out])
-    return graph.build()
+    return _sandwich(lambda graph, x: _reshape(graph, _reshape(graph, x, (1, 2, 4, 8, 4)), SHAPE))
+
+
+def dynamic_batch() -> bytes:
+    """A -1 batch and the pattern Keras emits for it: SHAPE -> RESHAPE to the computed shape."""
+    signature = (-1,) + SHAPE[1:]
+    return _sandwich(lambda graph, x: _reshape(graph, x, SHAPE, signature, computed=True), signature=signature)
 
 
 def two_subgraphs() -> bytes:
@@ -164,20 +178,6 @@ def custom_tail(name: str = "PosenetDecoderOp") -> bytes:
     graph.finish([source], [out])
     return graph.build()
 
-
-def dynamic_batch() -> bytes:
-    """A -1 batch and the pattern Keras emits for it: SHAPE -> RESHAPE to the computed shape."""
-    graph = GraphBuilder("uint8")
-    signature = (-1,) + SHAPE[1:]
-    source = graph.tensor(signature=signature)
-    x = graph.conv(source)
-    shape = graph.tensor((4,), "int32")
-    graph.op("SHAPE", [x], [shape])
-    y = graph.tensor(signature=signature)
-    graph.op("RESHAPE", [x, shape], [y])
-    out = graph.conv(y)
-    graph.finish([source], [out])
-    return graph.build()
 
 
 def failing_invoke() -> bytes:

@@ -1,4 +1,5 @@
-"""The examples in the runtime's docstrings run (those that need a model file are marked SKIP)."""
+"""The examples in the runtime's and the Edge TPU package's docstrings run (those that need a
+model file are marked SKIP)."""
 
 from __future__ import annotations
 
@@ -8,13 +9,15 @@ import pkgutil
 
 import pytest
 
+import edgeship.edgetpu
 import edgeship.runtime
 
-MODULES = sorted(info.name for info in pkgutil.iter_modules(edgeship.runtime.__path__))
+MODULES = sorted(f"{package.__name__}.{info.name}" for package in (edgeship.runtime, edgeship.edgetpu)
+                 for info in pkgutil.iter_modules(package.__path__))
 
 
 @pytest.mark.parametrize("name", MODULES)
 def test_docstring_examples(name):
-    module = importlib.import_module(f"edgeship.runtime.{name}")
+    module = importlib.import_module(name)
     result = doctest.testmod(module, optionflags=doctest.ELLIPSIS)
     assert result.failed == 0, f"{result.failed} docstring example(s) failed in {module.__name__}"
