@@ -127,6 +127,13 @@ def test_int8_io_needs_a_newer_runtime_than_uint8():
     assert uint8.min_runtime_version == 10 < int8.min_runtime_version == 13
 
 
+def test_an_older_target_runtime_leaves_newer_ops_to_the_cpu():
+    model = models.chain(middle="TRANSPOSE")  # runtime 14 in Coral's table
+    assert predict_mapping(model).on_cpu == {} and predict_mapping(model).min_runtime_version == 14
+    older = predict_mapping(model, min_runtime_version=13)
+    assert older.on_cpu == {"TRANSPOSE": 1, "CONV_2D": 1} and older.placements[1].uncertain
+
+
 def test_custom_op_is_counted_by_its_custom_code():
     report = predict_mapping(models.custom_tail())
     assert report.compilable and report.on_cpu == {"PosenetDecoderOp": 1} and report.on_edgetpu == 2

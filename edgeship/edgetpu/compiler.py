@@ -151,7 +151,7 @@ def compile_model(
     _check_runtime(min_runtime_version)
     source = Path(model)
     data = read_model_bytes(source)
-    predicted = predict_mapping(parse_graph(data, str(source)), name=str(source)).to_dict()
+    predicted = predict_mapping(parse_graph(data, str(source)), str(source), min_runtime_version).to_dict()
     compiler = find_compiler()
     if compiler is None:
         raise CompilerNotFoundError(compiler_missing_message())

@@ -27,6 +27,7 @@ from edgeship.edgetpu.rules import (
     INT8_RUNTIME,
     OLDEST_RUNTIME,
     STATUS_MAPPED,
+    STATUS_NOT_SUPPORTED,
     STATUS_SUBGRAPH,
     Verdict,
     check_op,
@@ -229,8 +230,23 @@ def _notes(graph: Graph, placements: list[OpPlacement]) -> list[str]:
     return notes
 
 
-def predict_mapping(model: Graph | bytes | str | os.PathLike, name: str | None = None) -> MappingReport:
+def _for_runtime(verdict: Verdict, runtime: int | None) -> Verdict:
+    if runtime is None or not verdict.mappable or verdict.min_runtime <= runtime:
+        return verdict
+    return Verdict(STATUS_NOT_SUPPORTED, f"needs Edge TPU runtime {verdict.min_runtime}; compiling for {runtime}.",
+                   uncertain=True, min_runtime=verdict.min_runtime)
+
+
+def predict_mapping(
+    model: Graph | bytes | str | os.PathLike,
+    name: str | None = None,
+    min_runtime_version: int | None = None,
+) -> MappingReport:
     """Predicts the Edge TPU compiler's partition of ``model`` (a path, its bytes or a Graph).
+
+    ``min_runtime_version`` predicts for ``edgetpu_compiler -m N``: ops that need a newer
+    runtime are left to the CPU (the compiler's wording for that case is not documented, so
+    those rows are flagged uncertain).
 
     Raises:
         ModelFormatError: the file is missing, empty, not a TFLite model or truncated.
@@ -247,7 +263,7 @@ def predict_mapping(model: Graph | bytes | str | os.PathLike, name: str | None =
     else:
         graph, label = read_graph(model), name or str(model)
     main = [op for op in graph.ops if op.subgraph == 0]
-    verdicts = [check_op(op, graph) for op in main]
+    verdicts = [_for_runtime(check_op(op, graph), min_runtime_version) for op in main]
     placements = _partition(graph, verdicts)
     others = [OpPlacement(len(main) + i, op.name, STATUS_SUBGRAPH, "it belongs to another subgraph.")
               for i, op in enumerate(graph.ops[len(main):])]
