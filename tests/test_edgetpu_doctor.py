@@ -11,7 +11,7 @@ from typer.testing import CliRunner
 
 from edgeship.cli import app
 from edgeship.edgetpu.compat import KNOWN_ISSUES, known_issues
-from edgeship.edgetpu.doctor import DoctorConfig, diagnose
+from edgeship.edgetpu.doctor import DoctorConfig, _probe, diagnose
 from edgeship.errors import ConfigError
 from edgeship.runtime.device import edgetpu_library
 
@@ -51,6 +51,17 @@ def test_doctor_refuses_an_unknown_device():
         DoctorConfig(device="tpu")
     result = CliRunner().invoke(app, ["doctor", "--device", "gpu"])
     assert result.exit_code == 1 and "Unknown device 'gpu'" in result.output
+
+
+def test_a_crashing_probe_becomes_a_diagnosis():
+    # A real child process dying of SIGSEGV, as an ABI-mismatched libedgetpu makes it die.
+    result = _probe([], 30, ("-c", "import os, signal; os.kill(os.getpid(), signal.SIGSEGV)"))
+    assert result["crashed"] == "SIGSEGV" and "ABI" in result["error"] and "libedgetpu built for it" in result["error"]
+
+
+def test_a_hanging_probe_times_out():
+    result = _probe([], 0.5, ("-c", "import time; time.sleep(10)"))
+    assert "no answer within 0.5 s" in result["error"]
 
 
 @pytest.mark.parametrize("version, machine, expected", [

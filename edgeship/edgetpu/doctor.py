@@ -52,9 +52,9 @@ def _system() -> dict:
             "python": platform.python_version(), "ai_edge_litert": litert, "cpu_count": cpus}
 
 
-def _probe(args: list[str], timeout: float) -> dict:
+def _probe(args: list[str], timeout: float, python_args: tuple[str, ...] = ("-m", "edgeship.edgetpu.probe")) -> dict:
     """Runs one probe in a child process; a crash or a hang is reported, not suffered."""
-    command = [sys.executable, "-m", "edgeship.edgetpu.probe", *args]
+    command = [sys.executable, *python_args, *args]
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

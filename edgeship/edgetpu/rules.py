@@ -231,6 +231,9 @@ def _resize(op: OpInfo, graph: Graph) -> Verdict | None:
         return _not_mapped(f"an upsampling by {factor:.0f}x (precision guard; threshold inferred)", uncertain=True)
     if factor != 1:
         return Verdict(STATUS_MAPPED, f"an upsampling by {factor:g}x; the size criteria are undocumented", uncertain=True)
+    if op.options.get("halfPixelCenters"):
+        # Compiler 14.1 logged "Operation version not supported" for TF2's half-pixel resize.
+        return Verdict(STATUS_MAPPED, "half-pixel centres: older compilers refuse this op version", uncertain=True)
     return None
 
 
