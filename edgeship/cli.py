@@ -180,7 +180,7 @@ def run_all(
 
 # Options shared by the commands that load a model.
 _DEVICE = typer.Option("cpu", "--device", help="cpu | edgetpu | edgetpu:N | usb | usb:N | pci | pci:N.")
-_THREADS = typer.Option(None, "--threads", help="CPU threads for the interpreter [LiteRT's default: 1 thread in LiteRT 2.x].")
+_THREADS = typer.Option(None, "--threads", help="CPU threads for the interpreter (default: LiteRT's, which is 1 thread in LiteRT 2.x).")
 _LABELS = typer.Option(None, "--labels", help="Label file (one per line, or '<index> <label>'); overrides embedded labels.")
 _RESIZE = typer.Option(None, "--resize", help="bilinear | nearest | area [the manifest's, else bilinear].")
 _MEAN = typer.Option(None, "--mean", help="Input normalisation mean [the manifest's; third-party: from the input quantization, or 127.5].")
@@ -366,9 +366,9 @@ def inspect_file(
 @app.command(name="compile")
 def compile_file(
     model: Path = typer.Argument(..., help="A full-integer .tflite file."),
-    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Where to write <name>_edgetpu.tflite and its log [beside MODEL]."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Where to write <name>_edgetpu.tflite and its log (default: beside MODEL)."),
     min_runtime_version: Optional[int] = typer.Option(
-        None, "--min-runtime-version", "-m", help="Oldest Edge TPU runtime the output must run on, 10-14 (the compiler's -m) [its default]."),
+        None, "--min-runtime-version", "-m", help="Oldest Edge TPU runtime the output must run on, 10-14 (the compiler's -m; default: its own)."),
     as_json: bool = _JSON,
 ) -> None:
     """Compile for the Edge TPU with edgetpu_compiler; predicted and actual mapping side by side.
