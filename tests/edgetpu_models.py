@@ -155,6 +155,18 @@ def dynamic_batch() -> bytes:
     return _sandwich(lambda graph, x: _reshape(graph, x, SHAPE, signature, computed=True), signature=signature)
 
 
+def split(axis: int) -> bytes:
+    """CONV -> SPLIT in two along ``axis`` -> CONCATENATION -> CONV."""
+    def middle(graph: GraphBuilder, x: int) -> int:
+        halves = [graph.tensor((1, 8, 8, 2)), graph.tensor((1, 8, 8, 2))]
+        graph.op("SPLIT", [graph.tensor((), "int32", np.array(axis, np.int32)), x], halves)
+        out = graph.tensor()
+        graph.op("CONCATENATION", halves, [out])
+        return out
+
+    return _sandwich(middle)
+
+
 def two_subgraphs() -> bytes:
     """A quantized chain plus a second subgraph (as control flow or a second signature adds)."""
     graph = GraphBuilder("uint8")

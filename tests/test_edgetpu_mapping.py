@@ -165,3 +165,9 @@ def test_inspect_edgetpu_on_a_foreign_file_is_a_clear_error(tmp_path):
     result = CliRunner().invoke(app, ["inspect", str(path), "--edgetpu"])
     assert result.exit_code == 1 and "not a TFLite model" in result.output
     assert "Traceback" not in result.output
+
+
+
+def test_split_along_the_batch_is_not_mapped_but_along_channels_is():
+    assert predict_mapping(models.split(-1)).on_cpu == {}
+    assert predict_mapping(models.split(-4)).on_cpu == {"SPLIT": 1, "CONCATENATION": 1, "CONV_2D": 1}

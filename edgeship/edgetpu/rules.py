@@ -98,14 +98,16 @@ def _not_mapped(detail: str, uncertain: bool = False) -> Verdict:
 
 
 def _axes(op: OpInfo, graph: Graph, position: int) -> list[int] | None:
-    """The constant axis values of input ``position``, made non-negative; None if not constant."""
+    """The constant axis values of input ``position``, made non-negative; None if not constant.
+    The data tensor is input 0, or input 1 when the axis comes first (SPLIT)."""
     if len(op.inputs) <= position or op.inputs[position] < 0:
         return None
     tensor = graph.subgraph_tensors[op.subgraph][op.inputs[position]]
     values = graph.constant_values(tensor)
     if values is None:
         return None
-    rank = len(_tensors(op, graph, op.inputs[:1])[0].shape)
+    data = op.inputs[1:2] if position == 0 else op.inputs[:1]
+    rank = len(_tensors(op, graph, data)[0].shape)
     return [int(v) % rank if rank else int(v) for v in np.ravel(values)]
 
 
