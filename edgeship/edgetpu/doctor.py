@@ -79,6 +79,11 @@ def _specs(device_option: str | None, devices: list[dict]) -> list[str]:
     return list(dict.fromkeys(specs))
 
 
+def _label(option: str) -> str:
+    """The device string a user types for a delegate option ("" -> edgetpu, ":1" -> edgetpu:1)."""
+    return f"edgetpu{option}" if option[:1] in ("", ":") else option
+
+
 def _verdict(config: DoctorConfig, system: dict, library: dict, delegates: dict) -> tuple[bool, str]:
     option = parse_device(config.device)
     if system["ai_edge_litert"] is None:
@@ -88,7 +93,7 @@ def _verdict(config: DoctorConfig, system: dict, library: dict, delegates: dict)
     if not library.get("found"):
         return False, (f"{edgetpu_library()} was not found: install the Edge TPU runtime "
                        "(https://coral.ai/docs/accelerator/get-started/), or use --device cpu.")
-    probe = delegates.get(option or "edgetpu", {})
+    probe = delegates.get(_label(option), {})
     if probe.get("loaded"):
         return True, f"the Edge TPU at {config.device!r} loads and runs a model."
     return False, f"{config.device} cannot be used: {probe.get('error', 'not probed')} {device_hint(option)}"
@@ -103,7 +108,7 @@ def diagnose(config: DoctorConfig = DoctorConfig()) -> dict:
     delegates = {}
     if library["found"]:
         for spec in _specs(parse_device(config.device), devices):
-            delegates[spec or "edgetpu"] = _probe(["delegate", edgetpu_library(), spec], config.probe_timeout_s)
+            delegates[_label(spec)] = _probe(["delegate", edgetpu_library(), spec], config.probe_timeout_s)
     issues = known_issues(system["ai_edge_litert"] or "", system["machine"], library["found"])
     usable, reason = _verdict(config, system, library, delegates)
     return {
