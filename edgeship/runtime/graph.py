@@ -86,7 +86,7 @@ class Graph:
     outputs: tuple[int, ...]
     description: str = ""
     # Constant tensor data by buffer index, for rules that look at values (zero padding, alphas).
-    buffers: tuple[bytes, ...] = field(default=(), repr=False, compare=False)
+    buffers: tuple[memoryview, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def tensors(self) -> tuple[TensorInfo, ...]:
@@ -248,13 +248,14 @@ def _options(op) -> dict:
     return {k: v for k, v in vars(options).items() if not k.startswith("_")} if options is not None else {}
 
 
-def _buffer_bytes(data: bytes, buffer) -> bytes:
+def _buffer_bytes(data: bytes, buffer) -> memoryview:
+    """A view of one buffer's bytes (no copy: weights can be hundreds of megabytes)."""
     if buffer is None:
-        return b""
+        return memoryview(b"")
     if buffer.Offset():  # large models keep weights outside the flatbuffer, at an absolute offset
-        return bytes(data[buffer.Offset(): buffer.Offset() + buffer.Size()])
+        return memoryview(data)[buffer.Offset(): buffer.Offset() + buffer.Size()]
     values = buffer.DataAsNumpy()
-    return b"" if isinstance(values, int) else values.tobytes()
+    return memoryview(b"") if isinstance(values, int) else memoryview(values)
 
 
 def _ints(values) -> tuple[int, ...]:
@@ -262,7 +263,7 @@ def _ints(values) -> tuple[int, ...]:
     return () if isinstance(values, int) else tuple(int(v) for v in values)
 
 
-def _tensor(tensor, index: int, buffers: tuple[bytes, ...] = ()) -> TensorInfo:
+def _tensor(tensor, index: int, buffers: tuple[memoryview, ...] = ()) -> TensorInfo:
     quantization = tensor.Quantization()
     scale: tuple[float, ...] = ()
     zero_point: tuple[int, ...] = ()
@@ -278,7 +279,7 @@ def _tensor(tensor, index: int, buffers: tuple[bytes, ...] = ()) -> TensorInfo:
         zero_point=zero_point,
         shape_signature=_ints(tensor.ShapeSignatureAsNumpy()),
         buffer=tensor.Buffer(),
-        constant=0 < tensor.Buffer() < len(buffers) and bool(buffers[tensor.Buffer()]),
+        constant=0 < tensor.Buffer() < len(buffers) and len(buffers[tensor.Buffer()]) > 0,
     )
 
 
