@@ -32,6 +32,7 @@ def test_doctor_cpu_exits_0_and_says_there_is_no_edgetpu():
     result = CliRunner().invoke(app, ["doctor"])
     assert result.exit_code == 0, result.output
     assert "libedgetpu: not found" in result.stdout and "Edge TPU devices: none seen" in result.stdout
+    assert "seen by the operating system (USB ids, /dev/apex_N): none" in result.stdout
     assert "ai-edge-litert: " in result.stdout and result.stdout.rstrip().splitlines()[-1].startswith("OK")
 
 

@@ -143,6 +143,7 @@ def test_custom_op_is_counted_by_its_custom_code():
 def test_an_already_compiled_model_is_refused():
     report = predict_mapping(CORAL / "mobilenet_v1_0.25_128_quant_edgetpu.tflite")
     assert not report.compilable and "already compiled" in report.problems[0]
+    assert report.notes == ("compiled file: 1 Edge TPU segment(s); on the CPU: nothing.",)
 
 
 def test_inspect_edgetpu_json_and_text(tmp_path):

@@ -23,6 +23,7 @@ import subprocess
 import sys
 from dataclasses import dataclass
 from importlib import metadata
+from pathlib import Path
 
 from edgeship.edgetpu.compat import PAIRINGS, known_issues
 from edgeship.errors import ConfigError
@@ -70,6 +71,24 @@ def _probe(args: list[str], timeout: float, python_args: tuple[str, ...] = ("-m"
         return {"error": f"the probe failed (exit {done.returncode}): {tail}"}
 
 
+# USB ids of the Coral USB Accelerator before and after the runtime loads its firmware.
+_USB_IDS = {("1a6e", "089a"): "Global Unichip (no firmware yet)", ("18d1", "9302"): "Google (firmware loaded)"}
+
+
+def _devices_from_system() -> list[dict]:
+    """Edge TPUs the operating system sees, with or without libedgetpu (Linux sysfs, /dev/apex_N)."""
+    found = []
+    for device in sorted(Path("/sys/bus/usb/devices").glob("*")):
+        try:
+            ids = ((device / "idVendor").read_text().strip(), (device / "idProduct").read_text().strip())
+        except OSError:
+            continue
+        if ids in _USB_IDS:
+            found.append({"type": "usb", "path": f"/sys/bus/usb/devices/{device.name}", "state": _USB_IDS[ids]})
+    found += [{"type": "pci", "path": str(path)} for path in sorted(Path("/dev").glob("apex_*"))]
+    return found
+
+
 def _specs(device_option: str | None, devices: list[dict]) -> list[str]:
     specs = ["usb", "pci", "usb:0", "pci:0"]
     for kind in ("usb", "pci"):
@@ -84,14 +103,15 @@ def _label(option: str) -> str:
     return f"edgetpu{option}" if option[:1] in ("", ":") else option
 
 
-def _verdict(config: DoctorConfig, system: dict, library: dict, delegates: dict) -> tuple[bool, str]:
+def _verdict(config: DoctorConfig, system: dict, library: dict, delegates: dict, seen: list[dict]) -> tuple[bool, str]:
     option = parse_device(config.device)
     if system["ai_edge_litert"] is None:
         return False, "ai-edge-litert is not installed: pip install ai-edge-litert."
     if option is None:
         return True, "the CPU is usable (LiteRT is installed)."
     if not library.get("found"):
-        return False, (f"{edgetpu_library()} was not found: install the Edge TPU runtime "
+        plugged = f"an Edge TPU is attached ({seen[0]['type']}) but " if seen else ""
+        return False, (f"{plugged}{edgetpu_library()} was not found: install the Edge TPU runtime "
                        "(https://coral.ai/docs/accelerator/get-started/), or use --device cpu.")
     probe = delegates.get(_label(option), {})
     if probe.get("loaded"):
@@ -110,10 +130,12 @@ def diagnose(config: DoctorConfig = DoctorConfig()) -> dict:
         for spec in _specs(parse_device(config.device), devices):
             delegates[_label(spec)] = _probe(["delegate", edgetpu_library(), spec], config.probe_timeout_s)
     issues = known_issues(system["ai_edge_litert"] or "", system["machine"], library["found"])
-    usable, reason = _verdict(config, system, library, delegates)
+    seen_by_system = _devices_from_system()
+    usable, reason = _verdict(config, system, library, delegates, seen_by_system)
     return {
         "device": config.device, "usable": usable, "reason": reason, "system": system,
-        "libedgetpu": {"name": edgetpu_library(), **library}, "edgetpu_devices": devices, "delegates": delegates,
+        "libedgetpu": {"name": edgetpu_library(), **library}, "edgetpu_devices": devices,
+        "devices_seen_by_system": seen_by_system, "delegates": delegates,
         "known_issues": [issue.summary for issue in issues],
         "pairings": [{"libedgetpu": p.libedgetpu, "runtimes": p.runtimes, "source": p.source} for p in PAIRINGS],
     }
@@ -130,6 +152,8 @@ def render_doctor(report: dict) -> str:
         lines.append(f"libedgetpu: not found ({library['name']}); no Edge TPU can be used here")
     seen = ", ".join(f"{d['type']} {d['path']}" for d in report["edgetpu_devices"])
     lines.append(f"Edge TPU devices: {seen or 'none seen'}")
+    system_seen = ", ".join(f"{d['type']} {d['path']} {d.get('state', '')}".strip() for d in report["devices_seen_by_system"])
+    lines.append(f"seen by the operating system (USB ids, /dev/apex_N): {system_seen or 'none'}")
     for spec, probe in report["delegates"].items():
         lines.append(f"delegate {spec}: " + ("loads" if probe.get("loaded") else f"fails: {probe.get('error')}"))
     lines += [f"known issue: {summary}" for summary in report["known_issues"]]

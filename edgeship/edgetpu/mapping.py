@@ -213,6 +213,10 @@ def _runtime(graph: Graph, placements: list[OpPlacement], verdicts: list[Verdict
 
 
 def _notes(graph: Graph, placements: list[OpPlacement]) -> list[str]:
+    if graph.is_edgetpu_compiled:
+        done = compiled_mapping(graph)
+        cpu = ", ".join(f"{k} x{v}" for k, v in done["on_cpu"].items()) or "nothing"
+        return [f"compiled file: {done['num_edgetpu_segments']} Edge TPU segment(s); on the CPU: {cpu}."]
     notes = []
     body, _ = _float_body_ops(graph)
     if body:
