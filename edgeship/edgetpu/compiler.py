@@ -23,7 +23,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from edgeship.edgetpu.mapping import compiled_mapping, predict_mapping, render_rows
+from edgeship.edgetpu.mapping import compiled_mapping, predict_mapping
 from edgeship.edgetpu.rules import STATUS_MAPPED
 from edgeship.errors import CompileError, CompilerNotFoundError, ConfigError
 from edgeship.runtime.files import atomic_write_bytes, atomic_write_text
@@ -228,4 +228,16 @@ def render_comparison(result: dict) -> str:
         lines += ["", "The prediction disagrees with the compiler:"] + [f"  {d}" for d in result["disagreements"]]
     else:
         lines += ["", "The prediction agrees with the compiler."]
-    return "\n".join(lines + ["", "Compiler's operation log:", render_rows(actual["rows"])])
+    return "\n".join(lines + ["", "Operation log, predicted and the compiler's:", _side_by_side(predicted["ops"], actual["rows"])])
+
+
+def _side_by_side(predicted: list[dict], actual: list[dict]) -> str:
+    """One line per (operator, status) of either log, with both counts."""
+    counts: dict[tuple[str, str], list[int]] = {}
+    for column, rows in enumerate((predicted, actual)):
+        for row in rows:
+            counts.setdefault((row["operator"], row["status"]), [0, 0])[column] += row["count"]
+    lines = [f"{'Operator':<30} {'predicted':>9} {'compiler':>9}  Status"]
+    for (operator, status), (want, got) in counts.items():
+        lines.append(f"{operator:<30} {want:>9} {got:>9}  {status}" + ("" if want == got else "   <- differs"))
+    return "\n".join(lines)
