@@ -126,3 +126,14 @@ def test_compiled_model_runs_on_a_real_edgetpu():
     rows = benchmark_models([CORAL / "mobilenet_v1_0.25_128_quant_edgetpu.tflite"],
                             BenchConfig(num_runs=5, device="edgetpu"))
     assert rows[0]["device"] == "edgetpu" and rows[0]["first_inference_ms"] > rows[0]["median_ms"] > 0
+
+
+def test_invoke_error_names_the_device_and_what_to_check():
+    from edgeship.errors import ModelFormatError
+    from edgeship.runtime.device import invoke_error
+
+    on_usb = invoke_error("m.tflite", "usb:0", RuntimeError("Failed to execute request\nNode number 0 failed"))
+    assert isinstance(on_usb, DelegateError) and "\n" not in str(on_usb)
+    assert "unplugged or be under-powered" in str(on_usb) and "plugdev" in str(on_usb)
+    on_cpu = invoke_error("m.tflite", "cpu", RuntimeError("gather index out of bounds"))
+    assert isinstance(on_cpu, ModelFormatError) and "gather index out of bounds" in str(on_cpu)

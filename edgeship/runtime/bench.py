@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgeship.errors import ConfigError, DelegateError, EdgeshipError, ModelFormatError
-from edgeship.runtime.device import device_hint, interpreter_for_graph, parse_device
+from edgeship.errors import ConfigError, EdgeshipError
+from edgeship.runtime.device import interpreter_for_graph, invoke_error, parse_device
 from edgeship.runtime.graph import parse_graph, read_model_bytes
 
 __all__ = ["BenchConfig", "benchmark", "benchmark_models", "peak_memory_mb"]
@@ -103,7 +103,7 @@ def benchmark(path: str | os.PathLike, config: BenchConfig = BenchConfig()) -> d
     try:
         first_ms, times = _time_invokes(interpreter.invoke, config)
     except (RuntimeError, ValueError) as e:
-        raise _invoke_error(path, ran_on, e) from e
+        raise invoke_error(path, ran_on, e) from e
     return {
         "model": str(path),
         "size_bytes": os.path.getsize(path),
@@ -141,16 +141,6 @@ def _time_invokes(invoke, config: BenchConfig) -> tuple[float, np.ndarray]:
         invoke()
         times[i] = clock() - start
     return first_ms, times * 1000
-
-
-def _invoke_error(path, device: str, error: Exception) -> EdgeshipError:
-    reason = " ".join(str(error).split())[:300]
-    if device == "cpu":
-        return ModelFormatError(f"Invoking {path} failed: {reason}.")
-    return DelegateError(
-        f"Invoking {path} on the Edge TPU ({device}) failed: {reason}. The device may have been unplugged or be "
-        f"under-powered. {device_hint(parse_device(device) or '')}"
-    )
 
 
 def benchmark_models(

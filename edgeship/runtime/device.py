@@ -17,11 +17,11 @@ import os
 import platform
 import re
 
-from edgeship.errors import ConfigError, DelegateError, ModelFormatError
+from edgeship.errors import ConfigError, DelegateError, EdgeshipError, ModelFormatError
 from edgeship.runtime.graph import EDGETPU_CUSTOM_OP, Graph, parse_graph, read_model_bytes
 
 __all__ = [
-    "DEVICE_HINTS", "device_hint", "edgetpu_library", "load_edgetpu_delegate", "make_interpreter",
+    "DEVICE_HINTS", "device_hint", "edgetpu_library", "invoke_error", "load_edgetpu_delegate", "make_interpreter",
     "interpreter_for_graph", "parse_device",
 ]
 
@@ -204,3 +204,16 @@ def _delegate_failure(name: str, error: Exception) -> DelegateError:
                          "Run `edgeship doctor` to check the set-up, or pass --device cpu.")
 
 
+
+
+def invoke_error(name, device: str, error: Exception) -> EdgeshipError:
+    """A clear error for a failed ``invoke()``: on an Edge TPU usually the device itself
+    (unplugged, under-powered), on the CPU the model."""
+    reason = " ".join(str(error).split())[:300]
+    option = parse_device(device)
+    if option is None:
+        return ModelFormatError(f"Invoking {name} failed: {reason}.")
+    return DelegateError(
+        f"Invoking {name} on the Edge TPU ({device}) failed: {reason}. The device may have been unplugged or be "
+        f"under-powered. {device_hint(option)}"
+    )
