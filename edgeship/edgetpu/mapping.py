@@ -5,6 +5,8 @@ such as the QUANTIZE of a float input or a CAST of an input, run on the CPU befo
 from the first op it cannot map inside the model on, every op that depends on that op runs on
 the CPU too, even ops the Edge TPU supports (log status "More than one subgraph is not
 supported"). Coral describes this at https://coral.ai/docs/edgetpu/models-intro/#compiling.
+The cut follows dependencies, not file order: in Coral's compiled MoveNet, ops stored after the
+first CPU op but independent of it are still on the Edge TPU.
 
 Some models cannot be compiled at all: not quantized (no op computes on 8-bit integers),
 sizes unknown until run time, more than one subgraph, or already compiled. A float op inside an
