@@ -1,4 +1,4 @@
-"""`edgeship doctor` on this machine (no Edge TPU here), the known-issue table, and on real
+"""`edgeship doctor` on this machine (no Edge TPU here), the table of known-bad combinations, and on real
 hardware where it is present (marked edgetpu)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import pytest
 from typer.testing import CliRunner
 
 from edgeship.cli import app
-from edgeship.edgetpu.compat import KNOWN_ISSUES, known_issues
+from edgeship.edgetpu.compat import KNOWN_BAD, known_bad
 from edgeship.edgetpu.doctor import DoctorConfig, _probe, diagnose
 from edgeship.errors import ConfigError
 from edgeship.runtime.device import edgetpu_library
@@ -70,14 +70,14 @@ def test_a_hanging_probe_times_out():
     ("1.4.0", "aarch64", False), ("2.3.0", "x86_64", False),
 ])
 def test_known_bad_litert_on_pi4_class_arm(version, machine, expected):
-    summaries = [issue.summary for issue in known_issues(version, machine)]
+    summaries = [bad.summary for bad in known_bad(version, machine)]
     assert any("Cortex-A72" in s for s in summaries) is expected
 
 
 def test_stock_libedgetpu_warning_only_where_a_libedgetpu_is_installed():
-    assert not any("stock libedgetpu" in i.summary for i in known_issues("2.3.0", "x86_64", libedgetpu_found=False))
-    assert any("stock libedgetpu" in i.summary for i in known_issues("2.3.0", "x86_64", libedgetpu_found=True))
-    assert all(len(issue.summary.splitlines()) == 1 for issue in KNOWN_ISSUES)
+    assert not any("stock libedgetpu" in b.summary for b in known_bad("2.3.0", "x86_64", libedgetpu_found=False))
+    assert any("stock libedgetpu" in b.summary for b in known_bad("2.3.0", "x86_64", libedgetpu_found=True))
+    assert all(len(bad.summary.splitlines()) == 1 for bad in KNOWN_BAD)
 
 
 @pytest.mark.edgetpu

@@ -10,7 +10,7 @@ release close the gap, e.g. github.com/feranick/libedgetpu, whose release notes 
 build the tflite_runtime range it works with.
 
 Example:
-    >>> [issue.summary for issue in known_issues("2.3.0", "aarch64")][:1]  # doctest: +ELLIPSIS
+    >>> [bad.summary for bad in known_bad("2.3.0", "aarch64")][:1]  # doctest: +ELLIPSIS
     ['ai-edge-litert 2.2.0 and 2.3.0 crash under a Cortex-A72 (Raspberry Pi 4) emulation...']
 """
 
@@ -19,7 +19,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-__all__ = ["KNOWN_ISSUES", "PAIRINGS", "KnownIssue", "Pairing", "known_issues", "parse_version"]
+__all__ = ["KNOWN_BAD", "PAIRINGS", "KnownBad", "Pairing", "known_bad", "parse_version"]
 
 
 @dataclass(frozen=True)
@@ -45,7 +45,7 @@ PAIRINGS: tuple[Pairing, ...] = (
 
 
 @dataclass(frozen=True)
-class KnownIssue:
+class KnownBad:
     """An (ai-edge-litert version range, CPU architecture) combination that is known to fail."""
 
     min_version: tuple[int, ...]
@@ -59,11 +59,11 @@ class KnownIssue:
         return in_range and (not self.machines or machine.lower() in self.machines)
 
 
-KNOWN_ISSUES: tuple[KnownIssue, ...] = (
-    KnownIssue((2, 2), (2, 3), ("aarch64", "arm64"),
+KNOWN_BAD: tuple[KnownBad, ...] = (
+    KnownBad((2, 2), (2, 3), ("aarch64", "arm64"),
                "ai-edge-litert 2.2.0 and 2.3.0 crash under a Cortex-A72 (Raspberry Pi 4) emulation while "
                "1.4.0 - 2.1.6 work (under investigation): on a Pi 4, pin ai-edge-litert<2.2 until it is resolved."),
-    KnownIssue((1, 2), (99,), (),
+    KnownBad((1, 2), (99,), (),
                "Coral's stock libedgetpu 16.0 is built against the TensorFlow Lite ABI of 2021 and crashes inside "
                "Interpreter() with current ai-edge-litert releases: install a libedgetpu built for this "
                "ai-edge-litert's TensorFlow version (see `edgeship doctor` pairings).", needs_libedgetpu=True),
@@ -81,8 +81,8 @@ def parse_version(text: str) -> tuple[int, ...]:
     return tuple(int(part) for part in match.group(0).split(".")) if match else ()
 
 
-def known_issues(litert_version: str, machine: str, libedgetpu_found: bool = False) -> list[KnownIssue]:
-    """The known issues that apply to this ai-edge-litert version on this architecture."""
+def known_bad(litert_version: str, machine: str, libedgetpu_found: bool = False) -> list[KnownBad]:
+    """The known-bad combinations that apply to this ai-edge-litert version on this architecture."""
     version = parse_version(litert_version)
-    return [issue for issue in KNOWN_ISSUES if version and issue.applies(version, machine)
-            and (libedgetpu_found or not issue.needs_libedgetpu)]
+    return [bad for bad in KNOWN_BAD if version and bad.applies(version, machine)
+            and (libedgetpu_found or not bad.needs_libedgetpu)]

@@ -25,7 +25,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
 
-from edgeship.edgetpu.compat import PAIRINGS, known_issues
+from edgeship.edgetpu.compat import PAIRINGS, known_bad
 from edgeship.errors import ConfigError
 from edgeship.runtime.device import device_hint, edgetpu_library, parse_device
 
@@ -129,14 +129,14 @@ def diagnose(config: DoctorConfig = DoctorConfig()) -> dict:
     if library["found"]:
         for spec in _specs(parse_device(config.device), devices):
             delegates[_label(spec)] = _probe(["delegate", edgetpu_library(), spec], config.probe_timeout_s)
-    issues = known_issues(system["ai_edge_litert"] or "", system["machine"], library["found"])
+    bad = known_bad(system["ai_edge_litert"] or "", system["machine"], library["found"])
     seen_by_system = _devices_from_system()
     usable, reason = _verdict(config, system, library, delegates, seen_by_system)
     return {
         "device": config.device, "usable": usable, "reason": reason, "system": system,
         "libedgetpu": {"name": edgetpu_library(), **library}, "edgetpu_devices": devices,
         "devices_seen_by_system": seen_by_system, "delegates": delegates,
-        "known_issues": [issue.summary for issue in issues],
+        "known_bad": [entry.summary for entry in bad],
         "pairings": [{"libedgetpu": p.libedgetpu, "runtimes": p.runtimes, "source": p.source} for p in PAIRINGS],
     }
 
@@ -156,8 +156,8 @@ def render_doctor(report: dict) -> str:
     lines.append(f"seen by the operating system (USB ids, /dev/apex_N): {system_seen or 'none'}")
     for spec, probe in report["delegates"].items():
         lines.append(f"delegate {spec}: " + ("loads" if probe.get("loaded") else f"fails: {probe.get('error')}"))
-    lines += [f"known issue: {summary}" for summary in report["known_issues"]]
-    if report["device"] != "cpu" or report["known_issues"]:
+    lines += [f"known bad: {summary}" for summary in report["known_bad"]]
+    if report["device"] != "cpu" or report["known_bad"]:
         lines.append("libedgetpu / LiteRT pairings:")
         lines += [f"  {p['libedgetpu']}: {p['runtimes']} ({p['source']})" for p in report["pairings"]]
     lines.append(f"{'OK' if report['usable'] else 'NOT USABLE'}: {report['reason']}")
