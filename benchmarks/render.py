@@ -25,6 +25,7 @@ TITLES = {
     "throughput": "Folder throughput: `predict` / `eval` vs invoke-only",
     "input_pipeline": "Training input pipeline vs in-memory tensors",
     "keras_vs_tflite": "Float Keras model vs the shipped TFLite variants",
+    "edgetpu_mapping": "Edge TPU mapping: predicted offline vs Google's compiler",
 }
 
 

@@ -22,12 +22,13 @@ import typer
 from typer.core import TyperGroup
 
 from edgeship.config import field_help, field_type, option
-from edgeship.errors import EXIT_ERROR, EXIT_GATE_FAILED, EXIT_USAGE, EdgeshipError
+from edgeship.errors import EXIT_COMPILER_NOT_FOUND, EXIT_ERROR, EXIT_GATE_FAILED, EXIT_USAGE, EdgeshipError
 
 EXIT_CODES_HELP = (
     f"Exit codes, the same for every command: 0 success; {EXIT_ERROR} the work could not be done (bad data, "
     f"a damaged model, a missing device); {EXIT_USAGE} the command line is wrong; {EXIT_GATE_FAILED} the "
-    "quantized model failed the quality gate (validate, run with a gate)."
+    f"quantized model failed the quality gate (validate, run with a gate); {EXIT_COMPILER_NOT_FOUND} the Edge TPU "
+    "compiler is not installed (compile, export --formats ...,edgetpu)."
 )
 
 
@@ -167,6 +168,11 @@ def export(
 
     report = run_export(load_export_config(config, **_pick(flags, ExportConfig), run_dir=str(run_dir)))
     typer.echo(json.dumps(dict(report), indent=2) if as_json else render_markdown(report))
+    compiled = report.get("edgetpu") or {}
+    if compiled.get("error"):  # the other variants are written; the exit code tells CI what is missing
+        from edgeship.errors import CompileError, CompilerNotFoundError
+
+        raise (CompilerNotFoundError if compiled["compiler_missing"] else CompileError)(compiled["error"])
 
 
 def _run_group():
@@ -214,8 +220,9 @@ def run_all(
 class LoadOptions:
     """How the runtime commands load a model: the same options, names and defaults in each."""
 
-    device: str = option("cpu", "cpu | edgetpu | usb | usb:N | pci | pci:N.")
-    threads: Optional[int] = option(None, "CPU threads for the interpreter [LiteRT's default].", int)
+    device: str = option("cpu", "cpu | edgetpu | edgetpu:N | usb | usb:N | pci | pci:N.")
+    threads: Optional[int] = option(None, "CPU threads for the interpreter [LiteRT's default: 1 thread in LiteRT "
+                                          "2.x].", int)
     labels: Optional[str] = option(None, "Label file (one per line, or '<index> <label>'); overrides embedded "
                                          "labels.", str)
     resize: Optional[str] = option(None, "bilinear | nearest | area [the model file's, else bilinear].", str)
@@ -393,6 +400,7 @@ def bench(
 @app.command(name="inspect")
 def inspect_file(
     model: Path = typer.Argument(..., help="A .tflite file."),
+    edgetpu: bool = typer.Option(False, "--edgetpu", help="Predict the Edge TPU compiler's op mapping, offline."),
     as_json: bool = _JSON,
 ) -> None:
     """Tensors, quantization, ops, full-integer and Edge TPU readiness, labels and manifest."""
@@ -400,7 +408,54 @@ def inspect_file(
     from edgeship.runtime.render import inspect_text
 
     info = inspect_model(model)
-    typer.echo(json.dumps(info, indent=2) if as_json else inspect_text(info))
+    if edgetpu:
+        from edgeship.edgetpu.mapping import predict_mapping, render_mapping
+
+        info["edgetpu"] = predict_mapping(model).to_dict()
+    text = inspect_text(info) + ("\n\n" + render_mapping(info["edgetpu"]) if edgetpu else "")
+    typer.echo(json.dumps(info, indent=2) if as_json else text)
+
+
+@app.command(name="compile")
+def compile_file(
+    model: Path = typer.Argument(..., help="A full-integer .tflite file."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", help="Where to write <name>_edgetpu.tflite and its log "
+                                                                   "[beside MODEL]."),
+    min_runtime_version: Optional[int] = typer.Option(
+        None, "--min-runtime-version", "-m", help="Oldest Edge TPU runtime the output must run on, 10-14 (the "
+                                                  "compiler's -m) [the compiler's own]."),
+    as_json: bool = _JSON,
+) -> None:
+    """Compile for the Edge TPU with edgetpu_compiler; predicted and actual mapping side by side.
+    Exit 4 when the compiler is not installed (the offline prediction is printed instead)."""
+    from edgeship.edgetpu.compiler import compile_model, render_comparison
+    from edgeship.edgetpu.mapping import predict_mapping, render_mapping
+    from edgeship.errors import CompilerNotFoundError
+
+    try:
+        result = compile_model(model, out_dir, min_runtime_version)
+    except CompilerNotFoundError:
+        predicted = predict_mapping(model).to_dict()
+        typer.echo(json.dumps({"model": str(model), "compiled": False, "predicted": predicted}, indent=2)
+                   if as_json else render_mapping(predicted))
+        raise
+    typer.echo(json.dumps(result, indent=2) if as_json else render_comparison(result))
+
+
+@app.command()
+def doctor(
+    device: str = typer.Option("cpu", "--device", help="The device you mean to use: cpu | edgetpu | edgetpu:N | "
+                                                       "usb[:N] | pci[:N]."),
+    as_json: bool = _JSON,
+) -> None:
+    """Check this machine before the first run: OS, Python, LiteRT, libedgetpu, Edge TPUs, delegates.
+    Exit 1 when the requested device cannot be used."""
+    from edgeship.edgetpu.doctor import DoctorConfig, diagnose, render_doctor
+
+    report = diagnose(DoctorConfig(device=device))
+    typer.echo(json.dumps(report, indent=2) if as_json else render_doctor(report))
+    if not report["usable"]:
+        raise typer.Exit(EXIT_ERROR)
 
 
 def main() -> None:

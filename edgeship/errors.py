@@ -5,10 +5,13 @@ error's ``exit_code``; anything else is a bug and keeps its traceback.
 """
 
 __all__ = [
+    "EXIT_COMPILER_NOT_FOUND",
     "EXIT_ERROR",
     "EXIT_GATE_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "CompileError",
+    "CompilerNotFoundError",
     "ConfigError",
     "DataError",
     "DelegateError",
@@ -22,6 +25,7 @@ EXIT_OK = 0
 EXIT_ERROR = 1          # the work could not be done: bad data, a damaged model, a missing device
 EXIT_USAGE = 2          # the command line is wrong (click's convention for usage errors)
 EXIT_GATE_FAILED = 3    # the work was done and the model fell short of the quality gate
+EXIT_COMPILER_NOT_FOUND = 4  # edgetpu_compiler is not installed here; the offline prediction stood in
 
 
 class EdgeshipError(Exception):
@@ -48,3 +52,13 @@ class DelegateError(EdgeshipError, RuntimeError):
 
 class RunBusyError(EdgeshipError, RuntimeError):
     """Another process is training or exporting the same run directory."""
+
+
+class CompileError(EdgeshipError, RuntimeError):
+    """The Edge TPU compiler ran and refused the model, or failed."""
+
+
+class CompilerNotFoundError(EdgeshipError, RuntimeError):
+    """``edgetpu_compiler`` is not installed here; the offline prediction stands in for it."""
+
+    exit_code = EXIT_COMPILER_NOT_FOUND

@@ -191,6 +191,8 @@ from typer.testing import CliRunner
 from edgeship.cli import app
 runner = CliRunner()
 for args in (["inspect", {str(models["float"])!r}],
+             ["inspect", {str(models["uint8"])!r}, "--edgetpu"],
+             ["doctor"],
              ["predict", {str(models["uint8"])!r}, {str(data)!r}],
              ["eval", {str(models["float"])!r}, {str(data)!r}],
              ["validate", {str(models["uint8"])!r}, "--run", {str(run_dir)!r}],

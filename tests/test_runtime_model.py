@@ -15,7 +15,7 @@ from edgeship.runtime import get_classes, is_full_integer, load_model, predict, 
 from edgeship.runtime.graph import TensorInfo, float_tensors, parse_graph
 from edgeship.runtime.labels import parse_labels
 from edgeship.runtime.manifest import strip_embedded
-from edgeship.runtime.device import load_edgetpu_delegate, parse_device
+from edgeship.runtime.device import edgetpu_library, load_edgetpu_delegate, parse_device
 from edgeship.runtime.input_feed import make_input_feed
 
 from conftest import CORAL
@@ -91,7 +91,7 @@ def test_edgetpu_delegate_gets_pycoral_style_options(monkeypatch):
     monkeypatch.setattr("edgeship.runtime.device.ctypes.CDLL", lambda name: None)
     monkeypatch.setattr(litert, "load_delegate", lambda library, options=None: calls.append((library, options)) or "d")
     assert load_edgetpu_delegate("usb:1") == "d"
-    assert calls == [("libedgetpu.so.1", {"device": "usb:1"})]
+    assert calls == [(edgetpu_library(), {"device": "usb:1"})]
 
     def fail(library, options=None):
         raise ValueError("Failed to load delegate from libedgetpu.so.1")

@@ -14,7 +14,7 @@ from typing import Any
 from edgeship.config import option
 from edgeship.errors import ConfigError
 
-__all__ = ["FILE_NAMES", "FORMATS", "FULL_INTEGER", "IO_TYPES", "ExportConfig", "load_export_config"]
+__all__ = ["EDGETPU", "FILE_NAMES", "FORMATS", "FULL_INTEGER", "IO_TYPES", "ExportConfig", "load_export_config"]
 
 INT8 = "int8"            # quantization-aware trained, full integer (Edge TPU ready)
 INT8_PTQ = "int8-ptq"    # post-training full integer, calibrated on the train split
@@ -22,6 +22,7 @@ FLOAT16 = "float16"      # float16 weights, float compute
 DYNAMIC = "dynamic"      # int8 weights, float activations (dynamic-range)
 FLOAT32 = "float32"      # the float model as it is
 FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32)
+EDGETPU = "edgetpu"      # not a conversion: model_int8.tflite compiled by edgetpu_compiler, on request only
 FULL_INTEGER = (INT8, INT8_PTQ)
 IO_TYPES = ("uint8", "int8")
 FILE_NAMES = {
@@ -36,7 +37,8 @@ FILE_NAMES = {
 @dataclass(frozen=True)
 class ExportConfig:
     run_dir: str = option("", "A run directory written by `edgeship train`.")
-    formats: tuple[str, ...] = option(FORMATS, f"Comma-separated variants: {', '.join(FORMATS)}.")
+    formats: tuple[str, ...] = option(FORMATS, f"Comma-separated variants: {', '.join(FORMATS)}; add {EDGETPU} to "
+                                                 "compile int8 for the Edge TPU (needs edgetpu_compiler).")
     io: str = option("uint8", "Input/output type of full-integer models: uint8 (raw pixels) | int8.")
     # Short: QAT adapts the weights to the int8 grid, it does not retrain.
     qat_epochs: int = option(3, "Quantization-aware training epochs (0: calibration only).")
@@ -51,11 +53,13 @@ class ExportConfig:
 
     def __post_init__(self) -> None:
         formats = tuple(self.formats)
-        unknown = [f for f in formats if f not in FORMATS]
+        unknown = [f for f in formats if f not in FORMATS + (EDGETPU,)]
         if unknown or not formats:
             raise ConfigError(
-                f"`formats` must be a non-empty subset of {', '.join(FORMATS)}; received {', '.join(formats) or 'none'}."
+                f"`formats` must be a non-empty subset of {', '.join(FORMATS + (EDGETPU,))}; received {', '.join(formats) or 'none'}."
             )
+        if EDGETPU in formats and INT8 not in formats:
+            raise ConfigError("The edgetpu format compiles model_int8.tflite: add int8 to `formats` (e.g. int8,edgetpu).")
         object.__setattr__(self, "formats", formats)
         if self.io not in IO_TYPES:
             raise ConfigError(f"`io` must be one of {', '.join(IO_TYPES)}; received io={self.io!r}.")

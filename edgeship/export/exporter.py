@@ -18,7 +18,8 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeship.export.config import FILE_NAMES, FULL_INTEGER, INT8, INT8_PTQ, ExportConfig
+from edgeship.edgetpu.reporting import compile_variant, variant_mapping
+from edgeship.export.config import EDGETPU, FILE_NAMES, FULL_INTEGER, INT8, INT8_PTQ, ExportConfig
 from edgeship.export.convert import convert
 from edgeship.export.int8_choice import choose_int8
 from edgeship.export.qat import fit_qat
@@ -95,7 +96,7 @@ def _representative(run: _Run, config: ExportConfig):
 def _convert_variants(run: _Run, config: ExportConfig, staging: Path) -> tuple[dict[str, bytes], dict]:
     """Every requested flatbuffer; for int8, QAT and post-training int8 are both built and the
     one :func:`choose_int8` picks on the validation split ships."""
-    wanted = list(config.formats)
+    wanted = [kind for kind in config.formats if kind != EDGETPU]  # edgetpu compiles int8 afterwards
     representative = _representative(run, config)
     plain = [k for k in wanted if k not in FULL_INTEGER] + ([INT8_PTQ] if set(FULL_INTEGER) & set(wanted) else [])
     built: dict[str, bytes] = {}
@@ -147,7 +148,7 @@ def _write_and_score(run: _Run, built: dict[str, bytes], notes: dict, config: Ex
     float_top = np.argmax(run.float_test, axis=1)
     predictions = {"targets": targets.tolist(), "float_keras": float_top.tolist()}
     variants: dict[str, dict] = {}
-    for kind in config.formats:
+    for kind in (k for k in config.formats if k != EDGETPU):
         extra = {k: notes[k] for k in ("int8_source", "int8_choice_reason")} if kind == INT8 and notes else {}
         data_bytes = run.file_bytes(kind, built[kind], **extra)
         path = atomic_write_bytes(staging / FILE_NAMES[kind], data_bytes)
@@ -160,6 +161,8 @@ def _write_and_score(run: _Run, built: dict[str, bytes], notes: dict, config: Ex
             "delta_pp": 100 * (accuracy - run.float_test_accuracy), "agreement": float(np.mean(top == float_top)),
             "mean_latency_ms": latency_ms,
         }
+        if kind in FULL_INTEGER:
+            variants[kind]["edgetpu"] = variant_mapping(data_bytes, path.name)
         logger.info("%-9s test accuracy %.2f %%  agreement %.2f %%  %.1f KiB  %.2f ms", kind, 100 * accuracy,
                     100 * variants[kind]["agreement"], len(data_bytes) / 1024, latency_ms)
     return variants, predictions
@@ -191,6 +194,8 @@ def export(config: ExportConfig) -> ExportResult:
                          "val_accuracy": float(np.mean(np.argmax(run.float_val, axis=1) == val_labels))},
             variants=variants, config=config.to_dict(), export_seconds=round(time.perf_counter() - start, 1), **notes,
         )
+        if EDGETPU in config.formats:
+            report["edgetpu"] = compile_variant(staging / FILE_NAMES[INT8])
         report.export_dir = run_dir.export_dir
         atomic_write_json(staging / run_dir.report_path.name, dict(report))
         atomic_write_text(staging / run_dir.report_markdown_path.name, render_markdown(report))

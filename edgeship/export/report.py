@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from edgeship.edgetpu.reporting import markdown_lines
+
 __all__ = ["render_markdown"]
 
 
@@ -34,5 +36,6 @@ def render_markdown(report: dict) -> str:
                     f"{k}: {100 * v['accuracy']:.2f} / {100 * v['agreement']:.2f} %" for k, v in history.items()
                 ) + f"; kept epoch {report.get('qat_best_epoch')}."
             )
+    lines += markdown_lines(report)
     lines += ["", f"Export took {report['export_seconds']:.0f} s."]
     return "\n".join(lines) + "\n"

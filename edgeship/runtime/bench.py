@@ -24,7 +24,8 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgeship.errors import ConfigError, EdgeshipError
-from edgeship.runtime.device import make_interpreter, parse_device
+from edgeship.runtime.device import interpreter_for_graph, invoke_error, parse_device
+from edgeship.runtime.graph import parse_graph, read_model_bytes
 
 __all__ = ["BenchConfig", "benchmark", "benchmark_models", "peak_memory_mb"]
 
@@ -75,8 +76,10 @@ def benchmark(path: str | os.PathLike, config: BenchConfig = BenchConfig()) -> d
     """Times one model. All times are in milliseconds.
 
     Returns:
-        ``model``, ``size_bytes``, ``device``, ``num_threads``, ``init_ms`` (read, check, build
-        and allocate), ``first_inference_ms``, ``median_ms``, ``mean_ms``, ``std_ms``,
+        ``model``, ``size_bytes``, ``device`` (where it ran: ``cpu`` for a model that is not
+        compiled for the Edge TPU, with a ``note``), ``num_threads``, ``init_ms`` (read, check,
+        build and allocate), ``first_inference_ms`` (on an Edge TPU: the upload of the model to
+        the device, reported apart from the steady state), ``median_ms``, ``mean_ms``, ``std_ms``,
         ``min_ms``, ``max_ms``, ``p90_ms``, ``p99_ms``, run counts, and ``peak_memory_mb``
         (this process's peak so far: with several models, a running maximum).
 
@@ -84,30 +87,29 @@ def benchmark(path: str | os.PathLike, config: BenchConfig = BenchConfig()) -> d
         ModelFormatError: see :func:`edgeship.runtime.device.make_interpreter`.
         DelegateError: see :func:`edgeship.runtime.device.make_interpreter`.
     """
+    data = read_model_bytes(path)
+    graph = parse_graph(data, str(path))
     start = time.perf_counter()
-    interpreter = make_interpreter(path, config.device, config.num_threads)
+    interpreter = interpreter_for_graph(data, graph, str(path), config.device, config.num_threads)
     init_ms = (time.perf_counter() - start) * 1000
+    # A model not compiled for the Edge TPU runs every op on the CPU whatever device was asked for.
+    asked_edgetpu = parse_device(config.device) is not None
+    on_edgetpu = asked_edgetpu and graph.is_edgetpu_compiled
+    ran_on = config.device if on_edgetpu else "cpu"
 
     rng = np.random.default_rng(config.seed)
     for detail in interpreter.get_input_details():
         interpreter.set_tensor(detail["index"], _fixed_input(detail, rng))
-
-    invoke, clock = interpreter.invoke, time.perf_counter
-    start = clock()
-    invoke()
-    first_ms = (clock() - start) * 1000
-    for _ in range(config.num_warmup_runs):
-        invoke()
-    times = np.empty(config.num_runs, dtype=np.float64)
-    for i in range(config.num_runs):
-        start = clock()
-        invoke()
-        times[i] = clock() - start
-    times *= 1000
+    try:
+        first_ms, times = _time_invokes(interpreter.invoke, config)
+    except (RuntimeError, ValueError) as e:
+        raise invoke_error(path, ran_on, e) from e
     return {
         "model": str(path),
         "size_bytes": os.path.getsize(path),
-        "device": config.device,
+        "device": ran_on,
+        "note": f"not compiled for the Edge TPU: ran on the CPU although {config.device} was asked for"
+        if asked_edgetpu and not on_edgetpu else "",
         "num_threads": config.num_threads,
         "init_ms": init_ms,
         "first_inference_ms": first_ms,
@@ -124,6 +126,23 @@ def benchmark(path: str | os.PathLike, config: BenchConfig = BenchConfig()) -> d
     }
 
 
+def _time_invokes(invoke, config: BenchConfig) -> tuple[float, np.ndarray]:
+    """The first invoke (on an Edge TPU: the model's upload to the device) apart, then the
+    steady state after warm-up, in milliseconds."""
+    clock = time.perf_counter
+    start = clock()
+    invoke()
+    first_ms = (clock() - start) * 1000
+    for _ in range(config.num_warmup_runs):
+        invoke()
+    times = np.empty(config.num_runs, dtype=np.float64)
+    for i in range(config.num_runs):
+        start = clock()
+        invoke()
+        times[i] = clock() - start
+    return first_ms, times * 1000
+
+
 def benchmark_models(
     paths: Sequence[str | os.PathLike],
     config: BenchConfig = BenchConfig(),
@@ -131,8 +150,8 @@ def benchmark_models(
 ) -> list[dict]:
     """Times several models one after another with the same settings.
 
-    A model that cannot run here (an Edge TPU build on the CPU, a corrupt file) gives a row
-    ``{"model", "error"}`` instead of stopping the others.
+    A model that cannot run here (an Edge TPU build on the CPU, a corrupt file, a device that
+    fails mid-run) gives a row ``{"model", "error"}`` instead of stopping the others.
 
     Example:
         >>> rows = benchmark_models(["int8.tflite", "fp16.tflite"], BenchConfig(num_runs=50))  # doctest: +SKIP

@@ -1,11 +1,12 @@
 """Where a model runs: the device grammar, the Edge TPU delegate, and a checked interpreter.
 
 Device strings follow pycoral's grammar: ``cpu``, ``edgetpu`` (the first Edge TPU found),
-``usb``, ``usb:N``, ``pci``, ``pci:N``.
+``edgetpu:N`` (the N-th Edge TPU of any type, pycoral's ``:N``), ``usb``, ``usb:N``, ``pci``,
+``pci:N``.
 
 Example:
-    >>> parse_device("usb:1"), parse_device("cpu")
-    ('usb:1', None)
+    >>> parse_device("usb:1"), parse_device("edgetpu:1"), parse_device("cpu")
+    ('usb:1', ':1', None)
 """
 
 from __future__ import annotations
@@ -16,16 +17,34 @@ import os
 import platform
 import re
 
-from edgeship.errors import ConfigError, DelegateError, ModelFormatError
+from edgeship.errors import ConfigError, DelegateError, EdgeshipError, ModelFormatError
 from edgeship.runtime.graph import EDGETPU_CUSTOM_OP, Graph, parse_graph, read_model_bytes
 from edgeship.runtime.native_stderr import filtered_native_stderr
 
-__all__ = ["edgetpu_library", "load_edgetpu_delegate", "make_interpreter", "interpreter_for_graph", "parse_device"]
+__all__ = [
+    "DEVICE_HINTS", "device_hint", "edgetpu_library", "invoke_error", "load_edgetpu_delegate", "make_interpreter",
+    "interpreter_for_graph", "parse_device",
+]
 
 logger = logging.getLogger(__name__)
 
 _EDGETPU_LIBRARIES = {"Linux": "libedgetpu.so.1", "Darwin": "libedgetpu.1.dylib", "Windows": "edgetpu.dll"}
 _DEVICE_PATTERN = re.compile(r"^(cpu|edgetpu|usb|pci)(?::(\d+))?$")
+_VERSION_MISMATCH = re.compile(r"requires runtime version \((\d+)\).*?this runtime version \((\d+)\)", re.S)
+# What to check when an Edge TPU of each kind cannot be opened (Coral's get-started guides).
+DEVICE_HINTS = {
+    "usb": (
+        "USB Accelerator: `lsusb` should list 1a6e:089a (Global Unichip, before first use) or 18d1:9302 "
+        "(Google, once the runtime has loaded its firmware); install Coral's udev rules (shipped with the "
+        "libedgetpu package) and add your user to the plugdev group, then log in again; only one process at "
+        "a time can hold a USB Edge TPU; use a USB 3 port or a powered hub (a Pi's port may not give enough power)."
+    ),
+    "pci": (
+        "M.2/PCIe card: /dev/apex_0 must exist; it comes from the gasket/apex kernel driver (Coral's "
+        "gasket-dkms package, or your kernel's apex module); your user needs access to it (the apex group via "
+        "Coral's udev rule); `lspci -nn | grep 089a` should show the card."
+    ),
+}
 # Custom ops that LiteRT's builtin resolver registers itself; any other custom op is missing.
 _RESOLVED_CUSTOM_OPS = frozenset({"TFLite_Detection_PostProcess", "Mfcc", "AudioSpectrogram"})
 
@@ -38,20 +57,29 @@ def edgetpu_library() -> str:
 def parse_device(device: str) -> str | None:
     """Validates a device string; returns the Edge TPU delegate's ``device`` option.
 
-    ``cpu`` gives None (no delegate); ``edgetpu`` gives ``""`` (the first Edge TPU found);
-    ``usb``, ``usb:N``, ``pci``, ``pci:N`` are passed on as the delegate expects them.
+    ``cpu`` gives None (no delegate); ``edgetpu`` gives ``""`` (the first Edge TPU found) and
+    ``edgetpu:N`` gives ``":N"`` (the N-th of any type); ``usb``, ``usb:N``, ``pci``, ``pci:N``
+    are passed on as the delegate expects them.
 
     Example:
-        >>> parse_device("usb:1"), parse_device("edgetpu"), parse_device("cpu")
-        ('usb:1', '', None)
+        >>> parse_device("usb:1"), parse_device("edgetpu"), parse_device("edgetpu:0"), parse_device("cpu")
+        ('usb:1', '', ':0', None)
     """
     match = _DEVICE_PATTERN.match(device.strip().lower())
-    if not match or (match.group(1) in ("cpu", "edgetpu") and match.group(2) is not None):
-        raise ConfigError(f"Unknown device {device!r}; expected cpu, edgetpu, usb, usb:N, pci or pci:N.")
-    kind = match.group(1)
+    if not match or (match.group(1) == "cpu" and match.group(2) is not None):
+        raise ConfigError(f"Unknown device {device!r}; expected cpu, edgetpu, usb, usb:N, pci, pci:N or edgetpu:N (the N-th Edge TPU of any type).")
+    kind, number = match.groups()
     if kind == "cpu":
         return None
-    return "" if kind == "edgetpu" else device.strip().lower()
+    if kind == "edgetpu":
+        return "" if number is None else f":{number}"
+    return device.strip().lower()
+
+
+def device_hint(device_option: str) -> str:
+    """What to check for a device option that did not open (both kinds when it names none)."""
+    kinds = [k for k in DEVICE_HINTS if device_option.startswith(k)] or list(DEVICE_HINTS)
+    return " ".join(DEVICE_HINTS[k] for k in kinds)
 
 
 def load_edgetpu_delegate(device_option: str = ""):
@@ -77,9 +105,10 @@ def load_edgetpu_delegate(device_option: str = ""):
         return load_delegate(library, options)
     except (ValueError, OSError, RuntimeError) as e:
         what = f"an Edge TPU at {device_option!r}" if device_option else "an Edge TPU"
+        reason = " ".join(str(e).split())  # LiteRT's text carries a stray newline
         raise DelegateError(
-            f"{library} loaded but could not open {what}: {e}. Check that the device is plugged in "
-            "(`lsusb` shows 'Global Unichip' or 'Google'), or pass --device cpu."
+            f"{library} loaded but could not open {what}: {reason}. {device_hint(device_option)} "
+            "Or pass --device cpu."
         ) from e
 
 
@@ -117,7 +146,7 @@ def make_interpreter(
     Args:
         model: path of the model, or its content.
         device: ``cpu``, ``edgetpu``, ``usb``, ``usb:N``, ``pci`` or ``pci:N``.
-        num_threads: CPU threads; None lets LiteRT choose.
+        num_threads: CPU threads; None leaves LiteRT's default, which is 1 thread in LiteRT 2.x.
 
     Raises:
         ModelFormatError: the file is missing, empty, not a TFLite model, truncated, or needs
@@ -150,7 +179,43 @@ def interpreter_for_graph(data: bytes, graph: Graph, name: str, device: str, num
             interpreter = Interpreter(model_content=data, experimental_delegates=delegates, num_threads=num_threads)
             interpreter.allocate_tensors()
     except (ValueError, RuntimeError) as e:
+        if delegates:
+            raise _delegate_failure(name, e) from e
         raise ModelFormatError(f"LiteRT cannot load {name}: {str(e).strip().splitlines()[0]}") from e
     return interpreter
 
 
+def _delegate_failure(name: str, error: Exception) -> DelegateError:
+    """With the Edge TPU delegate applied, a load failure is the runtime's, not the model's."""
+    text = " ".join(str(error).split())
+    mismatch = _VERSION_MISMATCH.search(text)
+    if mismatch:
+        needed, installed = mismatch.groups()
+        return DelegateError(
+            f"{name} was compiled for Edge TPU runtime {needed}, but the installed libedgetpu is runtime "
+            f"{installed}. Update libedgetpu (see `edgeship doctor`), or compile for the older runtime: "
+            f"`edgetpu_compiler -m {installed}` (`edgeship compile MODEL -m {installed}`)."
+        )
+    if EDGETPU_CUSTOM_OP in text:
+        return DelegateError(
+            f"The Edge TPU delegate did not take {name}'s {EDGETPU_CUSTOM_OP} ({text[:200]}). The libedgetpu in use "
+            "does not match this ai-edge-litert or this model: run `edgeship doctor --device ...` for the "
+            "supported pairs, update libedgetpu, or recompile with `edgetpu_compiler -m N` for an older runtime."
+        )
+    return DelegateError(f"LiteRT could not load {name} with the Edge TPU delegate: {text[:300]}. "
+                         "Run `edgeship doctor` to check the set-up, or pass --device cpu.")
+
+
+
+
+def invoke_error(name, device: str, error: Exception) -> EdgeshipError:
+    """A clear error for a failed ``invoke()``: on an Edge TPU usually the device itself
+    (unplugged, under-powered), on the CPU the model."""
+    reason = " ".join(str(error).split())[:300]
+    option = parse_device(device)
+    if option is None:
+        return ModelFormatError(f"Invoking {name} failed: {reason}.")
+    return DelegateError(
+        f"Invoking {name} on the Edge TPU ({device}) failed: {reason}. The device may have been unplugged or be "
+        f"under-powered. {device_hint(option)}"
+    )

@@ -56,6 +56,9 @@ class TensorInfo:
     shape: tuple[int, ...]
     scale: tuple[float, ...] = ()   # empty when the tensor is not quantized
     zero_point: tuple[int, ...] = ()
+    shape_signature: tuple[int, ...] = ()   # -1 marks a dimension only known at run time
+    buffer: int = 0                 # index of the buffer holding its constant data (0: none)
+    constant: bool = False          # its values are stored in the file (weights, shapes, axes)
 
 
 @dataclass(frozen=True)
@@ -67,6 +70,9 @@ class OpInfo:
     inputs: tuple[int, ...]
     outputs: tuple[int, ...]
     subgraph: int = 0
+    version: int = 1                # the op code's version: newer kernels raise it
+    # The builtin options' fields by their object-API names (``fusedActivationFunction``...).
+    options: dict = field(default_factory=dict, compare=False, hash=False, repr=False)
 
 
 @dataclass(frozen=True)
@@ -79,6 +85,8 @@ class Graph:
     inputs: tuple[int, ...]                  # of subgraph 0, the one the interpreter runs
     outputs: tuple[int, ...]
     description: str = ""
+    # Constant tensor data by buffer index, for rules that look at values (zero padding, alphas).
+    buffers: tuple[memoryview, ...] = field(default=(), repr=False, compare=False)
 
     @property
     def tensors(self) -> tuple[TensorInfo, ...]:
@@ -109,6 +117,16 @@ class Graph:
 
     def output_tensors(self) -> list[TensorInfo]:
         return [self.tensors[i] for i in self.outputs]
+
+    def constant_values(self, tensor: TensorInfo):
+        """A constant tensor's values as a numpy array in its shape (None when not constant)."""
+        import numpy as np
+
+        if not tensor.constant or tensor.buffer >= len(self.buffers):
+            return None
+        dtype = np.dtype("bool" if tensor.dtype == "bool" else tensor.dtype)
+        values = np.frombuffer(self.buffers[tensor.buffer], dtype=dtype)
+        return values.reshape(tensor.shape) if values.size == int(np.prod(tensor.shape)) else values
 
 
 def read_model_bytes(path: str | os.PathLike) -> bytes:
@@ -182,26 +200,21 @@ def _parse(data: bytes) -> Graph:
     root = flatbuffers.encode.Get(flatbuffers.packer.uoffset, data, 0)
     if root >= len(data):
         raise ValueError("root offset past the end of the file")
-    codes = []
-    for i in range(model.OperatorCodesLength()):
-        code = model.OperatorCodes(i)
-        builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
-        if builtin == schema.BuiltinOperator.CUSTOM:
-            custom = code.CustomCode()
-            codes.append(((custom or b"<unnamed>").decode("utf-8", errors="replace"), True))
-        else:
-            codes.append((_OP_NAMES.get(builtin, f"BUILTIN_{builtin}"), False))
+    codes = [_op_code(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
     if model.SubgraphsLength() < 1:
         raise ValueError("no subgraph")
+    buffers = tuple(_buffer_bytes(data, model.Buffers(b)) for b in range(model.BuffersLength()))
     ops = []
     tensors_by_subgraph = []
     for s in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(s)
-        tensors_by_subgraph.append(tuple(_tensor(subgraph.Tensors(t), t) for t in range(subgraph.TensorsLength())))
+        tensors_by_subgraph.append(tuple(
+            _tensor(subgraph.Tensors(t), t, buffers) for t in range(subgraph.TensorsLength())))
         for o in range(subgraph.OperatorsLength()):
             op = subgraph.Operators(o)
-            op_name, custom = codes[op.OpcodeIndex()]
-            ops.append(OpInfo(op_name, custom, _ints(op.InputsAsNumpy()), _ints(op.OutputsAsNumpy()), s))
+            op_name, custom, version = codes[op.OpcodeIndex()]
+            ops.append(OpInfo(op_name, custom, _ints(op.InputsAsNumpy()), _ints(op.OutputsAsNumpy()), s,
+                              version, _options(op)))
         if s == 0:
             inputs, outputs = _ints(subgraph.InputsAsNumpy()), _ints(subgraph.OutputsAsNumpy())
     tensors = tensors_by_subgraph[0]
@@ -216,7 +229,34 @@ def _parse(data: bytes) -> Graph:
         inputs=inputs,
         outputs=outputs,
         description=description,
+        buffers=buffers,
     )
+
+
+def _op_code(code) -> tuple[str, bool, int]:
+    builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
+    if builtin == schema.BuiltinOperator.CUSTOM:
+        custom = code.CustomCode()
+        return (custom or b"<unnamed>").decode("utf-8", errors="replace"), True, code.Version()
+    return _OP_NAMES.get(builtin, f"BUILTIN_{builtin}"), False, code.Version()
+
+
+def _options(op) -> dict:
+    table = op.BuiltinOptions()
+    if table is None:
+        return {}
+    options = schema.BuiltinOptionsCreator(op.BuiltinOptionsType(), table)
+    return {k: v for k, v in vars(options).items() if not k.startswith("_")} if options is not None else {}
+
+
+def _buffer_bytes(data: bytes, buffer) -> memoryview:
+    """A view of one buffer's bytes (no copy: weights can be hundreds of megabytes)."""
+    if buffer is None:
+        return memoryview(b"")
+    if buffer.Offset():  # large models keep weights outside the flatbuffer, at an absolute offset
+        return memoryview(data)[buffer.Offset(): buffer.Offset() + buffer.Size()]
+    values = buffer.DataAsNumpy()
+    return memoryview(b"") if isinstance(values, int) else memoryview(values)
 
 
 def _ints(values) -> tuple[int, ...]:
@@ -224,7 +264,7 @@ def _ints(values) -> tuple[int, ...]:
     return () if isinstance(values, int) else tuple(int(v) for v in values)
 
 
-def _tensor(tensor, index: int) -> TensorInfo:
+def _tensor(tensor, index: int, buffers: tuple[memoryview, ...] = ()) -> TensorInfo:
     quantization = tensor.Quantization()
     scale: tuple[float, ...] = ()
     zero_point: tuple[int, ...] = ()
@@ -238,6 +278,9 @@ def _tensor(tensor, index: int) -> TensorInfo:
         shape=_ints(tensor.ShapeAsNumpy()),
         scale=scale,
         zero_point=zero_point,
+        shape_signature=_ints(tensor.ShapeSignatureAsNumpy()),
+        buffer=tensor.Buffer(),
+        constant=0 < tensor.Buffer() < len(buffers) and len(buffers[tensor.Buffer()]) > 0,
     )
 
 

@@ -30,7 +30,7 @@ import os
 import numpy as np
 
 from edgeship.errors import ConfigError, ModelFormatError
-from edgeship.runtime.device import interpreter_for_graph
+from edgeship.runtime.device import interpreter_for_graph, invoke_error
 from edgeship.runtime.graph import Graph, parse_graph, read_model_bytes
 from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_METHODS, preprocess, resize
 from edgeship.runtime.input_feed import InputFeed, make_input_feed
@@ -96,7 +96,11 @@ class Model:
     def invoke(self, tensor: np.ndarray) -> np.ndarray:
         """Runs one prepared input tensor; returns the float scores (dequantized)."""
         self.interpreter.set_tensor(self._input["index"], tensor)
-        self.interpreter.invoke()
+        try:
+            self.interpreter.invoke()
+        except (RuntimeError, ValueError) as e:
+            # With no traceback: on an Edge TPU this is usually the device, not a bug.
+            raise invoke_error(self.path, self.device, e) from e
         output = self.interpreter.get_tensor(self._output["index"]).reshape(-1)
         if self._output_scale is not None:
             return (output.astype(np.float32) - self._output_zero_point) * np.float32(self._output_scale)

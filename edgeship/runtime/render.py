@@ -48,11 +48,12 @@ def bench_table(rows: Sequence[dict]) -> str:
     lines = []
     for row in rows:
         if "error" in row:
-            lines.append([Path(row["model"]).name, "error"] + [""] * 9)
+            lines.append([Path(row["model"]).name, "", "error"] + [""] * 9)
             continue
         memory = row.get("peak_memory_mb")
         lines.append([
             Path(row["model"]).name,
+            row.get("device", "cpu"),
             f"{row['size_bytes'] / 1e6:.2f}",
             f"{row['init_ms']:.1f}",
             f"{row['first_inference_ms']:.2f}",
@@ -64,11 +65,12 @@ def bench_table(rows: Sequence[dict]) -> str:
             f"{memory:.0f}" if memory is not None else "-",
             str(row["num_threads"] or "auto"),
         ])
-    headers = ["model", "MB", "init ms", "first ms", "median ms", "mean ms", "std ms", "p90 ms", "p99 ms",
+    headers = ["model", "device", "MB", "init ms", "first ms", "median ms", "mean ms", "std ms", "p90 ms", "p99 ms",
                "peak RSS MiB", "threads"]
-    text = table(headers, lines, right=range(1, 11))
-    errors = [f"{Path(r['model']).name}: {r['error']}" for r in rows if "error" in r]
-    return text + ("\n\n" + "\n".join(errors) if errors else "")
+    text = table(headers, lines, right=range(2, 12))
+    notes = [f"{Path(r['model']).name}: {r['error']}" for r in rows if "error" in r]
+    notes += [f"{Path(r['model']).name}: {r['note']}" for r in rows if r.get("note")]
+    return text + ("\n\n" + "\n".join(notes) if notes else "")
 
 
 def validation_text(result: dict) -> str:
