@@ -110,7 +110,8 @@ def discussion(row: dict) -> str:
     changed = sorted(round(count * (1 - v["agreement"])) for v in (int8, ptq))
     return (
         f"On {row['model']}, int8 changes the answer on many test images: the shipped int8 ({source}) agrees with "
-        f"the float model on {100 * int8['agreement']:.1f} % of the test images, post-training int8 on {100 * ptq['agreement']:.1f} %. "
+        f"the float model on {100 * int8['agreement']:.1f} % of the test images, post-training int8 on "
+        f"{100 * ptq['agreement']:.1f} %. "
         f"The export chose {source} on the validation split; on test it scores {100 * int8['test_accuracy']:.2f} % "
         f"against post-training int8's {100 * ptq['test_accuracy']:.2f} %. With {changed[0]} to {changed[1]} test "
         "images changing class, differences of this size are chance either way, which is why the choice between "
