@@ -45,8 +45,9 @@ KERAS_EAGER = "keras model(x)"
 BENCH_RUN = RUNS_DIR / "mobilenet_v2_1.0"
 
 
-def make_tiny_run(folder: Path) -> Path:
-    """A seconds-to-minutes run: demo data, MobileNetV2 alpha 0.35 at 96 px, one epoch, exported."""
+def make_tiny_run(folder: Path, exported: bool = True) -> Path:
+    """A seconds-to-minutes run: demo data, MobileNetV2 alpha 0.35 at 96 px, one epoch, exported
+    unless ``exported`` is false."""
     from edgeship.demo import make_demo_data
     from edgeship.export import ExportConfig, export
     from edgeship.train import TrainConfig, train
@@ -54,7 +55,8 @@ def make_tiny_run(folder: Path) -> Path:
     data = make_demo_data(folder / "demo", images_per_class=24, image_size=96)
     result = train(TrainConfig(data_dir=str(data), out_dir=str(folder / "run"), alpha=0.35, image_size=96,
                                weights="none", epochs=1, fine_tune_epochs=0, batch_size=16))
-    export(ExportConfig.tiny(run_dir=str(result.run_dir)))
+    if exported:
+        export(ExportConfig.tiny(run_dir=str(result.run_dir)))
     return result.run_dir
 
 

@@ -31,6 +31,7 @@ SECTIONS = {
     "throughput": ("throughput", "Folder throughput: `predict` / `eval` vs invoke-only"),
     "input_pipeline": ("input_pipeline", "Training input pipeline vs in-memory tensors"),
     "accuracy": ("accuracy", "Accuracy of each variant on real photos"),
+    "qat_recipe": ("qat_recipe", "QAT settings: how close each converted int8 model stays to the float model"),
     "keras_vs_tflite": ("keras_vs_tflite", "Float Keras model vs the shipped TFLite variants"),
 }
 
@@ -50,11 +51,14 @@ def _module(name: str):
 
 def goals_table(reports: dict[str, dict]) -> str:
     """Where every goal stands, one row per claim, from each module's ``goal(report)``."""
-    lines = ["Where the goals stand, plainly:", "", "| claim | goal | measured | |", "| --- | --- | --- | --- |"]
+    rows = []
     for name, report in reports.items():
-        rows = _module(name).goal(report)
-        for row in [rows] if isinstance(rows, dict) else rows or []:
-            lines.append(f"| {row['claim']} | {row['goal']} | {row['measured']} | {row['verdict']} |")
+        goal = _module(name).goal(report)
+        rows += [goal] if isinstance(goal, dict) else goal or []
+    if not rows:
+        return ""
+    lines = ["Where the goals stand, plainly:", "", "| claim | goal | measured | |", "| --- | --- | --- | --- |"]
+    lines += [f"| {row['claim']} | {row['goal']} | {row['measured']} | {row['verdict']} |" for row in rows]
     return "\n".join(lines) + "\n"
 
 
@@ -64,7 +68,7 @@ def render_all(folder: Path = RESULTS) -> str:
     sections = [goals_table(reports)]
     for name, report in reports.items():
         sections.append(f"### {SECTIONS[name][1]}\n\n{_module(name).render(report).strip()}\n")
-    return "\n".join(sections)
+    return "\n".join(section for section in sections if section)
 
 
 def readme_block(folder: Path = RESULTS) -> str:
