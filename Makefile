@@ -32,4 +32,4 @@ bench: install
 	$(BIN)/python benchmarks/input_pipeline.py --rounds 7
 	$(BIN)/python benchmarks/accuracy.py
 	$(BIN)/python benchmarks/keras_vs_tflite.py --run runs/bench-accuracy/mobilenet_v2_1.0
-	$(BIN)/python benchmarks/render.py
+	$(BIN)/python benchmarks/render.py --readme

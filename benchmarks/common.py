@@ -16,13 +16,23 @@ from typing import Sequence
 
 import numpy as np
 
-from latency_vs_litert import CORAL, RESULTS, ROOT, default_models
+__all__ = ["CORAL", "FLOWERS", "MACHINE_KEYS", "RESULTS", "ROOT", "default_models", "flower_photos", "machine",
+           "machine_line", "summarize", "write_results"]
 
-__all__ = ["CORAL", "FLOWERS", "RESULTS", "ROOT", "default_models", "flower_photos", "machine", "machine_line",
-           "summarize", "write_results"]
-
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS = Path(__file__).resolve().parent / "results"
+CORAL = ROOT.parent / "shared" / "external" / "coral"
 FLOWERS = ROOT.parent / "shared" / "data" / "flowers5"
 _PACKAGES = ("numpy", "pillow", "ai-edge-litert", "tensorflow", "tf-keras")
+# What every results file records about its machine (a test checks each JSON for these).
+MACHINE_KEYS = ("cpu", "cores", "platform", "python", *_PACKAGES, "date")
+
+
+def default_models() -> list[Path]:
+    """Coral's CPU models in ../shared/external/coral (their Edge TPU twins left out), or none."""
+    if not CORAL.exists():
+        return []
+    return sorted(p for p in CORAL.glob("*.tflite") if not p.stem.endswith("_edgetpu"))
 
 
 def _cpu_model() -> str:

@@ -70,6 +70,18 @@ def render(report: dict) -> str:
                       machine_line(info)]) + "\n"
 
 
+def goal(report: dict) -> dict:
+    """Where the goal stands: the prediction agrees with the compiler on every pair."""
+    pairs = report["pairs"]
+    agree = sum(row["agrees"] for row in pairs)
+    return {
+        "claim": "offline Edge TPU mapping vs Google's compiler (ops on the Edge TPU and on the CPU)",
+        "goal": "agrees on every pair",
+        "measured": f"{agree} of {len(pairs)} pairs",
+        "verdict": "met" if agree == len(pairs) else "missed",
+    }
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pairs", type=Path, nargs="*", default=[], help="More folders of (X, X_edgetpu) pairs.")

@@ -20,25 +20,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
-import platform
 import statistics
 import subprocess
 import sys
 import tempfile
-from importlib.metadata import version
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parents[1]
-CORAL = ROOT.parent / "shared" / "external" / "coral"
-RESULTS = Path(__file__).resolve().parent / "results"
+from common import CORAL, default_models, machine, machine_line, write_results
+
 GOAL = 1.02
-
-
-def default_models() -> list[Path]:
-    if not CORAL.exists():
-        return []
-    return sorted(p for p in CORAL.glob("*.tflite") if not p.stem.endswith("_edgetpu"))
 
 
 def run_edgeship(model: Path, threads: int, runs: int, warmup: int) -> float:
@@ -59,6 +49,66 @@ def run_litert(model: Path, threads: int, runs: int, warmup: int) -> float:
         return json.loads(out.read_text())["latency"]["median_ms"]
 
 
+TOOLS = {"edgeship": run_edgeship, "litert": run_litert}
+
+
+def measure(models: list[Path], args) -> dict[str, dict[str, list[float]]]:
+    """Each tool's median per round and model; rounds alternate which tool goes first."""
+    samples: dict[str, dict[str, list[float]]] = {str(m): {name: [] for name in TOOLS} for m in models}
+    for round_index in range(args.rounds):
+        order = list(TOOLS) if round_index % 2 == 0 else list(reversed(TOOLS))
+        for model in models:
+            for name in order:
+                median = TOOLS[name](model, args.threads, args.runs, args.warmup)
+                samples[str(model)][name].append(median)
+                print(f"round {round_index + 1}/{args.rounds} {model.name:40s} {name:9s} {median:.3f} ms",
+                      file=sys.stderr)
+    return samples
+
+
+def summary_row(model: Path, ours: list[float], theirs: list[float]) -> dict:
+    ratio = statistics.median(ours) / statistics.median(theirs)
+    return {
+        "model": model.name,
+        "edgeship_median_ms": statistics.median(ours),
+        "litert_median_ms": statistics.median(theirs),
+        "ratio": ratio,
+        "per_round_ratios": [a / b for a, b in zip(ours, theirs)],
+        "edgeship_round_medians_ms": ours,
+        "litert_round_medians_ms": theirs,
+        "within_goal": ratio <= GOAL,
+    }
+
+
+def render(report: dict) -> str:
+    """The markdown table of a latency report."""
+    settings = report["settings"]
+    lines = [
+        f"Median invoke latency, {settings['threads']} thread(s), {settings['runs']} runs x {settings['rounds']} "
+        f"interleaved rounds; ratio = edgeship median / LiteRT median (goal: <= {report['goal_ratio_at_most']}; "
+        "LiteRT's tool reports its median to 0.01 ms).",
+        f"Machine: {machine_line(report['machine'])}",
+        "",
+        "| model | edgeship ms | LiteRT benchmark ms | ratio |",
+        "| --- | ---: | ---: | ---: |",
+    ] + [
+        f"| {r['model']} | {r['edgeship_median_ms']:.3f} | {r['litert_median_ms']:.3f} | {r['ratio']:.3f} |"
+        for r in report["results"]
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def goal(report: dict) -> dict:
+    """Where the goal stands: the claim, the goal, what was measured, met or missed."""
+    ratios = [row["ratio"] for row in report["results"]]
+    return {
+        "claim": "`edgeship bench` median vs LiteRT's own benchmark tool",
+        "goal": f"ratio ≤ {report['goal_ratio_at_most']}",
+        "measured": " and ".join(f"{ratio:.3f}" for ratio in ratios),
+        "verdict": "met" if report["all_within_goal"] else "missed",
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", type=Path, default=[], help="Extra .tflite (repeatable).")
@@ -66,62 +116,26 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=200, help="Timed runs per tool per round.")
     parser.add_argument("--warmup", type=int, default=20)
     parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=RESULTS / "latency.json")
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
 
     models = default_models() + args.model
     if not models:
         parser.error(f"No models: {CORAL} is absent; pass --model PATH.")
-    tools = {"edgeship": run_edgeship, "litert": run_litert}
-    samples: dict[str, dict[str, list[float]]] = {str(m): {name: [] for name in tools} for m in models}
-    for round_index in range(args.rounds):
-        order = list(tools) if round_index % 2 == 0 else list(reversed(tools))
-        for model in models:
-            for name in order:
-                median = tools[name](model, args.threads, args.runs, args.warmup)
-                samples[str(model)][name].append(median)
-                print(f"round {round_index + 1}/{args.rounds} {model.name:40s} {name:9s} {median:.3f} ms",
-                      file=sys.stderr)
-
-    rows = []
-    for model in models:
-        ours, theirs = samples[str(model)]["edgeship"], samples[str(model)]["litert"]
-        ratio = statistics.median(ours) / statistics.median(theirs)
-        rows.append({
-            "model": model.name,
-            "edgeship_median_ms": statistics.median(ours),
-            "litert_median_ms": statistics.median(theirs),
-            "ratio": ratio,
-            "per_round_ratios": [a / b for a, b in zip(ours, theirs)],
-            "edgeship_round_medians_ms": ours,
-            "litert_round_medians_ms": theirs,
-            "within_goal": ratio <= GOAL,
-        })
+    samples = measure(models, args)
+    rows = [summary_row(m, samples[str(m)]["edgeship"], samples[str(m)]["litert"]) for m in models]
     report = {
         "description": "Median invoke latency: `edgeship bench` vs ai_edge_litert.tools.benchmark_litert_model, "
                        "same models and threads, interleaved rounds in one session.",
         "goal_ratio_at_most": GOAL,
         "settings": {"threads": args.threads, "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds},
-        "machine": {"platform": platform.platform(), "processor": platform.machine(), "cpu_count": os.cpu_count(),
-                    "python": platform.python_version(), "ai_edge_litert": version("ai-edge-litert")},
+        "machine": machine(),
         "results": rows,
         "max_ratio": max(row["ratio"] for row in rows),
         "all_within_goal": all(row["within_goal"] for row in rows),
     }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(report, indent=2) + "\n")
-    lines = [
-        f"Median invoke latency, {args.threads} thread(s), {args.runs} runs x {args.rounds} interleaved rounds "
-        f"({report['machine']['processor']}, {report['machine']['cpu_count']} cores).",
-        "",
-        "| model | edgeship ms | LiteRT benchmark ms | ratio |",
-        "| --- | ---: | ---: | ---: |",
-    ] + [
-        f"| {r['model']} | {r['edgeship_median_ms']:.3f} | {r['litert_median_ms']:.3f} | {r['ratio']:.3f} |"
-        for r in rows
-    ]
-    markdown = "\n".join(lines) + "\n"
-    args.out.with_suffix(".md").write_text(markdown)
+    markdown = render(report)
+    write_results("latency", report, markdown, args.out)
     print(markdown)
     return 0 if report["all_within_goal"] else 1
 

@@ -1,11 +1,13 @@
-"""Renders every benchmarks/results/*.json into one markdown block, for the top-level README.
+"""Renders every benchmarks/results/*.json into the benchmark block of the top-level README.
 
-Each benchmark script renders its own table (``render(report)``); results written by a
-script without one are taken from the ``.md`` file beside their JSON.
+The block opens with where each goal stands (every benchmark module's ``goal(report)``), then
+each benchmark's table (its ``render(report)``) in reading order. In README.md it sits between
+the two markers ``BEGIN`` and ``END`` below; nothing else of the README is touched.
 
 Usage:
-    python benchmarks/render.py                # prints the block
-    python benchmarks/render.py --out benchmarks/results/README.md
+    python benchmarks/render.py              # prints the block
+    python benchmarks/render.py --readme     # rewrites the README's block and every results/<name>.md
+    python benchmarks/render.py --check      # exit 1 when the README's block differs from the JSON
 """
 
 from __future__ import annotations
@@ -16,44 +18,95 @@ import json
 import sys
 from pathlib import Path
 
-from common import RESULTS
+from common import RESULTS, ROOT
 
-# Reading order: is the runtime as fast as the interpreter, is training fed, what shipping buys.
-ORDER = ("latency", "throughput", "input_pipeline", "keras_vs_tflite")
-TITLES = {
-    "latency": "`edgeship bench` vs LiteRT's benchmark tool",
-    "throughput": "Folder throughput: `predict` / `eval` vs invoke-only",
-    "input_pipeline": "Training input pipeline vs in-memory tensors",
-    "keras_vs_tflite": "Float Keras model vs the shipped TFLite variants",
-    "edgetpu_mapping": "Edge TPU mapping: predicted offline vs Google's compiler",
+README = ROOT / "README.md"
+BEGIN = "<!-- benchmarks: begin (python benchmarks/render.py --readme) -->"
+END = "<!-- benchmarks: end -->"
+
+# Reading order: is the runtime as fast as the interpreter, is training fed, what shipping costs
+# in accuracy, what it buys in speed. Result name -> (module that wrote it, section title).
+SECTIONS = {
+    "latency": ("latency_vs_litert", "`edgeship bench` vs LiteRT's benchmark tool"),
+    "throughput": ("throughput", "Folder throughput: `predict` / `eval` vs invoke-only"),
+    "input_pipeline": ("input_pipeline", "Training input pipeline vs in-memory tensors"),
+    "accuracy": ("accuracy", "Accuracy of each variant on real photos"),
+    "qat_recipe": ("qat_recipe", "QAT settings: how close each converted int8 model stays to the float model"),
+    "keras_vs_tflite": ("keras_vs_tflite", "Float Keras model vs the shipped TFLite variants"),
+    "edgetpu_mapping": ("edgetpu_mapping", "Edge TPU mapping: predicted offline vs Google's compiler"),
 }
 
 
+def load_reports(folder: Path = RESULTS) -> dict[str, dict]:
+    """Every results JSON of ``folder`` by benchmark name, in reading order."""
+    reports = {path.stem: json.loads(path.read_text()) for path in folder.glob("*.json")}
+    unknown = sorted(set(reports) - set(SECTIONS))
+    if unknown:
+        raise SystemExit(f"No benchmark module renders {', '.join(unknown)}: add it to SECTIONS in render.py.")
+    return {name: reports[name] for name in SECTIONS if name in reports}
+
+
+def _module(name: str):
+    return importlib.import_module(SECTIONS[name][0])
+
+
+def goals_table(reports: dict[str, dict]) -> str:
+    """Where every goal stands, one row per claim, from each module's ``goal(report)``."""
+    rows = []
+    for name, report in reports.items():
+        goal = _module(name).goal(report)
+        rows += [goal] if isinstance(goal, dict) else goal or []
+    if not rows:
+        return ""
+    lines = ["Where the goals stand, plainly:", "", "| claim | goal | measured | |", "| --- | --- | --- | --- |"]
+    lines += [f"| {row['claim']} | {row['goal']} | {row['measured']} | {row['verdict']} |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
 def render_all(folder: Path = RESULTS) -> str:
-    paths = sorted(folder.glob("*.json"), key=lambda p: (ORDER.index(p.stem) if p.stem in ORDER else len(ORDER), p.stem))
-    sections = []
-    for path in paths:
-        report = json.loads(path.read_text())
-        name = report.get("benchmark")
-        if name:
-            table = importlib.import_module(name).render(report)
-        elif path.with_suffix(".md").exists():
-            table = path.with_suffix(".md").read_text()
-        else:
-            continue
-        sections.append(f"### {TITLES.get(path.stem, path.stem)}\n\n{table.strip()}\n")
-    return "\n".join(sections)
+    """The goals table, then every benchmark's section."""
+    reports = load_reports(folder)
+    sections = [goals_table(reports)]
+    for name, report in reports.items():
+        sections.append(f"### {SECTIONS[name][1]}\n\n{_module(name).render(report).strip()}\n")
+    return "\n".join(section for section in sections if section)
+
+
+def readme_block(folder: Path = RESULTS) -> str:
+    return f"{BEGIN}\n{render_all(folder)}{END}"
+
+
+def current_block(text: str) -> str:
+    """The README's block, markers included."""
+    start, end = text.find(BEGIN), text.find(END)
+    if start < 0 or end < start:
+        raise SystemExit(f"README.md lacks the markers {BEGIN!r} ... {END!r}.")
+    return text[start : end + len(END)]
+
+
+def write_readme(readme: Path = README, folder: Path = RESULTS) -> None:
+    """Replaces the README's block, and each results/<name>.md, by what the JSON renders now."""
+    text = readme.read_text()
+    readme.write_text(text.replace(current_block(text), readme_block(folder)))
+    for name, report in load_reports(folder).items():
+        (folder / f"{name}.md").write_text(_module(name).render(report))
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--out", type=Path, default=None, help="Write here instead of printing.")
+    action = parser.add_mutually_exclusive_group()
+    action.add_argument("--readme", action="store_true", help="Rewrite the README's block and results/*.md.")
+    action.add_argument("--check", action="store_true", help="Exit 1 when the README's block is out of date.")
     args = parser.parse_args()
-    block = render_all()
-    if args.out:
-        args.out.write_text(block)
+    if args.readme:
+        write_readme()
+    elif args.check:
+        if current_block(README.read_text()) != readme_block():
+            print("README.md's benchmark block differs from benchmarks/results: run "
+                  "`python benchmarks/render.py --readme`.", file=sys.stderr)
+            return 1
     else:
-        print(block)
+        print(render_all())
     return 0
 
 

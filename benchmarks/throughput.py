@@ -169,6 +169,31 @@ def render(report: dict) -> str:
     return "\n".join(lines) + "\n"
 
 
+def _why_missed(row: dict, cores: int) -> str:
+    stages = row["stages_ms"]
+    prepare = stages["decode"] + stages["resize"]
+    if stages["invoke"] < prepare:
+        return (f"whose {stages['invoke']:.2f} ms invoke is shorter than decoding plus resizing one JPEG "
+                f"({prepare:.2f} ms) on a {cores}-core machine")
+    return "which the stage times do not explain"
+
+
+def goal(report: dict) -> dict:
+    """Where the goal stands: the claim, the goal, what was measured, met or missed."""
+    rows = sorted(report["results"], key=lambda row: not row["within_goal"])
+    measured = "; ".join(f"{row['predict']['ratio']:.2f} / {row['eval']['ratio']:.2f} ({row['model']})" for row in rows)
+    met = [row["model"] for row in rows if row["within_goal"]]
+    missed = [f"missed on {row['model']}, {_why_missed(row, report['machine']['cores'])}"
+              for row in rows if not row["within_goal"]]
+    verdict = "; ".join(([f"met on {', '.join(met)}"] if met else []) + missed)
+    return {
+        "claim": "`predict` / `eval` over a folder vs invoke-only",
+        "goal": f"≥ {report['goal_ratio_at_least']}",
+        "measured": measured,
+        "verdict": "met" if report["all_within_goal"] else verdict,
+    }
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--model", action="append", type=Path, default=[], help="Extra .tflite (repeatable).")
