@@ -90,11 +90,23 @@ def scan(library: Path) -> dict:
     return report
 
 
+def load_alignment(library: Path) -> int:
+    """The smallest alignment of the library's LOAD segments, in bytes.
+
+    A kernel with pages larger than this cannot map the library: the Raspberry Pi 5's Raspberry
+    Pi OS kernel uses 16 KiB pages.
+    """
+    readelf = OBJDUMP.replace("objdump", "readelf")
+    headers = subprocess.run([readelf, "-lW", str(library)], capture_output=True, text=True, check=True).stdout
+    return min(int(line.split()[-1], 16) for line in headers.splitlines() if line.split()[:1] == ["LOAD"])
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("libraries", nargs="+", type=Path)
     args = parser.parse_args()
-    print(json.dumps({str(path): scan(path) for path in args.libraries}, indent=1))
+    print(json.dumps({str(path): {"load_alignment": load_alignment(path), **scan(path)} for path in args.libraries},
+                     indent=1))
     return 0
 
 

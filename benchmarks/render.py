@@ -19,12 +19,13 @@ from pathlib import Path
 from common import RESULTS
 
 # Reading order: is the runtime as fast as the interpreter, is training fed, what shipping buys.
-ORDER = ("latency", "throughput", "input_pipeline", "keras_vs_tflite")
+ORDER = ("latency", "throughput", "input_pipeline", "keras_vs_tflite", "pi_emulation")
 TITLES = {
     "latency": "`edgeship bench` vs LiteRT's benchmark tool",
     "throughput": "Folder throughput: `predict` / `eval` vs invoke-only",
     "input_pipeline": "Training input pipeline vs in-memory tensors",
     "keras_vs_tflite": "Float Keras model vs the shipped TFLite variants",
+    "pi_emulation": "ai-edge-litert on Raspberry Pi CPUs, emulated",
 }
 
 
