@@ -33,7 +33,9 @@ _MNEMONICS = {
     "dotprod": (r"[su]dot", ("dot", "sme")),  # KleidiAI's SME packing routines use sdot in streaming mode
     "i8mm": (r"smmla|ummla|usmmla|usdot|sudot", ("i8mm",)),
     "bf16": (r"bf(dot|mmla|mlal[bt]|cvtn?2?)", ("bf16",)),
-    "crypto": (r"aes[ed]|aesi?mc|sha1[chmp]|sha1su[01]|sha256h2?|sha256su[01]|pmull2?", ("aes", "sha", "crc", "crypt")),
+    # BoringSSL's GHASH routines (gcm_*_v8) run only when the CPU reports PMULL.
+    "crypto": (r"aes[ed]|aesi?mc|sha1[chmp]|sha1su[01]|sha256h2?|sha256su[01]|pmull2?",
+               ("aes", "sha", "crc", "crypt", "gcm_")),
 }
 _MNEMONIC_PATTERNS = {name: re.compile(rf"^({pattern})$") for name, (pattern, _) in _MNEMONICS.items()}
 # Half-precision arithmetic (not the Armv8.0 conversions fcvtl/fcvtn): a float op on .4h/.8h or h registers.
@@ -43,6 +45,9 @@ _FP16_OPERANDS = re.compile(r"\.[48]h\b|^\s*h\d+,")
 _SVE_OPERANDS = re.compile(r"\bz\d+\.[bhsdq]\b|\bp\d+/[zm]\b")
 HINTS = {**{name: hints for name, (_, hints) in _MNEMONICS.items()},
          "fp16": ("fp16", "f16"), "sve": ("sve", "sme")}
+# GCC's outline-atomics helpers, where the library strips their names: `ldrb w16, [flag]; cbz w16, <LL/SC>`
+# skips the LSE instruction that follows unless the CPU has LSE.
+_OUTLINE_ATOMICS = "__aarch64_ outline-atomics helper (name stripped)"
 # Labels inside hand-written assembly (KleidiAI's "label_3", "K_Loop"): counted in the function around them.
 _LOCAL_LABEL = re.compile(r"^(label_\w+|\.L\w+|[A-Z][A-Za-z]*_Loop\w*)$")
 EXTENSIONS = ("lse", "dotprod", "fp16", "i8mm", "bf16", "sve", "crypto")
@@ -67,7 +72,7 @@ def scan(library: Path) -> dict:
     if shutil.which(OBJDUMP) is None:
         raise SystemExit(f"{OBJDUMP} not found: apt-get install binutils-aarch64-linux-gnu")
     counts = {name: collections.Counter() for name in EXTENSIONS}
-    function = "?"
+    function, previous = "?", ("", "")
     with subprocess.Popen([OBJDUMP, "-d", "--no-show-raw-insn", str(library)], stdout=subprocess.PIPE,
                           text=True, errors="replace") as objdump:
         for line in objdump.stdout:
@@ -79,8 +84,11 @@ def scan(library: Path) -> dict:
             fields = line.split("\t")
             if len(fields) < 2:
                 continue
-            for extension in _extensions(fields[1].strip(), fields[2] if len(fields) > 2 else ""):
-                counts[extension][function] += 1
+            mnemonic, operands = fields[1].strip(), fields[2] if len(fields) > 2 else ""
+            for extension in _extensions(mnemonic, operands):
+                guarded = extension == "lse" and previous[0] == "cbz" and previous[1].startswith("w16,")
+                counts[extension][_OUTLINE_ATOMICS if guarded else function] += 1
+            previous = (mnemonic, operands)
     report = {}
     for extension, by_function in counts.items():
         unnamed = {f: n for f, n in by_function.most_common()
