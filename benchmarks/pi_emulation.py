@@ -45,6 +45,7 @@ import datetime
 import json
 import os
 import platform
+import re
 import shutil
 import signal
 import socket
@@ -311,8 +312,9 @@ def render(report: dict) -> str:
     crashes = [run for run in runs if run.get("backtrace")]
     if crashes:
         run = crashes[0]
+        frames = [re.sub(r" from \S*/", " from ", line) for line in run["backtrace"]]
         lines += ["", f"Backtrace of {run['version']} on {run['cpu']} (cpuinfo {run['cpuinfo']}), gdb-multiarch "
-                  "on qemu's gdb stub:", "", "```", *run["backtrace"][:8], "```"]
+                  "on qemu's gdb stub, and the faulting instruction:", "", "```", *frames, "```"]
     return "\n".join(lines) + "\n"
 
 
@@ -330,7 +332,11 @@ def main() -> int:
     parser.add_argument("--no-scan", action="store_true", help="Skip the instruction scan of the libraries.")
     parser.add_argument("--no-backtrace", action="store_true", help="Do not rerun crashed runs under gdb.")
     parser.add_argument("--out", type=Path, default=RESULTS / "pi_emulation.json")
+    parser.add_argument("--render", action="store_true", help="Only rewrite the .md from the existing --out JSON.")
     args = parser.parse_args()
+    if args.render:
+        args.out.with_suffix(".md").write_text(render(json.loads(args.out.read_text())))
+        return 0
 
     qemu = shutil.which(args.qemu)
     rootfs = args.cache / "rootfs"
