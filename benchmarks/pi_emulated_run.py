@@ -4,6 +4,7 @@ Prints one JSON object per line, flushed at once, so that the parent still learn
 run got when LiteRT kills the process with a signal:
 
     {"stage": "hwcap", "features": [...]}            what the kernel (here: qemu) says the CPU has
+    {"stage": "known_problems", "problems": [...]}     edgeship's check, before LiteRT is loaded
     {"stage": "one_op", "output": [...], "ok": true}  an ADD model built here, run by the bare interpreter
     {"stage": "classify", "classes": [...]}           edgeship.runtime.load_model + predict on one image
 
@@ -19,6 +20,7 @@ import argparse
 import ctypes
 import json
 import mmap
+import platform
 import sys
 
 # Linux's arm64 hardware capability bits, in the kernel's order (arch/arm64/include/uapi/asm/hwcap.h);
@@ -141,6 +143,12 @@ def main() -> int:
     if args.probe:
         probe(args.probe)
         return 0
+    if args.model:  # edgeship is on the path
+        from importlib.metadata import version
+
+        from edgeship.runtime.platform_check import known_problems
+
+        emit(stage="known_problems", problems=known_problems(platform.machine(), version("ai-edge-litert"), None))
     import ai_edge_litert
 
     emit(stage="imported", litert=ai_edge_litert.__version__ if hasattr(ai_edge_litert, "__version__") else None)

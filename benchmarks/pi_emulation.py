@@ -208,6 +208,7 @@ def summarize(run: dict, case: dict | None) -> dict:
                "one_op_ok": stages.get("one_op", {}).get("ok"), "top1": None, "coral_case_passed": None,
                "features": stages.get("hwcap", {}).get("features"),
                "proc_cpuinfo_features": stages.get("hwcap", {}).get("proc_cpuinfo_features")}
+    summary["known_problems"] = stages.get("known_problems", {}).get("problems")
     classes = stages.get("classify", {}).get("classes")
     if classes:
         summary["top1"] = classes[0]
@@ -288,6 +289,11 @@ def render(report: dict) -> str:
     for version in versions:
         cells = [_cell(by_key[(version, *column)]) if (version, *column) in by_key else "" for column in columns]
         lines.append(f"| {version} | " + " | ".join(cells) + " |")
+    checked = [run for run in runs if run.get("known_problems") is not None]
+    if checked:
+        agree = sum((run["exit"] != "ok") == bool(run["known_problems"]) for run in checked)
+        lines += ["", f"`platform_check.known_problems`, run inside each emulated Python before LiteRT loads, "
+                  f"warned exactly for the runs that crashed in {agree} of {len(checked)} runs."]
     probes = sorted({name for cpu in report["cpus"].values() for name in cpu["probes"]})
     if probes:
         lines += ["", "Which extensions each emulated CPU executes (one instruction each; SIGILL = absent):", "",

@@ -3,8 +3,8 @@
 What is known, and how it was measured (``benchmarks/pi_emulation.py``, README "Raspberry Pi"):
 
 - ai-edge-litert 2.2.0 and 2.3.0 crash with SIGSEGV in ``allocate_tensors`` on aarch64 when
-  ``/proc/cpuinfo`` lists no ARM processor. XNNPACK's CPU detection (the cpuinfo library,
-  ``cpuinfo_arm_linux_init``) writes out of bounds then. A real Pi's kernel always lists its
+  ``/proc/cpuinfo`` lists no ARM processor: XNNPACK's CPU detection (the cpuinfo library,
+  ``cpuinfo_arm_linux_init``) then stores through a null pointer. A real Pi's kernel always lists its
   cores; qemu-user 7.2, and so ``docker --platform linux/arm64`` on an x86 host, passes the
   host's x86 file through instead. 1.4.0 to 2.1.6 run there.
 - The same 2.2.0 and 2.3.0 wheels run and classify correctly on an emulated Cortex-A72 (a Pi 4,
