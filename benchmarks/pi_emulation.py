@@ -292,8 +292,10 @@ def render(report: dict) -> str:
     checked = [run for run in runs if run.get("known_problems") is not None]
     if checked:
         agree = sum((run["exit"] != "ok") == bool(run["known_problems"]) for run in checked)
-        lines += ["", f"`platform_check.known_problems`, run inside each emulated Python before LiteRT loads, "
-                  f"warned exactly for the runs that crashed in {agree} of {len(checked)} runs."]
+        crashed = sum(run["exit"] != "ok" for run in checked)
+        lines += ["", f"`platform_check.known_problems`, run inside each emulated Python before LiteRT loads: "
+                  f"its answer matched the outcome (a warning and a crash, or none and a classification) in "
+                  f"{agree} of {len(checked)} runs, {crashed} of which crashed."]
     probes = sorted({name for cpu in report["cpus"].values() for name in cpu["probes"]})
     if probes:
         lines += ["", "Which extensions each emulated CPU executes (one instruction each; SIGILL = absent):", "",
