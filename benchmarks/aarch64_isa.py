@@ -29,7 +29,7 @@ OBJDUMP = "aarch64-linux-gnu-objdump"
 # Extension -> (mnemonic pattern, words that a function's name carries when it is built for it).
 _MNEMONICS = {
     "lse": (r"(ld(add|clr|eor|set|smax|smin|umax|umin)|st(add|clr|eor|set|smax|smin|umax|umin)|swp|casp?)(a|l|al)?[bh]?",
-            ("__aarch64_",)),  # GCC's -moutline-atomics helpers test for LSE at run time
+            ("__aarch64_",)),  # GCC's -moutline-atomics routines test for LSE at run time
     "dotprod": (r"[su]dot", ("dot", "sme")),  # KleidiAI's SME packing routines use sdot in streaming mode
     "i8mm": (r"smmla|ummla|usmmla|usdot|sudot", ("i8mm",)),
     "bf16": (r"bf(dot|mmla|mlal[bt]|cvtn?2?)", ("bf16",)),
@@ -45,9 +45,9 @@ _FP16_OPERANDS = re.compile(r"\.[48]h\b|^\s*h\d+,")
 _SVE_OPERANDS = re.compile(r"\bz\d+\.[bhsdq]\b|\bp\d+/[zm]\b")
 HINTS = {**{name: hints for name, (_, hints) in _MNEMONICS.items()},
          "fp16": ("fp16", "f16"), "sve": ("sve", "sme")}
-# GCC's outline-atomics helpers, where the library strips their names: `ldrb w16, [flag]; cbz w16, <LL/SC>`
+# GCC's outline-atomics routines, where the library strips their names: `ldrb w16, [flag]; cbz w16, <LL/SC>`
 # skips the LSE instruction that follows unless the CPU has LSE.
-_OUTLINE_ATOMICS = "__aarch64_ outline-atomics helper (name stripped)"
+_OUTLINE_ATOMICS = "__aarch64_ outline-atomics routine (name stripped)"
 # Labels inside hand-written assembly (KleidiAI's "label_3", "K_Loop"): counted in the function around them.
 _LOCAL_LABEL = re.compile(r"^(label_\w+|\.L\w+|[A-Z][A-Za-z]*_Loop\w*)$")
 EXTENSIONS = ("lse", "dotprod", "fp16", "i8mm", "bf16", "sve", "crypto")
