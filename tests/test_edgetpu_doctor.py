@@ -65,13 +65,13 @@ def test_a_hanging_probe_times_out():
     assert "no answer within 0.5 s" in result["error"]
 
 
-@pytest.mark.parametrize("version, machine, expected", [
-    ("2.3.0", "aarch64", True), ("2.2.0", "aarch64", True), ("2.1.6", "aarch64", False),
-    ("1.4.0", "aarch64", False), ("2.3.0", "x86_64", False),
-])
-def test_known_bad_litert_on_pi4_class_arm(version, machine, expected):
-    summaries = [bad.summary for bad in known_bad(version, machine)]
-    assert any("Cortex-A72" in s for s in summaries) is expected
+def test_doctor_names_emulated_arm_problems_from_the_platform_check(monkeypatch):
+    import edgeship.edgetpu.doctor as doctor
+
+    monkeypatch.setattr(doctor, "known_problems", lambda machine, version, features: ["emulated: no ARM cpuinfo"])
+    report = doctor.diagnose(doctor.DoctorConfig(device="cpu"))
+    assert "emulated: no ARM cpuinfo" in report["known_bad"]
+    assert not [bad for bad in known_bad("2.3.0", "aarch64")]  # a real Pi 4 / Pi 5 runs every release
 
 
 def test_stock_libedgetpu_warning_only_where_a_libedgetpu_is_installed():

@@ -9,9 +9,12 @@ segfault inside ``Interpreter()``) under another. Coral's own Debian/macOS packa
 release close the gap, e.g. github.com/feranick/libedgetpu, whose release notes state for each
 build the tflite_runtime range it works with.
 
+Problems of the CPU side alone (32-bit ARM, emulated aarch64) are
+:func:`edgeship.runtime.platform_check.known_problems`'s; ``edgeship doctor`` reports both.
+
 Example:
-    >>> [bad.summary for bad in known_bad("2.3.0", "aarch64")][:1]  # doctest: +ELLIPSIS
-    ['ai-edge-litert 2.2.0 and 2.3.0 crash under a Cortex-A72 (Raspberry Pi 4) emulation...']
+    >>> [bad.summary for bad in known_bad("2.3.0", "x86_64", libedgetpu_found=True)][0]  # doctest: +ELLIPSIS
+    "Coral's stock libedgetpu 16.0 is built against the TensorFlow Lite ABI of 2021..."
 """
 
 from __future__ import annotations
@@ -60,9 +63,6 @@ class KnownBad:
 
 
 KNOWN_BAD: tuple[KnownBad, ...] = (
-    KnownBad((2, 2), (2, 3), ("aarch64", "arm64"),
-               "ai-edge-litert 2.2.0 and 2.3.0 crash under a Cortex-A72 (Raspberry Pi 4) emulation while "
-               "1.4.0 - 2.1.6 work (under investigation): on a Pi 4, pin ai-edge-litert<2.2 until it is resolved."),
     KnownBad((1, 2), (99,), (),
                "Coral's stock libedgetpu 16.0 is built against the TensorFlow Lite ABI of 2021 and crashes inside "
                "Interpreter() with current ai-edge-litert releases: install a libedgetpu built for this "

@@ -26,6 +26,7 @@ from importlib import metadata
 from pathlib import Path
 
 from edgeship.edgetpu.compat import PAIRINGS, known_bad
+from edgeship.runtime.platform_check import known_problems
 from edgeship.errors import ConfigError
 from edgeship.runtime.device import device_hint, edgetpu_library, parse_device
 
@@ -136,7 +137,8 @@ def diagnose(config: DoctorConfig = DoctorConfig()) -> dict:
         "device": config.device, "usable": usable, "reason": reason, "system": system,
         "libedgetpu": {"name": edgetpu_library(), **library}, "edgetpu_devices": devices,
         "devices_seen_by_system": seen_by_system, "delegates": delegates,
-        "known_bad": [entry.summary for entry in bad],
+        "known_bad": [entry.summary for entry in bad]
+        + known_problems(system["machine"], system["ai_edge_litert"] or "", None),
         "pairings": [{"libedgetpu": p.libedgetpu, "runtimes": p.runtimes, "source": p.source} for p in PAIRINGS],
     }
 
