@@ -7,6 +7,7 @@ and photos are generated. Only the ``slow`` real-photo runs read ``../shared``.
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -22,8 +23,28 @@ WEIGHTS = SHARED / "weights"
 CORAL = Path(__file__).resolve().parent / "data" / "coral"  # vendored, Apache-2.0
 
 
+# How Google's own Coral tests resize for each case in cases.json.
+CORAL_RESIZE = {"tf_half_pixel_bilinear": "bilinear", "pil_nearest": "nearest"}
+
+
 def needs_shared(path: Path) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not path.exists(), reason=f"{path} is absent (the project's shared data folder)")
+
+
+def coral_cases() -> list:
+    """Google's Coral test expectations, one pytest parameter each."""
+    return [pytest.param(case, id=case["id"]) for case in json.loads((CORAL / "cases.json").read_text())["cases"]]
+
+
+@pytest.fixture(scope="session")
+def runtime_setup(tmp_path_factory):
+    """Tiny flatbuffer-built models, three colour classes of images, and a run directory over them."""
+    from runtime_models import write_images, write_models, write_run
+
+    root = tmp_path_factory.mktemp("runtime")
+    models = write_models(root / "models")
+    data = write_images(root / "data")
+    return models, data, write_run(root / "run", data, models["float"])
 
 
 @pytest.fixture(scope="session")

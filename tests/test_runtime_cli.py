@@ -13,10 +13,7 @@ from typer.testing import CliRunner
 
 from edgeship.cli import app
 
-from conftest import CORAL
-from runtime_models import write_images, write_models, write_run
-
-RESIZE_OF_MODE = {"tf_half_pixel_bilinear": "bilinear", "pil_nearest": "nearest"}
+from conftest import CORAL, CORAL_RESIZE, coral_cases
 
 
 def run(*args):
@@ -32,22 +29,15 @@ def assert_clean_failure(result, *phrases, exit_code=1):
         assert phrase in result.output
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("cli")
-    models = write_models(root / "models")
-    data = write_images(root / "data")
-    return models, data, write_run(root / "run", data, models["float"])
-
-
-def coral_cases() -> list:
-    return [pytest.param(case, id=case["id"]) for case in json.loads((CORAL / "cases.json").read_text())["cases"]]
+@pytest.fixture()
+def setup(runtime_setup):
+    return runtime_setup
 
 
 @pytest.mark.parametrize("case", coral_cases())
 def test_predict_coral_cases(case):
     result = run("predict", CORAL / case["model"], CORAL / case["image"], "--top-k", case["top_k"],
-                 "--resize", RESIZE_OF_MODE[case["upstream_resize_mode"]], "--json")
+                 "--resize", CORAL_RESIZE[case["upstream_resize_mode"]], "--json")
     assert result.exit_code == 0, result.output
     [prediction] = json.loads(result.stdout)["predictions"]
     found = [c for c in prediction["classes"] if c["id"] == case["expected_label_index"]]

@@ -18,16 +18,12 @@ from edgeship.runtime.evaluation import OTHER_CLASS
 from edgeship.runtime.prefetch import prefetch
 
 from conftest import CORAL
-from runtime_models import LABELS, write_images, write_models, write_run
+from runtime_models import LABELS, write_models
 
 
-@pytest.fixture(scope="module")
-def setup(tmp_path_factory):
-    root = tmp_path_factory.mktemp("eval")
-    models = write_models(root / "models")
-    data = write_images(root / "data")
-    run = write_run(root / "run", data, models["float"])
-    return models, data, run
+@pytest.fixture()
+def setup(runtime_setup):
+    return runtime_setup
 
 
 def test_eval_on_a_folder_skips_and_counts_corrupt_images(setup, tmp_path):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from pathlib import Path
@@ -18,15 +17,8 @@ from edgeship.runtime.manifest import strip_embedded
 from edgeship.runtime.device import edgetpu_library, load_edgetpu_delegate, parse_device
 from edgeship.runtime.input_feed import make_input_feed
 
-from conftest import CORAL
+from conftest import CORAL, CORAL_RESIZE, coral_cases
 from runtime_models import LABELS, write_images, write_models
-
-
-RESIZE_OF_MODE = {"tf_half_pixel_bilinear": "bilinear", "pil_nearest": "nearest"}
-
-
-def coral_cases() -> list:
-    return [pytest.param(case, id=case["id"]) for case in json.loads((CORAL / "cases.json").read_text())["cases"]]
 
 
 def case_passes(case: dict, classes) -> bool:
@@ -44,7 +36,7 @@ def models(tmp_path_factory) -> dict[str, Path]:
 
 @pytest.mark.parametrize("case", coral_cases())
 def test_coral_cases_with_labels_read_from_the_model_file(case):
-    model = load_model(CORAL / case["model"], resize_method=RESIZE_OF_MODE[case["upstream_resize_mode"]])
+    model = load_model(CORAL / case["model"], resize_method=CORAL_RESIZE[case["upstream_resize_mode"]])
     assert model.labels_source == "embedded"  # not the imagenet_labels.txt beside it
     assert model.feed.describe() == "raw uint8 pixels"
     [prediction] = predict(model, [CORAL / case["image"]], top_k=case["top_k"])
