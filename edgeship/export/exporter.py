@@ -1,6 +1,6 @@
 """The export stage: a trained run to self-describing ``.tflite`` files, each one scored.
 
-For every requested variant: convert, embed labels and manifest, write atomically to
+For every requested variant: convert, embed TFLite Metadata, labels and manifest, write atomically to
 ``RUN/export/``, then score it with the LiteRT interpreter on the run's recorded test split,
 next to the float Keras model on the same images. ``report.json`` / ``report.md`` hold the table.
 QAT and post-training int8 are both built and compared on the validation split; the better one
@@ -25,6 +25,7 @@ from edgeship.export.qat import (
 )
 from edgeship.runtime.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edgeship.runtime.manifest import MEAN, STD, Manifest, embed
+from edgeship.runtime.tflite_metadata import embed_with_metadata
 from edgeship.runtime.validation import paired_difference_ci
 from edgeship.train.config import TrainConfig
 from edgeship.train.data import Dataset, load_data
@@ -249,7 +250,7 @@ def export(config: ExportConfig) -> ExportResult:
     variants: dict[str, dict] = {}
     for kind in wanted:
         extra = {k: notes[k] for k in ("int8_source", "int8_choice_reason")} if kind == INT8 and notes else {}
-        data_bytes = embed(built[kind], labels, manifest(kind, **extra))
+        data_bytes = embed_with_metadata(built[kind], manifest(kind, **extra))
         path = atomic_write_bytes(out_dir / FILE_NAMES[kind], data_bytes)
         scores, latency_ms = _score_tflite(path, data, "test")
         predictions = np.argmax(scores, axis=1)
