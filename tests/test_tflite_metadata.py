@@ -273,3 +273,52 @@ def test_without_metadata_a_zero_to_one_model_is_misfed(third_party_models, colo
     assert (bare.feed.mean, bare.feed.std) == (127.5, 127.5) and bare.labels is None
     predicted = [list(COLOURS)[int(bare.classify(p).argmax())] for p in photos]
     assert np.mean(np.asarray(predicted) == np.asarray(expected)) < 0.8
+
+
+def test_inspect_shows_the_metadata(tiny_export):
+    from typer.testing import CliRunner
+
+    from edgeship.cli import app
+
+    result = CliRunner().invoke(app, ["inspect", str(tiny_export / FILE_NAMES["float32"])])
+    assert result.exit_code == 0, result.output
+    assert "TFLite Metadata: mobilenet_v1_0.25 classifier (float32)" in result.output
+    assert "mean [128.0], std [128.0], range [-1.0, 0.9921875]; labels file labels.txt" in result.output
+
+
+# Real photos (slow): a small flowers5 export, every photo through MediaPipe Tasks as an app would
+# pass it (full size: MediaPipe resizes with its own method) and through `edgeship predict`.
+
+
+@pytest.fixture(scope="module")
+def flowers_export(tmp_path_factory) -> Path:
+    from conftest import WEIGHTS
+    from edgeship.export import ExportConfig, export
+    from edgeship.train import TrainConfig, train
+
+    weights = WEIGHTS / "mobilenet_v2_1.0_224_no_top.h5"
+    if not weights.exists():
+        pytest.skip(f"{weights} is absent (the project's shared data folder)")
+    out = tmp_path_factory.mktemp("flowers") / "v2_96"
+    train(TrainConfig(data_dir=str(FLOWERS), out_dir=str(out), backbone="mobilenet_v2", alpha=1.0, image_size=96,
+                      weights=str(weights), epochs=5, fine_tune_epochs=4, augment="medium"))
+    export(ExportConfig(run_dir=str(out), qat_epochs=1))
+    return out / "export"
+
+
+@pytest.mark.slow
+@needs_shared(FLOWERS)
+@pytest.mark.parametrize("kind", VARIANTS)
+def test_mediapipe_tasks_agrees_with_edgeship_on_flowers(flowers_export, kind):
+    from edgeship.runtime.image import load_image
+
+    _mediapipe()
+    path = flowers_export / FILE_NAMES[kind]
+    photos = [load_image(p) for p in sorted(FLOWERS.glob("*/*.jpg"))]
+    model = load_model(path)
+    ours = np.asarray([model.classify(model.preprocess(p)).argmax() for p in photos])
+    scores, names = mediapipe_scores(path, photos)
+    assert names[0] == {i: name for i, name in enumerate(["daisy", "dandelion", "roses", "sunflowers", "tulips"])}
+    agreement = float(np.mean(scores.argmax(1) == ours))
+    print(f"{kind}: MediaPipe Tasks and edgeship agree on {agreement:.2%} of {len(photos)} photos")
+    assert agreement >= 0.98, agreement
