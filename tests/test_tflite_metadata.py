@@ -275,6 +275,16 @@ def test_without_metadata_a_zero_to_one_model_is_misfed(third_party_models, colo
     assert np.mean(np.asarray(predicted) == np.asarray(expected)) < 0.8
 
 
+def test_a_label_file_missing_from_the_archive_is_a_warning(third_party_models, tmp_path, caplog):
+    flatbuffer = third_party_models["bare"].read_bytes()
+    path = tmp_path / "no_archive.tflite"
+    path.write_bytes(with_metadata(flatbuffer, third_party_metadata(0.0, 255.0, "colours.txt")))
+    with caplog.at_level(logging.WARNING):
+        model = load_model(path)
+    assert "names colours.txt as the label file, but it cannot be read" in caplog.text
+    assert model.labels is None and (model.feed.mean, model.feed.std) == (0.0, 255.0)
+
+
 def test_inspect_shows_the_metadata(tiny_export):
     from typer.testing import CliRunner
 

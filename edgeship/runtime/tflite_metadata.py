@@ -29,6 +29,7 @@ import logging
 import math
 import struct
 import zipfile
+import zlib
 from dataclasses import dataclass
 
 import flatbuffers
@@ -437,7 +438,7 @@ def read_metadata_or_warn(data: bytes, name: str) -> StandardMetadata | None:
     """:func:`read_metadata`, except that malformed metadata logs a warning and gives None,
     so that the model still loads with the runtime's defaults."""
     try:
-        return read_metadata(strip_embedded(data))
+        return read_metadata(data)  # the flatbuffer reader ignores an appended archive
     except ModelFormatError as e:
         logger.warning("%s: ignoring its TFLite Metadata (%s); using the defaults instead.", name, e)
         return None
@@ -451,7 +452,8 @@ def associated_labels(data: bytes, metadata: StandardMetadata) -> list[str] | No
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
             text = archive.read(metadata.labels_file).decode("utf-8", errors="replace")
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError) as e:
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, NotImplementedError, struct.error,
+            zlib.error) as e:
         logger.warning("The metadata names %s as the label file, but it cannot be read from the model (%s).",
                        metadata.labels_file, e)
         return None
