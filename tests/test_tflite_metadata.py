@@ -330,8 +330,8 @@ def test_inspect_shows_the_metadata(tiny_export):
     assert "mean [128.0], std [128.0], range [-1.0, 0.9921875]; labels file labels.txt" in result.output
 
 
-# Real photos (slow): a small flowers5 export, every photo through MediaPipe Tasks as an app would
-# pass it (full size: MediaPipe resizes with its own method) and through `edgeship predict`.
+# Real photos (slow, about 10 minutes): a small flowers5 export, every photo through MediaPipe Tasks
+# as an app would pass it (full size: MediaPipe resizes) and through `edgeship predict`.
 
 
 @pytest.fixture(scope="module")
@@ -344,8 +344,10 @@ def flowers_export(tmp_path_factory) -> Path:
     if not weights.exists():
         pytest.skip(f"{weights} is absent (the project's shared data folder)")
     out = tmp_path_factory.mktemp("flowers") / "v2_96"
+    # Trained on MediaPipe's sampling, so that edgeship and the app feed the same pixels.
     train(TrainConfig(data_dir=str(FLOWERS), out_dir=str(out), backbone="mobilenet_v2", alpha=1.0, image_size=96,
-                      weights=str(weights), epochs=5, fine_tune_epochs=4, augment="medium"))
+                      weights=str(weights), epochs=5, fine_tune_epochs=4, augment="medium",
+                      resize_method="bilinear-asymmetric"))
     export(ExportConfig(run_dir=str(out), qat_epochs=1))
     return out / "export"
 
@@ -365,4 +367,4 @@ def test_mediapipe_tasks_agrees_with_edgeship_on_flowers(flowers_export, kind):
     assert names[0] == {i: name for i, name in enumerate(["daisy", "dandelion", "roses", "sunflowers", "tulips"])}
     agreement = float(np.mean(scores.argmax(1) == ours))
     print(f"{kind}: MediaPipe Tasks and edgeship agree on {agreement:.2%} of {len(photos)} photos")
-    assert agreement >= 0.98, agreement
+    assert agreement >= 0.98, agreement  # measured: 98.45 % (int8-ptq) to 99.74 % (float32)
