@@ -153,8 +153,8 @@ def _associated_file(builder: flatbuffers.Builder, name: str, description: str, 
                                (_FILE_TYPE, "byte", kind)])
 
 
-def _tensor(builder, name: str, description: str, content: int, stats: tuple[float, float],
-            units: list[int] = (), files: list[int] = ()) -> int:
+def _tensor(builder: flatbuffers.Builder, name: str, description: str, content: int, stats: tuple[float, float],
+            units: tuple[int, ...] = (), files: tuple[int, ...] = ()) -> int:
     name_at, description_at = builder.CreateString(name), builder.CreateString(description)
     max_at, min_at = _floats(builder, [stats[1]]), _floats(builder, [stats[0]])
     stats_at = _table(builder, 2, [(_STATS_MAX, "offset", max_at), (_STATS_MIN, "offset", min_at)])
@@ -184,7 +184,7 @@ def _input_tensor(builder: flatbuffers.Builder, manifest: Manifest, input_dtype:
         stats = ((0.0 - manifest.mean) / manifest.std, (255.0 - manifest.mean) / manifest.std)
     description = (f"RGB image, {height}x{width}; a float input takes (pixel - {manifest.mean:g}) / "
                    f"{manifest.std:g}, a quantized one takes raw pixels.")
-    return _tensor(builder, "image", description, content_at, stats, units=[unit_at])
+    return _tensor(builder, "image", description, content_at, stats, units=(unit_at,))
 
 
 def _output_tensor(builder: flatbuffers.Builder, manifest: Manifest) -> int:
@@ -192,7 +192,7 @@ def _output_tensor(builder: flatbuffers.Builder, manifest: Manifest) -> int:
     content_at = _table(builder, 3, [(_CONTENT_TYPE, "byte", _FEATURE_PROPERTIES), (_CONTENT_VALUE, "offset", feature_at)])
     labels_at = _associated_file(builder, LABELS_NAME, "Class names, one a line, in output order.", _TENSOR_AXIS_LABELS)
     description = f"Probabilities of the {len(manifest.labels)} classes."
-    return _tensor(builder, "probability", description, content_at, (0.0, 1.0), files=[labels_at])
+    return _tensor(builder, "probability", description, content_at, (0.0, 1.0), files=(labels_at,))
 
 
 def build_metadata(manifest: Manifest, input_dtype: str, version: str | None = None) -> bytes:
