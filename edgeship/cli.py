@@ -69,7 +69,8 @@ def train(
     alpha: Optional[float] = typer.Option(None, help="Width multiplier [1.0]."),
     image_size: Optional[int] = typer.Option(None, help="Square input size in pixels [224]."),
     weights: Optional[str] = typer.Option(None, help="imagenet | none | PATH to no-top .h5 weights [imagenet]."),
-    resize_method: Optional[str] = typer.Option(None, help="bilinear | nearest | area | bilinear-asymmetric (MediaPipe's sampling) [bilinear]."),
+    resize_method: Optional[str] = typer.Option(
+        None, help="bilinear | nearest | area | bilinear-asymmetric (MediaPipe's sampling) [bilinear]."),
     augment: Optional[str] = typer.Option(None, help="none | light | medium | heavy [light]."),
     val_fraction: Optional[float] = typer.Option(None, help="Share of each class held out for validation [0.1]."),
     test_fraction: Optional[float] = typer.Option(None, help="Share of each class held out for testing [0.1]."),
@@ -176,7 +177,8 @@ def run_all(
 _DEVICE = typer.Option("cpu", "--device", help="cpu | edgetpu | usb | usb:N | pci | pci:N.")
 _THREADS = typer.Option(None, "--threads", help="CPU threads for the interpreter [LiteRT's default].")
 _LABELS = typer.Option(None, "--labels", help="Label file (one per line, or '<index> <label>'); overrides embedded labels.")
-_RESIZE = typer.Option(None, "--resize", help="bilinear | nearest | area | bilinear-asymmetric [the manifest's, else bilinear].")
+_RESIZE = typer.Option(None, "--resize",
+                       help="bilinear | nearest | area | bilinear-asymmetric [the manifest's, else bilinear].")
 _MEAN = typer.Option(None, "--mean", help="Input normalisation mean [the manifest's; third-party: from the input quantization, or 127.5].")
 _STD = typer.Option(None, "--std", help="Input normalisation std [as --mean].")
 _JSON = typer.Option(False, "--json", help="Print JSON to stdout.")

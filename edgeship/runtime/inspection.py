@@ -41,8 +41,9 @@ def inspect_model(path: str | os.PathLike) -> dict:
     quantization), ``op_counts``, ``num_ops``, ``custom_ops``, ``full_integer`` (see
     :func:`edgeship.runtime.graph.is_full_integer`), ``float_tensors`` (the first few that
     keep it from being full-integer), ``edgetpu_compiled``, ``labels`` (count, source, first
-    few), ``manifest``, ``tflite_metadata`` (the standard metadata, see
-    :class:`edgeship.runtime.tflite_metadata.StandardMetadata`) and ``input_feed`` (how the runtime would turn pixels into the input).
+    few), ``manifest``, ``tflite_metadata`` (see
+    :class:`edgeship.runtime.tflite_metadata.StandardMetadata`) and ``input_feed`` (how the
+    runtime would turn pixels into the input).
 
     Raises:
         ModelFormatError: the file is missing, empty, not a TFLite model or truncated.

@@ -189,7 +189,8 @@ def _input_tensor(builder: flatbuffers.Builder, manifest: Manifest, input_dtype:
 
 def _output_tensor(builder: flatbuffers.Builder, manifest: Manifest) -> int:
     feature_at = _table(builder, 0, [])
-    content_at = _table(builder, 3, [(_CONTENT_TYPE, "byte", _FEATURE_PROPERTIES), (_CONTENT_VALUE, "offset", feature_at)])
+    content_at = _table(builder, 3, [(_CONTENT_TYPE, "byte", _FEATURE_PROPERTIES),
+                                     (_CONTENT_VALUE, "offset", feature_at)])
     labels_at = _associated_file(builder, LABELS_NAME, "Class names, one a line, in output order.", _TENSOR_AXIS_LABELS)
     description = f"Probabilities of the {len(manifest.labels)} classes."
     return _tensor(builder, "probability", description, content_at, (0.0, 1.0), files=(labels_at,))
@@ -207,8 +208,8 @@ def build_metadata(manifest: Manifest, input_dtype: str, version: str | None = N
     inputs_at = _offsets(builder, [_input_tensor(builder, manifest, input_dtype)])
     outputs_at = _offsets(builder, [_output_tensor(builder, manifest)])
     subgraph_name = builder.CreateString("image_classifier")
-    subgraph_at = _table(builder, 5, [(_SUBGRAPH_NAME, "offset", subgraph_name),
-                                      (_SUBGRAPH_INPUTS, "offset", inputs_at), (_SUBGRAPH_OUTPUTS, "offset", outputs_at)])
+    subgraph_at = _table(builder, 5, [(_SUBGRAPH_NAME, "offset", subgraph_name), (_SUBGRAPH_INPUTS, "offset", inputs_at),
+                                      (_SUBGRAPH_OUTPUTS, "offset", outputs_at)])
     manifest_file = _associated_file(builder, MANIFEST_NAME, "edgeship manifest: preprocessing, quantization, "
                                      "float test accuracy and split digest (JSON).", _UNKNOWN_FILE)
     classes = ", ".join(manifest.labels[:10]) + (", ..." if len(manifest.labels) > 10 else "")
