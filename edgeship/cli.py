@@ -225,7 +225,8 @@ class LoadOptions:
                                           "2.x].", int)
     labels: Optional[str] = option(None, "Label file (one per line, or '<index> <label>'); overrides embedded "
                                          "labels.", str)
-    resize: Optional[str] = option(None, "bilinear | nearest | area [the model file's, else bilinear].", str)
+    resize: Optional[str] = option(None, "bilinear | nearest | area | bilinear-asymmetric [the model file's, else "
+                                         "bilinear].", str)
     mean: Optional[float] = option(None, "Input normalisation mean [the model file's; third-party: from the input "
                                          "quantization, or 127.5].", float)
     std: Optional[float] = option(None, "Input normalisation std [as --mean].", float)

@@ -33,3 +33,18 @@ def test_bilinear_equals_tensorflow_resize_on_photos(tmp_path):
             ours = resize(load_image(path), size, "bilinear").astype(np.int16)
             theirs = tf.image.resize(load_image(path), size, method="bilinear", antialias=False).numpy()
             assert np.abs(ours - np.clip(np.rint(theirs), 0, 255)).max() <= 1, (path.name, size)
+
+
+def test_asymmetric_bilinear_equals_tensorflow_v1_resize():
+    """``bilinear-asymmetric`` samples as TF1's resize_bilinear default (and MediaPipe Tasks) do."""
+    tf = pytest.importorskip("tensorflow")
+    rng = np.random.default_rng(3)
+    for in_size, size in [((227, 227), (96, 96)), ((40, 40), (32, 32)), ((50, 70), (100, 75))]:
+        pixels = rng.integers(0, 256, (*in_size, 3), dtype=np.uint8)
+        ours = resize(pixels, size, "bilinear-asymmetric").astype(np.int16)
+        theirs = tf.compat.v1.image.resize_bilinear(pixels[None], size, align_corners=False,
+                                                    half_pixel_centers=False).numpy()[0]
+        difference = np.abs(ours - np.clip(np.rint(theirs), 0, 255).astype(np.int16))
+        # Only rounding differs, at ties (an upscale by 2 makes many values end in .5).
+        assert difference.max() <= 1 and difference.mean() < 0.05, (in_size, size)
+        assert np.abs(ours - resize(pixels, size, "bilinear")).max() > 10  # a different sampling

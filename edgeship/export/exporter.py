@@ -2,8 +2,8 @@
 
 It reads top to bottom as its steps: load the run (its recorded split, checked against the
 files, and the float model), convert every requested variant, build the int8 candidates and
-choose one (``int8_choice.py``; the QAT recipe is ``qat.py``), then write each file with its
-labels and manifest and score it once, with the LiteRT runtime, on the test split next to the
+choose one (``int8_choice.py``; the QAT recipe is ``qat.py``), then write each file with standard
+TFLite Metadata, its labels and manifest, and score it once, with the LiteRT runtime, on the test split next to the
 float Keras model. The report and every model's test predictions go beside the files, so that
 ``edgeship run`` gates on them without scoring again. Everything is written to a fresh staging
 folder that becomes ``RUN/export/`` in one atomic step (``RunDir.publish_export``).
@@ -26,8 +26,9 @@ from edgeship.export.qat import fit_qat
 from edgeship.export.report import render_markdown
 from edgeship.progress import progress
 from edgeship.runtime.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from edgeship.runtime.manifest import MEAN, STD, Manifest, embed
+from edgeship.runtime.manifest import MEAN, STD, Manifest
 from edgeship.runtime.rundir import RunDir
+from edgeship.runtime.tflite_metadata import embed_with_metadata
 from edgeship.train import DecodedSplit, TrainConfig, load_data, load_float_model, load_run_config, normalize_tf
 from edgeship.train import predict_probabilities
 
@@ -66,8 +67,9 @@ class _Run:
         )
 
     def file_bytes(self, kind: str, flatbuffer: bytes, **extra) -> bytes:
-        """The model file: the flatbuffer with its labels and manifest embedded."""
-        return embed(flatbuffer, list(self.data.split.classes), self.manifest(kind, **extra))
+        """The model file: the flatbuffer with standard TFLite Metadata, and its labels and
+        manifest embedded (``tflite_metadata.embed_with_metadata``)."""
+        return embed_with_metadata(flatbuffer, self.manifest(kind, **extra))
 
 
 def _load_run(run: RunDir, config: ExportConfig) -> _Run:

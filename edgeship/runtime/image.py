@@ -49,7 +49,12 @@ RESIZE_BILINEAR = "bilinear"
 RESIZE_NEAREST = "nearest"
 # Box-filter averaging (antialiased): the better choice when shrinking large photos a lot.
 RESIZE_AREA = "area"
-RESIZE_METHODS = (RESIZE_BILINEAR, RESIZE_NEAREST, RESIZE_AREA)
+# Bilinear sampling source pixel i * in / out (TF1's resize_bilinear default, "asymmetric" in
+# ONNX's terms): what MediaPipe Tasks' CPU preprocessing samples, since it warps the image's
+# corner coordinates onto the tensor's (image_to_tensor_converter_opencv.cc). A model trained
+# with it gets the same pixels from edgeship and from a phone app using MediaPipe.
+RESIZE_BILINEAR_ASYMMETRIC = "bilinear-asymmetric"
+RESIZE_METHODS = (RESIZE_BILINEAR, RESIZE_NEAREST, RESIZE_AREA, RESIZE_BILINEAR_ASYMMETRIC)
 
 # Decompression-bomb guard stays on, but at a size real camera photos never reach.
 Image.MAX_IMAGE_PIXELS = 200_000_000
@@ -112,15 +117,17 @@ def resize(pixels: np.ndarray, size: tuple[int, int], method: str = RESIZE_BILIN
     height, width = int(size[0]), int(size[1])
     if pixels.shape[:2] == (height, width):
         return np.ascontiguousarray(pixels, dtype=np.uint8)
-    if method == RESIZE_BILINEAR:
-        return _resize_bilinear_half_pixel(pixels, height, width)
+    if method in (RESIZE_BILINEAR, RESIZE_BILINEAR_ASYMMETRIC):
+        return _resize_bilinear(pixels, height, width, half_pixel=method == RESIZE_BILINEAR)
     resample = Image.Resampling.NEAREST if method == RESIZE_NEAREST else Image.Resampling.BOX
     return np.asarray(Image.fromarray(pixels).resize((width, height), resample=resample), dtype=np.uint8)
 
 
-def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    # TensorFlow's HalfPixelScaler: source = (i + 0.5) * in / out - 0.5, edges clamped.
-    source = (np.arange(out_size, dtype=np.float64) + 0.5) * (in_size / out_size) - 0.5
+def _axis_weights(in_size: int, out_size: int, half_pixel: bool) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    # TensorFlow's HalfPixelScaler: source = (i + 0.5) * in / out - 0.5, edges clamped;
+    # its LegacyScaler (asymmetric): source = i * in / out.
+    offset = 0.5 if half_pixel else 0.0
+    source = (np.arange(out_size, dtype=np.float64) + offset) * (in_size / out_size) - offset
     floor = np.floor(source)
     lower = np.clip(floor, 0, in_size - 1).astype(np.intp)
     upper = np.clip(floor + 1, 0, in_size - 1).astype(np.intp)
@@ -128,15 +135,15 @@ def _axis_weights(in_size: int, out_size: int) -> tuple[np.ndarray, np.ndarray, 
 
 
 @functools.lru_cache(maxsize=32)
-def _bilinear_plan(in_height: int, in_width: int, height: int, width: int) -> tuple[np.ndarray, ...]:
+def _bilinear_plan(in_height: int, in_width: int, height: int, width: int, half_pixel: bool) -> tuple[np.ndarray, ...]:
     """Gather indices and weights of one resize, computed once per (input, output) shape.
 
     Rows are read once each (a shrink skips the rows no output needs), and columns are indexed
     on the image viewed as ``(H, W * 3)``, so every arithmetic step runs over contiguous rows
     of ``width * 3`` values rather than over 3-channel pixels.
     """
-    top, bottom, y_frac = _axis_weights(in_height, height)
-    left, right, x_frac = _axis_weights(in_width, width)
+    top, bottom, y_frac = _axis_weights(in_height, height, half_pixel)
+    left, right, x_frac = _axis_weights(in_width, width, half_pixel)
     rows, position = np.unique(np.concatenate([top, bottom]), return_inverse=True)
     channels = np.arange(3)
     plan = (
@@ -153,9 +160,9 @@ def _bilinear_plan(in_height: int, in_width: int, height: int, width: int) -> tu
     return plan
 
 
-def _resize_bilinear_half_pixel(pixels: np.ndarray, height: int, width: int) -> np.ndarray:
+def _resize_bilinear(pixels: np.ndarray, height: int, width: int, half_pixel: bool) -> np.ndarray:
     in_height, in_width = pixels.shape[:2]
-    rows, top, bottom, y_frac, left, right, x_frac = _bilinear_plan(in_height, in_width, height, width)
+    rows, top, bottom, y_frac, left, right, x_frac = _bilinear_plan(in_height, in_width, height, width, half_pixel)
     block = np.ascontiguousarray(pixels, dtype=np.uint8).reshape(in_height, in_width * 3)[rows]
     # TensorFlow's order and float32 arithmetic, so the rounding matches too: each source row
     # is interpolated along x (left + (right - left) * x), then those rows along y.

@@ -1,4 +1,4 @@
-"""Describe a ``.tflite`` file: tensors, ops, integer-only readiness, Edge TPU build, labels.
+"""Describe a ``.tflite`` file: tensors, ops, integer-only readiness, Edge TPU build, labels, metadata.
 
 Works from the file alone (no interpreter), so an Edge TPU build can be inspected on a
 machine without an Edge TPU.
@@ -20,6 +20,7 @@ from edgeship.runtime.graph import TensorInfo, float_tensors, parse_graph, read_
 from edgeship.runtime.labels import parse_labels
 from edgeship.runtime.manifest import read_embedded
 from edgeship.runtime.input_feed import make_input_feed
+from edgeship.runtime.tflite_metadata import metadata_defaults
 
 __all__ = ["inspect_model"]
 
@@ -40,7 +41,9 @@ def inspect_model(path: str | os.PathLike) -> dict:
     quantization), ``op_counts``, ``num_ops``, ``custom_ops``, ``full_integer`` (see
     :func:`edgeship.runtime.graph.is_full_integer`), ``float_tensors`` (the first few that
     keep it from being full-integer), ``edgetpu_compiled``, ``labels`` (count, source, first
-    few), ``manifest`` and ``input_feed`` (how the runtime would turn pixels into the input).
+    few), ``manifest``, ``tflite_metadata`` (see
+    :class:`edgeship.runtime.tflite_metadata.StandardMetadata`) and ``input_feed`` (how the
+    runtime would turn pixels into the input).
 
     Raises:
         ModelFormatError: the file is missing, empty, not a TFLite model or truncated.
@@ -48,6 +51,9 @@ def inspect_model(path: str | os.PathLike) -> dict:
     data = read_model_bytes(path)
     graph = parse_graph(data, str(path))
     labels, manifest = read_embedded(data)
+    standard = metadata_defaults(data, str(path), graph.input_tensors()[0].dtype)
+    if not (manifest is not None and manifest.labels):
+        labels = standard.labels or labels
     source = None
     if labels is not None:
         source = "manifest" if manifest is not None and manifest.labels else "embedded"
@@ -71,9 +77,10 @@ def inspect_model(path: str | os.PathLike) -> dict:
         "edgetpu_compiled": graph.is_edgetpu_compiled,
         "labels": {"count": len(labels) if labels else 0, "source": source, "first": (labels or [])[:_MAX_LISTED]},
         "manifest": asdict(manifest) if manifest is not None else None,
+        "tflite_metadata": standard.metadata.to_dict() if standard.metadata is not None else None,
     }
     try:
-        mean, std = (manifest.mean, manifest.std) if manifest is not None else (None, None)
+        mean, std = (manifest.mean, manifest.std) if manifest is not None else (standard.mean, standard.std)
         info["input_feed"] = make_input_feed(graph.input_tensors()[0], mean, std).to_dict()
     except (EdgeshipError, IndexError):
         info["input_feed"] = None  # not an image classifier's input

@@ -84,12 +84,11 @@ def _zip_start(data: bytes) -> int | None:
             infos = archive.infolist()
             if not infos:
                 return None
-            # Offsets in the central directory are relative to the archive's own start;
-            # the archive begins where its first local header sits in the whole file.
-            end = data.rfind(b"PK\x05\x06")
-            central_size = int.from_bytes(data[end + 12 : end + 16], "little")
-            central_offset = int.from_bytes(data[end + 16 : end + 20], "little")
-            return end - central_size - central_offset
+            # The archive begins at its first local header. Writers count the central
+            # directory's offsets from the archive's start (edgeship) or from the file's start
+            # (tflite-support's populator, Coral's models); zipfile resolves both into
+            # positions in the whole file.
+            return min(info.header_offset for info in infos)
     except zipfile.BadZipFile:
         return None
 

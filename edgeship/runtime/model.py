@@ -6,7 +6,9 @@ allocating, reads the labels and manifest the file carries, and works out how ``
 pixels reach the input tensor:
 
 - edgeship models: resize method, mean and std from the manifest.
-- third-party models without a manifest: bilinear resize; a ``uint8`` input takes raw pixels
+- third-party models with standard TFLite Metadata: a float input takes the normalisation it
+  states, labels come from the file it names (see :mod:`edgeship.runtime.tflite_metadata`).
+- third-party models without either: bilinear resize; a ``uint8`` input takes raw pixels
   (pycoral's convention, and what Coral's models expect); a float input takes
   ``(pixel - 127.5) / 127.5``.
 - explicit ``resize_method``, ``mean``, ``std`` arguments override both.
@@ -36,6 +38,7 @@ from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_METHODS, preprocess, 
 from edgeship.runtime.input_feed import InputFeed, make_input_feed
 from edgeship.runtime.labels import parse_labels, read_labels
 from edgeship.runtime.manifest import Manifest, read_embedded
+from edgeship.runtime.tflite_metadata import metadata_defaults
 
 __all__ = ["Model", "load_model"]
 
@@ -150,6 +153,9 @@ def load_model(
     data = read_model_bytes(path)
     graph = parse_graph(data, name)
     embedded_labels, manifest = read_embedded(data)
+    standard = metadata_defaults(data, name, graph.input_tensors()[0].dtype)
+    if not (manifest is not None and manifest.labels):
+        embedded_labels = standard.labels or embedded_labels
     interpreter = interpreter_for_graph(data, graph, name, device, num_threads)
 
     if labels is None and embedded_labels is not None:
@@ -172,6 +178,8 @@ def load_model(
         if tuple(manifest.image_size) != (height, width):
             logger.warning("%s: manifest says %s, input tensor is %s; using the tensor's.",
                            name, tuple(manifest.image_size), (height, width))
+    elif mean is None and std is None:
+        mean, std = standard.mean, standard.std
     feed = make_input_feed(input_tensor, mean, std)
     model = Model(name, interpreter, graph, label_list, source, manifest, resize_method or RESIZE_BILINEAR, feed,
                   device)

@@ -132,6 +132,21 @@ def inspect_text(info: dict) -> str:
         )
     else:
         lines.append("manifest: none (third-party model: bilinear resize, defaults below)")
+    lines.append(_metadata_line(info.get("tflite_metadata")))
     if info.get("input_feed"):
         lines.append(f"input feed: {info['input_feed']['description']}")
     return "\n".join(lines)
+
+
+def _metadata_line(metadata: dict | None) -> str:
+    if not metadata:
+        return "TFLite Metadata: none (MediaPipe Tasks shows no label names, and refuses a float input)"
+    text = f"TFLite Metadata: {metadata['name'] or '(unnamed)'}"
+    text += f" {metadata['version']}" if metadata["version"] else ""
+    text += f" by {metadata['author']}" if metadata["author"] else ""
+    if metadata["mean"]:
+        text += f"; input {metadata['color_space'] or 'tensor'}, mean {metadata['mean']}, std {metadata['std']}"
+    if metadata["input_range"]:
+        text += f", range {metadata['input_range']}"
+    text += f"; labels file {metadata['labels_file'] or 'none'}"
+    return text + f"; parser >= {metadata['min_parser_version'] or '?'}"

@@ -53,7 +53,8 @@ class TrainConfig:
     alpha: float = option(1.0, "Width multiplier; 0.35 / 0.25 for microcontroller-class targets.")
     image_size: int = option(224, "Square input size in pixels; 96-224 have ImageNet weights.")
     weights: str = option(WEIGHTS_IMAGENET, "imagenet | none | PATH of no-top .h5 weights.")
-    resize_method: str = option(RESIZE_BILINEAR, "bilinear | nearest | area; recorded in the model file.")
+    resize_method: str = option(RESIZE_BILINEAR, "bilinear | nearest | area | bilinear-asymmetric (MediaPipe "
+                                                  "Tasks' sampling, for phone apps); recorded in the model file.")
     augment: str = option("light", "none | light | medium | heavy (README: the transforms).")
     val_fraction: float = option(0.1, "Share of each class held out for validation.")
     test_fraction: float = option(0.1, "Share of each class held out for testing.")

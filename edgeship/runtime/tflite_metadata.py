@@ -1,0 +1,522 @@
+"""Standard TFLite Metadata: what phone apps read from a classifier, written and read here.
+
+MediaPipe Tasks' ImageClassifier (and the TFLite Task Library and Android Studio's model
+binding before it) read a ``ModelMetadata`` flatbuffer that the model stores as the buffer
+named ``TFLITE_METADATA`` in its ``metadata`` list (the schema is ``metadata_schema.fbs`` in
+tensorflow/tflite-support, also shipped in the mediapipe wheel). It says how to normalise the
+input image and which associated file holds the labels; the files themselves live in the zip
+archive appended to the flatbuffer (:mod:`edgeship.runtime.manifest`).
+
+Why our own small code, by field slot, rather than generated code: the runtime must not depend
+on mediapipe or tflite-support (neither installs everywhere the runtime runs), and ``flatc`` is
+not on a Raspberry Pi. We write and read only the dozen fields below; each table's slot numbers
+are listed beside it, in the schema's declaration order (a union field takes two slots: its type,
+then its value). The tests read what we write with MediaPipe's generated reader, and run
+MediaPipe Tasks on the result, so a wrong slot fails there.
+
+Example:
+    >>> from edgeship.runtime.manifest import Manifest
+    >>> m = Manifest(labels=("cat", "dog"), image_size=(160, 160))
+    >>> meta = parse_metadata(build_metadata(m, input_dtype="uint8"))
+    >>> meta.mean, meta.std, meta.labels_file, meta.color_space
+    ((128.0,), (128.0,), 'labels.txt', 'RGB')
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import math
+import struct
+import zipfile
+import zlib
+from dataclasses import dataclass
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+from flatbuffers import number_types as N
+from flatbuffers.table import Table
+
+import edgeship
+from edgeship.errors import ModelFormatError
+from edgeship.runtime.graph import parse_graph
+from edgeship.runtime.manifest import LABELS_NAME, MANIFEST_NAME, Manifest, embed, strip_embedded
+
+__all__ = [
+    "METADATA_NAME",
+    "MetadataDefaults",
+    "MIN_PARSER_VERSION",
+    "StandardMetadata",
+    "associated_labels",
+    "build_metadata",
+    "embed_with_metadata",
+    "find_metadata",
+    "metadata_defaults",
+    "normalization",
+    "parse_metadata",
+    "read_metadata",
+    "read_metadata_or_warn",
+    "with_metadata",
+]
+
+logger = logging.getLogger(__name__)
+
+METADATA_NAME = b"TFLITE_METADATA"
+_IDENTIFIER = b"M001"
+# The oldest metadata parser that understands every field written below: all of them date from
+# schema 1.0.0 (the schema's history lists what later versions added: vocabularies 1.0.1, subgraph
+# process units 1.1.0, tensor groups 1.2.0, audio 1.3.0, AssociatedFile.version 1.4.1, custom
+# metadata 1.5.0; none is used here).
+MIN_PARSER_VERSION = "1.0.0"
+AUTHOR = "edgeship"
+
+# Slots, in metadata_schema.fbs declaration order.
+# ModelMetadata: name, description, version, subgraph_metadata, author, license, associated_files,
+#                min_parser_version
+_MODEL_NAME, _MODEL_DESCRIPTION, _MODEL_VERSION, _MODEL_SUBGRAPHS, _MODEL_AUTHOR = 0, 1, 2, 3, 4
+_MODEL_LICENSE, _MODEL_FILES, _MODEL_MIN_PARSER = 5, 6, 7
+# SubGraphMetadata: name, description, input_tensor_metadata, output_tensor_metadata, associated_files
+_SUBGRAPH_NAME, _SUBGRAPH_INPUTS, _SUBGRAPH_OUTPUTS = 0, 2, 3
+# TensorMetadata: name, description, dimension_names, content, process_units, stats, associated_files
+_TENSOR_NAME, _TENSOR_DESCRIPTION, _TENSOR_CONTENT, _TENSOR_UNITS, _TENSOR_STATS, _TENSOR_FILES = 0, 1, 3, 4, 5, 6
+# Content: content_properties (union: type slot 0, value slot 1), range
+_CONTENT_TYPE, _CONTENT_VALUE = 0, 1
+# union ContentProperties: FeatureProperties = 1, ImageProperties = 2
+_FEATURE_PROPERTIES, _IMAGE_PROPERTIES = 1, 2
+# ImageProperties: color_space (enum ColorSpaceType: UNKNOWN 0, RGB 1, GRAYSCALE 2), default_size
+_IMAGE_COLOR_SPACE, _IMAGE_SIZE = 0, 1
+_COLOR_SPACES = {0: "UNKNOWN", 1: "RGB", 2: "GRAYSCALE"}
+# ImageSize: width, height
+_SIZE_WIDTH, _SIZE_HEIGHT = 0, 1
+# ProcessUnit: options (union: type slot 0, value slot 1); NormalizationOptions = 1 in the union
+_UNIT_TYPE, _UNIT_VALUE, _NORMALIZATION = 0, 1, 1
+# NormalizationOptions: mean, std. Stats: max, min.
+_NORM_MEAN, _NORM_STD, _STATS_MAX, _STATS_MIN = 0, 1, 0, 1
+# AssociatedFile: name, description, type (enum: UNKNOWN 0, DESCRIPTIONS 1, TENSOR_AXIS_LABELS 2)
+_FILE_NAME, _FILE_DESCRIPTION, _FILE_TYPE = 0, 1, 2
+_UNKNOWN_FILE, _TENSOR_AXIS_LABELS = 0, 2
+
+
+@dataclass(frozen=True)
+class StandardMetadata:
+    """The parts of a model's TFLite Metadata the runtime uses or shows."""
+
+    name: str = ""
+    description: str = ""
+    version: str = ""
+    author: str = ""
+    min_parser_version: str = ""
+    color_space: str | None = None             # RGB | GRAYSCALE | UNKNOWN, None when not an image
+    image_size: tuple[int, int] | None = None  # (height, width), the input's default size
+    mean: tuple[float, ...] = ()               # float input = (pixel - mean) / std, per channel or one
+    std: tuple[float, ...] = ()
+    input_range: tuple[float, float] | None = None   # the input tensor's stats (min, max)
+    labels_file: str | None = None             # the output's TENSOR_AXIS_LABELS file
+    associated_files: tuple[str, ...] = ()     # every file the metadata names
+
+    def to_dict(self) -> dict:
+        return {k: (list(v) if isinstance(v, tuple) else v) for k, v in self.__dict__.items()}
+
+
+# Writing ----------------------------------------------------------------------------------
+
+
+def _table(builder: flatbuffers.Builder, num_slots: int, fields: list[tuple[int, str, object]]) -> int:
+    """Ends a table whose ``fields`` are (slot, kind, value): kind ``offset``, ``byte``, ``uint`` or ``int``.
+
+    Children (strings, vectors, tables) must be built before this is called.
+    """
+    builder.StartObject(num_slots)
+    prepend = {"offset": builder.PrependUOffsetTRelativeSlot, "byte": builder.PrependInt8Slot,
+               "uint": builder.PrependUint32Slot, "int": builder.PrependInt32Slot}
+    for slot, kind, value in fields:
+        if value is not None:
+            prepend[kind](slot, value, 0)
+    return builder.EndObject()
+
+
+def _offsets(builder: flatbuffers.Builder, items: list[int]) -> int:
+    builder.StartVector(4, len(items), 4)
+    for item in reversed(items):
+        builder.PrependUOffsetTRelative(item)
+    return builder.EndVector()
+
+
+def _floats(builder: flatbuffers.Builder, values) -> int:
+    return builder.CreateNumpyVector(np.asarray(values, dtype="<f4"))
+
+
+def _associated_file(builder: flatbuffers.Builder, name: str, description: str, kind: int) -> int:
+    name_at, description_at = builder.CreateString(name), builder.CreateString(description)
+    return _table(builder, 5, [(_FILE_NAME, "offset", name_at), (_FILE_DESCRIPTION, "offset", description_at),
+                               (_FILE_TYPE, "byte", kind)])
+
+
+def _tensor(builder: flatbuffers.Builder, name: str, description: str, content: int, stats: tuple[float, float],
+            units: tuple[int, ...] = (), files: tuple[int, ...] = ()) -> int:
+    name_at, description_at = builder.CreateString(name), builder.CreateString(description)
+    max_at, min_at = _floats(builder, [stats[1]]), _floats(builder, [stats[0]])
+    stats_at = _table(builder, 2, [(_STATS_MAX, "offset", max_at), (_STATS_MIN, "offset", min_at)])
+    units_at = _offsets(builder, list(units)) if units else None
+    files_at = _offsets(builder, list(files)) if files else None
+    return _table(builder, 7, [
+        (_TENSOR_NAME, "offset", name_at), (_TENSOR_DESCRIPTION, "offset", description_at),
+        (_TENSOR_CONTENT, "offset", content), (_TENSOR_UNITS, "offset", units_at),
+        (_TENSOR_STATS, "offset", stats_at), (_TENSOR_FILES, "offset", files_at),
+    ])
+
+
+def _input_tensor(builder: flatbuffers.Builder, manifest: Manifest, input_dtype: str) -> int:
+    height, width = manifest.image_size
+    size_at = _table(builder, 2, [(_SIZE_WIDTH, "uint", width), (_SIZE_HEIGHT, "uint", height)])
+    image_at = _table(builder, 2, [(_IMAGE_COLOR_SPACE, "byte", 1), (_IMAGE_SIZE, "offset", size_at)])
+    content_at = _table(builder, 3, [(_CONTENT_TYPE, "byte", _IMAGE_PROPERTIES), (_CONTENT_VALUE, "offset", image_at)])
+    mean_at, std_at = _floats(builder, [manifest.mean]), _floats(builder, [manifest.std])
+    norm_at = _table(builder, 2, [(_NORM_MEAN, "offset", mean_at), (_NORM_STD, "offset", std_at)])
+    unit_at = _table(builder, 2, [(_UNIT_TYPE, "byte", _NORMALIZATION), (_UNIT_VALUE, "offset", norm_at)])
+    # The stats give the tensor's own range: pixels for an integer input, normalised values for a
+    # float one (what MediaPipe's writer records too). The normalisation applies to the float
+    # model either way; a quantized input folds it into its scale and zero point.
+    if input_dtype in ("uint8", "int8"):
+        stats = (0.0, 255.0) if input_dtype == "uint8" else (-128.0, 127.0)
+    else:
+        stats = ((0.0 - manifest.mean) / manifest.std, (255.0 - manifest.mean) / manifest.std)
+    description = (f"RGB image, {height}x{width}; a float input takes (pixel - {manifest.mean:g}) / "
+                   f"{manifest.std:g}, a quantized one takes raw pixels.")
+    return _tensor(builder, "image", description, content_at, stats, units=(unit_at,))
+
+
+def _output_tensor(builder: flatbuffers.Builder, manifest: Manifest) -> int:
+    feature_at = _table(builder, 0, [])
+    content_at = _table(builder, 3, [(_CONTENT_TYPE, "byte", _FEATURE_PROPERTIES),
+                                     (_CONTENT_VALUE, "offset", feature_at)])
+    labels_at = _associated_file(builder, LABELS_NAME, "Class names, one a line, in output order.", _TENSOR_AXIS_LABELS)
+    description = f"Probabilities of the {len(manifest.labels)} classes."
+    return _tensor(builder, "probability", description, content_at, (0.0, 1.0), files=(labels_at,))
+
+
+def build_metadata(manifest: Manifest, input_dtype: str, version: str | None = None) -> bytes:
+    """The ``TFLITE_METADATA`` flatbuffer of an image classifier described by ``manifest``.
+
+    Args:
+        manifest: labels, input size and normalisation of the model.
+        input_dtype: the input tensor's type (``uint8``, ``int8``, ``float32``), for its stats.
+        version: the model's version string; defaults to the backbone, quantization and split digest.
+    """
+    builder = flatbuffers.Builder(1024)
+    inputs_at = _offsets(builder, [_input_tensor(builder, manifest, input_dtype)])
+    outputs_at = _offsets(builder, [_output_tensor(builder, manifest)])
+    subgraph_name = builder.CreateString("image_classifier")
+    subgraph_at = _table(builder, 5, [(_SUBGRAPH_NAME, "offset", subgraph_name), (_SUBGRAPH_INPUTS, "offset", inputs_at),
+                                      (_SUBGRAPH_OUTPUTS, "offset", outputs_at)])
+    manifest_file = _associated_file(builder, MANIFEST_NAME, "edgeship manifest: preprocessing, quantization, "
+                                     "float test accuracy and split digest (JSON).", _UNKNOWN_FILE)
+    classes = ", ".join(manifest.labels[:10]) + (", ..." if len(manifest.labels) > 10 else "")
+    strings = {
+        _MODEL_NAME: f"{manifest.backbone or 'image'} classifier ({manifest.quantization})",
+        _MODEL_DESCRIPTION: f"Classifies an image into {len(manifest.labels)} classes: {classes}. "
+                            f"Exported by edgeship {edgeship.__version__}.",
+        _MODEL_VERSION: version or _default_version(manifest),
+        _MODEL_AUTHOR: AUTHOR,
+        _MODEL_MIN_PARSER: MIN_PARSER_VERSION,
+    }
+    fields = [(slot, "offset", builder.CreateString(text)) for slot, text in strings.items()]
+    fields += [(_MODEL_SUBGRAPHS, "offset", _offsets(builder, [subgraph_at])),
+               (_MODEL_FILES, "offset", _offsets(builder, [manifest_file]))]
+    model_at = _table(builder, 8, fields)
+    builder.Finish(model_at, file_identifier=_IDENTIFIER)
+    return bytes(builder.Output())
+
+
+def embed_with_metadata(model: bytes, manifest: Manifest, version: str | None = None) -> bytes:
+    """``model`` made self-describing: TFLite Metadata inside, labels and manifest appended.
+
+    The metadata names ``labels.txt`` (the output's ``TENSOR_AXIS_LABELS``) and ``edgeship.json``,
+    which :func:`edgeship.runtime.manifest.embed` appends as the zip archive of associated files.
+
+    Example:
+        >>> data = embed_with_metadata(open("model.tflite", "rb").read(), manifest)  # doctest: +SKIP
+    """
+    flatbuffer = strip_embedded(model)
+    input_dtype = parse_graph(flatbuffer).input_tensors()[0].dtype
+    metadata = build_metadata(manifest, input_dtype, version)
+    return embed(with_metadata(flatbuffer, metadata), list(manifest.labels), manifest)
+
+
+def _default_version(manifest: Manifest) -> str:
+    parts = [manifest.backbone or "model", manifest.quantization]
+    if manifest.split_digest:
+        parts.append(f"split-{manifest.split_digest[:12]}")
+    return "-".join(parts)
+
+
+def _aligned_bytes(builder: flatbuffers.Builder, payload: bytes, alignment: int = 16) -> int:
+    """A ``[ubyte]`` vector aligned as the TFLite schema asks of buffer data (``force_align: 16``).
+
+    The generated ``BufferT.Pack`` aligns to 1 byte only, which would leave weights misaligned.
+    """
+    builder.StartVector(1, len(payload), alignment)
+    builder.head = builder.head - len(payload)
+    builder.Bytes[builder.head : builder.head + len(payload)] = payload
+    builder.vectorNumElems = len(payload)
+    return builder.EndVector()
+
+
+class _AlignedBuffer(schema.BufferT):
+    def Pack(self, builder: flatbuffers.Builder) -> int:
+        data = None
+        if self.data is not None and len(self.data):
+            data = _aligned_bytes(builder, np.asarray(self.data, dtype=np.uint8).tobytes())
+        schema.BufferStart(builder)
+        if data is not None:
+            schema.BufferAddData(builder, data)
+        schema.BufferAddOffset(builder, self.offset)
+        schema.BufferAddSize(builder, self.size)
+        return schema.BufferEnd(builder)
+
+
+def with_metadata(flatbuffer: bytes, metadata: bytes) -> bytes:
+    """``flatbuffer`` (a bare TFLite model) with ``metadata`` stored as its ``TFLITE_METADATA``.
+
+    An existing ``TFLITE_METADATA`` entry is replaced; other metadata entries (the converter's
+    ``min_runtime_version``, ...) and everything else in the model are kept.
+    """
+    model = schema.ModelT.InitFromPackedBuf(bytearray(flatbuffer), 0)
+    model.buffers = [_rebuffer(b) for b in model.buffers or []]
+    model.metadata = model.metadata or []
+    names = [m.name.decode() if isinstance(m.name, bytes) else m.name for m in model.metadata]
+    if METADATA_NAME.decode() in names:
+        # Rewrite the old entry's buffer in place, so re-writing does not leave orphans.
+        index = model.metadata[names.index(METADATA_NAME.decode())].buffer
+        model.buffers[index] = _rebuffer(model.buffers[index], metadata)
+    else:
+        entry = schema.MetadataT()
+        entry.name, entry.buffer = METADATA_NAME.decode(), len(model.buffers)
+        model.buffers.append(_rebuffer(schema.BufferT(), metadata))
+        model.metadata.append(entry)
+    builder = flatbuffers.Builder(len(flatbuffer) + len(metadata) + 1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _rebuffer(buffer: schema.BufferT, data: bytes | None = None) -> _AlignedBuffer:
+    aligned = _AlignedBuffer()
+    aligned.data, aligned.offset, aligned.size = buffer.data, buffer.offset, buffer.size
+    if data is not None:
+        aligned.data, aligned.offset, aligned.size = np.frombuffer(data, np.uint8), 0, 0
+    return aligned
+
+
+# Reading ----------------------------------------------------------------------------------
+
+
+class _Reader:
+    """One table of a flatbuffer, read by slot. Offsets are trusted, so callers catch errors."""
+
+    def __init__(self, buf: bytes, pos: int):
+        self._table = Table(buf, pos)
+
+    def _field(self, slot: int) -> int:
+        return self._table.Offset(4 + 2 * slot)
+
+    def string(self, slot: int) -> str:
+        at = self._field(slot)
+        return self._table.String(at + self._table.Pos).decode("utf-8") if at else ""
+
+    def byte(self, slot: int) -> int:
+        at = self._field(slot)
+        return self._table.Get(N.Int8Flags, at + self._table.Pos) if at else 0
+
+    def uint(self, slot: int) -> int:
+        at = self._field(slot)
+        return self._table.Get(N.Uint32Flags, at + self._table.Pos) if at else 0
+
+    def table(self, slot: int) -> "_Reader | None":
+        at = self._field(slot)
+        return _Reader(self._table.Bytes, self._table.Indirect(at + self._table.Pos)) if at else None
+
+    def tables(self, slot: int) -> list["_Reader"]:
+        at = self._field(slot)
+        if not at:
+            return []
+        start, count = self._table.Vector(at), self._table.VectorLen(at)
+        if count * 4 > len(self._table.Bytes):
+            raise ValueError("vector longer than the buffer")
+        return [_Reader(self._table.Bytes, self._table.Indirect(start + 4 * i)) for i in range(count)]
+
+    def floats(self, slot: int) -> tuple[float, ...]:
+        at = self._field(slot)
+        if not at:
+            return ()
+        start, count = self._table.Vector(at), self._table.VectorLen(at)
+        return struct.unpack_from(f"<{count}f", self._table.Bytes, start)
+
+
+def find_metadata(flatbuffer: bytes) -> bytes | None:
+    """The ``TFLITE_METADATA`` buffer of a TFLite model, or None when it has none.
+
+    Raises:
+        ModelFormatError: the model's metadata list points at a buffer it does not have.
+    """
+    try:
+        model = schema.Model.GetRootAs(flatbuffer, 0)
+        for i in range(model.MetadataLength()):
+            entry = model.Metadata(i)
+            if entry.Name() != METADATA_NAME:
+                continue
+            buffer = model.Buffers(entry.Buffer())
+            if buffer.DataLength():
+                return buffer.DataAsNumpy().tobytes()
+            if buffer.Offset() > 1:  # models past 2 GB keep buffers after the flatbuffer
+                return bytes(flatbuffer[buffer.Offset() : buffer.Offset() + buffer.Size()])
+            return None
+    except (struct.error, IndexError, ValueError, TypeError, AttributeError) as e:
+        raise ModelFormatError(f"The model's {METADATA_NAME.decode()} entry is unreadable: {e}") from e
+    return None
+
+
+def parse_metadata(metadata: bytes) -> StandardMetadata:
+    """Reads a ``ModelMetadata`` flatbuffer (the first subgraph's first input and output).
+
+    Raises:
+        ModelFormatError: the bytes are not TFLite Metadata, or are cut or corrupt.
+    """
+    if len(metadata) < 8 or not flatbuffers.util.BufferHasIdentifier(metadata, 0, _IDENTIFIER):
+        raise ModelFormatError(f"{METADATA_NAME.decode()} is not TFLite Metadata (its identifier is not "
+                               f"{_IDENTIFIER.decode()}).")
+    try:
+        root = _Reader(metadata, flatbuffers.encode.Get(N.UOffsetTFlags.packer_type, metadata, 0))
+        fields = {"name": root.string(_MODEL_NAME), "description": root.string(_MODEL_DESCRIPTION),
+                  "version": root.string(_MODEL_VERSION), "author": root.string(_MODEL_AUTHOR),
+                  "min_parser_version": root.string(_MODEL_MIN_PARSER)}
+        files = [f.string(_FILE_NAME) for f in root.tables(_MODEL_FILES)]
+        subgraphs = root.tables(_MODEL_SUBGRAPHS)
+        if subgraphs:
+            inputs, outputs = subgraphs[0].tables(_SUBGRAPH_INPUTS), subgraphs[0].tables(_SUBGRAPH_OUTPUTS)
+            if inputs:
+                fields.update(_read_input(inputs[0]))
+            for tensor in outputs[:1]:
+                labels = [(f.string(_FILE_NAME), f.byte(_FILE_TYPE)) for f in tensor.tables(_TENSOR_FILES)]
+                files += [name for name, _ in labels]
+                fields["labels_file"] = next((n for n, kind in labels if kind == _TENSOR_AXIS_LABELS), None)
+        return StandardMetadata(associated_files=tuple(dict.fromkeys(files)), **fields)
+    except (struct.error, IndexError, ValueError, TypeError, UnicodeDecodeError) as e:
+        raise ModelFormatError(f"{METADATA_NAME.decode()} is cut or corrupt: {e}") from e
+
+
+def _read_input(tensor: _Reader) -> dict:
+    fields: dict = {}
+    content = tensor.table(_TENSOR_CONTENT)
+    if content is not None and content.byte(_CONTENT_TYPE) == _IMAGE_PROPERTIES:
+        image = content.table(_CONTENT_VALUE)
+        if image is not None:
+            fields["color_space"] = _COLOR_SPACES.get(image.byte(_IMAGE_COLOR_SPACE), "UNKNOWN")
+            size = image.table(_IMAGE_SIZE)
+            if size is not None and size.uint(_SIZE_WIDTH) and size.uint(_SIZE_HEIGHT):
+                fields["image_size"] = (size.uint(_SIZE_HEIGHT), size.uint(_SIZE_WIDTH))
+    for unit in tensor.tables(_TENSOR_UNITS):
+        options = unit.table(_UNIT_VALUE)
+        if unit.byte(_UNIT_TYPE) == _NORMALIZATION and options is not None:
+            fields["mean"], fields["std"] = options.floats(_NORM_MEAN), options.floats(_NORM_STD)
+            break
+    stats = tensor.table(_TENSOR_STATS)
+    if stats is not None and stats.floats(_STATS_MIN) and stats.floats(_STATS_MAX):
+        fields["input_range"] = (stats.floats(_STATS_MIN)[0], stats.floats(_STATS_MAX)[0])
+    return fields
+
+
+def read_metadata(flatbuffer: bytes) -> StandardMetadata | None:
+    """The model's standard metadata, or None when it has none. See :func:`parse_metadata`."""
+    metadata = find_metadata(flatbuffer)
+    return None if metadata is None else parse_metadata(metadata)
+
+
+# Using what third-party models state -------------------------------------------------------
+
+
+def read_metadata_or_warn(data: bytes, name: str) -> StandardMetadata | None:
+    """:func:`read_metadata`, except that malformed metadata logs a warning and gives None,
+    so that the model still loads with the runtime's defaults."""
+    try:
+        return read_metadata(data)  # the flatbuffer reader ignores an appended archive
+    except ModelFormatError as e:
+        logger.warning("%s: ignoring its TFLite Metadata (%s); using the defaults instead.", name, e)
+        return None
+
+
+def associated_labels(data: bytes, metadata: StandardMetadata) -> list[str] | None:
+    """The lines of the label file the metadata names (the output's ``TENSOR_AXIS_LABELS``), read
+    from the archive appended to the model; None when absent or unreadable."""
+    if not metadata.labels_file:
+        return None
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as archive:
+            text = archive.read(metadata.labels_file).decode("utf-8", errors="replace")
+    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, NotImplementedError, struct.error,
+            zlib.error) as e:
+        logger.warning("The metadata names %s as the label file, but it cannot be read from the model (%s).",
+                       metadata.labels_file, e)
+        return None
+    lines = [line.strip() for line in text.splitlines()]
+    while lines and not lines[-1]:
+        lines.pop()
+    return lines
+
+
+def normalization(metadata: StandardMetadata) -> tuple[float, float] | None:
+    """``(mean, std)`` for a float input: ``float input = (pixel - mean) / std``.
+
+    From the NormalizationOptions, else from the input's stats (its range, when it states one
+    but no normalization); None when the metadata gives neither or gives one we cannot apply.
+
+    Example:
+        >>> normalization(StandardMetadata(mean=(0.0,), std=(255.0,)))   # inputs in [0, 1]
+        (0.0, 255.0)
+        >>> normalization(StandardMetadata(input_range=(-1.0, 1.0)))
+        (127.5, 127.5)
+    """
+    if metadata.mean or metadata.std:
+        if len(set(metadata.mean)) != 1 or len(set(metadata.std)) != 1:
+            logger.warning("The metadata's normalization has per-channel or missing values (mean %s, std %s); "
+                           "one value for all channels is supported, so the defaults apply. Pass --mean and "
+                           "--std to override.", list(metadata.mean), list(metadata.std))
+            return None
+        mean, std = metadata.mean[0], metadata.std[0]
+    elif metadata.input_range is not None:
+        low, high = metadata.input_range
+        if not high > low:
+            return None
+        std = 255.0 / (high - low)
+        mean = -low * std
+    else:
+        return None
+    if not (math.isfinite(mean) and math.isfinite(std) and std > 0):
+        logger.warning("The metadata's normalization (mean %s, std %s) is unusable; the defaults apply.", mean, std)
+        return None
+    return float(mean), float(std)
+
+
+@dataclass(frozen=True)
+class MetadataDefaults:
+    """What a model's standard metadata tells the runtime: defaults below a manifest and arguments."""
+
+    metadata: StandardMetadata | None = None
+    labels: list[str] | None = None    # lines of the label file it names
+    mean: float | None = None          # set for a float input only
+    std: float | None = None
+
+
+def metadata_defaults(data: bytes, name: str, input_dtype: str) -> MetadataDefaults:
+    """Reads the standard metadata of the model file ``data`` for :func:`edgeship.runtime.model.load_model`.
+
+    A quantized input gets no mean/std: it takes raw pixels (its scale and zero point fold the
+    normalisation in), which is how MediaPipe Tasks and pycoral feed it.
+    """
+    metadata = read_metadata_or_warn(data, name)
+    if metadata is None:
+        return MetadataDefaults()
+    mean, std = None, None
+    if input_dtype in ("float32", "float16"):
+        mean, std = normalization(metadata) or (None, None)
+    return MetadataDefaults(metadata, associated_labels(data, metadata), mean, std)
