@@ -20,14 +20,9 @@ from edgeship.runtime.image import preprocess, resize
 from edgeship.runtime.manifest import LABELS_NAME, MANIFEST_NAME, read_embedded, strip_embedded
 from edgeship.runtime.model import load_model
 from edgeship.runtime.inspection import inspect_model
+from edgeship.runtime.metadata_writer import embed_with_metadata, with_metadata
 from edgeship.runtime.tflite_metadata import (
-    METADATA_NAME,
-    MIN_PARSER_VERSION,
-    embed_with_metadata,
-    find_metadata,
-    parse_metadata,
-    read_metadata,
-    with_metadata,
+    METADATA_NAME, MIN_PARSER_VERSION, find_metadata, parse_metadata, read_metadata,
 )
 
 VARIANTS = sorted(FILE_NAMES)

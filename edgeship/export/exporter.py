@@ -28,7 +28,7 @@ from edgeship.progress import progress
 from edgeship.runtime.files import atomic_write_bytes, atomic_write_json, atomic_write_text
 from edgeship.runtime.manifest import MEAN, STD, Manifest
 from edgeship.runtime.rundir import RunDir
-from edgeship.runtime.tflite_metadata import embed_with_metadata
+from edgeship.runtime.metadata_writer import embed_with_metadata
 from edgeship.train import DecodedSplit, TrainConfig, load_data, load_float_model, load_run_config, normalize_tf
 from edgeship.train import predict_probabilities
 
@@ -68,7 +68,7 @@ class _Run:
 
     def file_bytes(self, kind: str, flatbuffer: bytes, **extra) -> bytes:
         """The model file: the flatbuffer with standard TFLite Metadata, and its labels and
-        manifest embedded (``tflite_metadata.embed_with_metadata``)."""
+        manifest embedded (``metadata_writer.embed_with_metadata``)."""
         return embed_with_metadata(flatbuffer, self.manifest(kind, **extra))
 
 
