@@ -47,7 +47,7 @@ def inspect_model(path: str | os.PathLike) -> dict:
     """
     data = read_model_bytes(path)
     graph = parse_graph(data, str(path))
-    labels, manifest = read_embedded(data)
+    labels, manifest = read_embedded(data, str(path))
     source = None
     if labels is not None:
         source = "manifest" if manifest is not None and manifest.labels else "embedded"

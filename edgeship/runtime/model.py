@@ -95,9 +95,16 @@ class Model:
 
     def invoke(self, tensor: np.ndarray) -> np.ndarray:
         """Runs one prepared input tensor; returns the float scores (dequantized)."""
-        self.interpreter.set_tensor(self._input["index"], tensor)
-        self.interpreter.invoke()
-        output = self.interpreter.get_tensor(self._output["index"]).reshape(-1)
+        try:
+            self.interpreter.set_tensor(self._input["index"], tensor)
+            self.interpreter.invoke()
+            output = self.interpreter.get_tensor(self._output["index"]).reshape(-1)
+        except (RuntimeError, ValueError) as e:
+            # LiteRT checks some of a model only when it runs (a constant input without data).
+            raise ModelFormatError(
+                f"LiteRT cannot run {self.path}: {str(e).strip().splitlines()[0]}. The model file is damaged "
+                "or was written for another runtime; export or copy it again."
+            ) from e
         if self._output_scale is not None:
             return (output.astype(np.float32) - self._output_zero_point) * np.float32(self._output_scale)
         return output.astype(np.float32)
@@ -145,7 +152,7 @@ def load_model(
     name = str(path)
     data = read_model_bytes(path)
     graph = parse_graph(data, name)
-    embedded_labels, manifest = read_embedded(data)
+    embedded_labels, manifest = read_embedded(data, name)
     interpreter = interpreter_for_graph(data, graph, name, device, num_threads)
 
     if labels is None and embedded_labels is not None:
