@@ -32,7 +32,7 @@ import numpy as np
 from edgeship.errors import ConfigError, ModelFormatError
 from edgeship.runtime.device import interpreter_for_graph
 from edgeship.runtime.graph import Graph, parse_graph, read_model_bytes
-from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_METHODS, preprocess, resize
+from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_METHODS, preprocess, resize, to_grayscale
 from edgeship.runtime.input_feed import InputFeed, make_input_feed
 from edgeship.runtime.labels import parse_labels, read_labels
 from edgeship.runtime.manifest import Manifest, read_embedded
@@ -59,11 +59,17 @@ class Model:
         self._input = interpreter.get_input_details()[0]
         self._output = interpreter.get_output_details()[0]
         shape = tuple(int(v) for v in self._input["shape"])
-        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+        if not _is_image_input(shape):
             raise ModelFormatError(
-                f"{path} takes input of shape {list(shape)}; an image classifier takes [1, height, width, 3]."
+                f"{path} takes input of shape {list(shape)}; an image classifier takes [1, height, width, 3] "
+                "(colour), or [1, height, width, 1] or [1, height, width] (grayscale)."
             )
+        self._input_shape = shape
         self.input_size = (shape[1], shape[2])
+        self.channels = shape[3] if len(shape) == 4 else 1
+        # Stateful models (an RNN over image rows) keep variables between invokes: reset
+        # them before each image, so that an image gets the same answer every time.
+        self._stateful = any(t.is_variable for t in graph.tensors)
         scale, zero_point = self._output["quantization"]
         self._output_scale = float(scale) if scale else None
         self._output_zero_point = int(zero_point)
@@ -84,18 +90,23 @@ class Model:
         return str(index)
 
     def preprocess(self, image: str | os.PathLike | np.ndarray) -> np.ndarray:
-        """Decodes (if a path) and resizes an image to this model's input, as ``uint8`` pixels."""
+        """Decodes (if a path) and resizes an image to this model's input, as ``uint8`` pixels:
+        ``(H, W, 3)`` RGB, or ``(H, W, 1)`` luma for a grayscale model."""
         if isinstance(image, np.ndarray):
-            return resize(image, self.input_size, self.resize_method)
-        return preprocess(image, self.input_size, self.resize_method)
+            pixels = resize(image, self.input_size, self.resize_method)
+        else:
+            pixels = preprocess(image, self.input_size, self.resize_method)
+        return to_grayscale(pixels) if self.channels == 1 else pixels
 
     def input_tensor(self, pixels: np.ndarray) -> np.ndarray:
         """The batched input tensor for resized pixels. Pure: safe to call from worker threads."""
-        return self.feed(pixels)[None]
+        return self.feed(pixels).reshape(self._input_shape)
 
     def invoke(self, tensor: np.ndarray) -> np.ndarray:
         """Runs one prepared input tensor; returns the float scores (dequantized)."""
         try:
+            if self._stateful:
+                self.interpreter.reset_all_variables()
             self.interpreter.set_tensor(self._input["index"], tensor)
             self.interpreter.invoke()
             output = self.interpreter.get_tensor(self._output["index"]).reshape(-1)
@@ -110,12 +121,19 @@ class Model:
         return output.astype(np.float32)
 
     def classify(self, pixels: np.ndarray) -> np.ndarray:
-        """Scores of every class for ``(H, W, 3)`` uint8 pixels already at :attr:`input_size`.
+        """Scores of every class for uint8 pixels from :meth:`preprocess` (at :attr:`input_size`).
 
         Example:
             >>> scores = model.classify(model.preprocess("cat.jpg"))  # doctest: +SKIP
         """
         return self.invoke(self.input_tensor(pixels))
+
+
+def _is_image_input(shape: tuple[int, ...]) -> bool:
+    """[1, H, W, 3], [1, H, W, 1] or [1, H, W], with H and W at least 1."""
+    if len(shape) not in (3, 4) or shape[0] != 1 or min(shape[1:3]) < 1:
+        return False
+    return len(shape) == 3 or shape[3] in (1, 3)
 
 
 def load_model(
@@ -171,7 +189,7 @@ def load_model(
         resize_method = resize_method or manifest.resize_method
         mean = manifest.mean if mean is None else mean
         std = manifest.std if std is None else std
-        height, width = (int(v) for v in input_tensor.shape[1:3]) if len(input_tensor.shape) == 4 else (0, 0)
+        height, width = (int(v) for v in input_tensor.shape[1:3]) if len(input_tensor.shape) in (3, 4) else (0, 0)
         if tuple(manifest.image_size) != (height, width):
             logger.warning("%s: manifest says %s, input tensor is %s; using the tensor's.",
                            name, tuple(manifest.image_size), (height, width))

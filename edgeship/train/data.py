@@ -21,7 +21,9 @@ import numpy as np
 
 from edgeship.errors import DataError
 from edgeship.runtime.files import atomic_path, atomic_write_json
-from edgeship.runtime.image import is_image_file, preprocess
+from edgeship.runtime.dataset import class_folders, find_images
+from edgeship.runtime.files import display_path
+from edgeship.runtime.image import preprocess
 
 __all__ = [
     "Dataset", "Split", "find_classes", "list_images", "load_data", "load_split", "prepare_data", "split_items",
@@ -36,7 +38,7 @@ def find_classes(root: Path) -> list[str]:
     """Sorted names of the class sub-folders of ``root``."""
     if not root.is_dir():
         raise DataError(f"Data folder not found: {root}. Expected one sub-folder per class, e.g. {root}/cats/*.jpg.")
-    classes = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    classes = [folder.name for folder in class_folders(root)]
     if len(classes) < 2:
         raise DataError(
             f"{root} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classifier needs "
@@ -52,8 +54,7 @@ def list_images(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
         folder = root / name
         if not folder.is_dir():
             continue
-        files = sorted(p for p in folder.rglob("*") if p.is_file() and is_image_file(p) and not p.name.startswith("."))
-        items.extend((p, index) for p in files)
+        items.extend((p, index) for p in find_images(folder))
     return items
 
 
@@ -142,17 +143,21 @@ class Dataset:
 
 def _decode(path: Path, size: tuple[int, int], method: str) -> tuple[np.ndarray | None, str, str]:
     """(pixels or None, content sha256, error reason)."""
+    if not path.is_file():  # a pipe would block the read forever
+        return None, "", "not a regular file (a broken or looping link, a pipe or a device)"
     try:
         data = path.read_bytes()
     except OSError as e:
-        return None, "", f"unreadable: {e}"
+        return None, "", f"unreadable: {e.strerror or e}"
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return None, digest, "empty file"
+    stream = io.BytesIO(data)
+    stream.name = display_path(path)  # so that a decoding error names the file, not the stream object
     try:
-        return preprocess(io.BytesIO(data), size, method), digest, ""
+        return preprocess(stream, size, method), digest, ""
     except DataError as e:
-        return None, digest, str(e.__cause__ or e)
+        return None, digest, str(e)
 
 
 def _decode_all(paths: list[Path], size: tuple[int, int], method: str):
@@ -170,7 +175,7 @@ def _collect(root: Path, classes: list[str], size, method, what: str):
     good, skipped = [], []
     for (path, label), (pixels, digest, reason) in zip(items, decoded):
         if pixels is None:
-            logger.warning("Skipping %s: %s", path, reason)
+            logger.warning("Skipping %s: %s", display_path(path), reason)
             skipped.append({"path": str(path), "reason": reason})
         else:
             good.append((path, label, pixels, digest))
