@@ -170,6 +170,9 @@ def load_model(
     name = str(path)
     data = read_model_bytes(path)
     graph = parse_graph(data, name)
+    if not graph.inputs or not graph.outputs:
+        raise ModelFormatError(f"{name} has {len(graph.inputs)} input(s) and {len(graph.outputs)} output(s); "
+                               "an image classifier has an image input and a scores output.")
     embedded_labels, manifest = read_embedded(data, name)
     interpreter = interpreter_for_graph(data, graph, name, device, num_threads)
 

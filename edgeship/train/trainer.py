@@ -12,7 +12,10 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
 import sys
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,7 +32,7 @@ from edgeship.train.model import build_model, set_trainable
 from edgeship.train.tfdata import class_weights, make_dataset
 from edgeship.train.tfkeras import keras, tf
 
-__all__ = ["TrainResult", "load_float_model", "make_strategy", "predict_classes", "predict_probabilities", "train"]
+__all__ = ["TrainResult", "is_chief", "load_float_model", "make_strategy", "predict_classes", "predict_probabilities", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +60,47 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi-worker":
+        _check_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"Unknown strategy {name!r}; expected default, mirrored or multi-worker.")
+
+
+def _check_tf_config() -> None:
+    text = os.environ.get("TF_CONFIG", "")
+    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\'')
+    try:
+        spec = json.loads(text) if text else None
+        if spec is not None:
+            workers = spec["cluster"]["worker"]
+            task = spec["task"]["type"], int(spec["task"]["index"])
+            if task[0] == "worker" and not 0 <= task[1] < len(workers):
+                raise ValueError(f"task index {task[1]} names none of the {len(workers)} workers")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"TF_CONFIG is not a valid cluster description ({e}). Set it on each machine, e.g. {example}.") from e
+    if spec is None:
+        logger.warning("--strategy multi-worker without TF_CONFIG trains on this machine alone.")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run directory: the only one, or the cluster's chief
+    (the ``chief`` task, else worker 0)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type or task_type == "chief":
+        return True
+    return task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def _worker_dir(run_dir: Path, resume: bool) -> Path:
+    """A scratch run directory for a worker that is not the chief. Resuming, it starts from the
+    chief's state (phases done, best weights), so that every worker rebuilds the same model."""
+    scratch = Path(tempfile.mkdtemp(prefix="edgeship-worker-"))
+    for name in ("history.json", "checkpoints/state.json", "checkpoints/best.json", "checkpoints/best.h5"):
+        if resume and (run_dir / name).exists():
+            (scratch / name).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(run_dir / name, scratch / name)
+    return scratch
 
 
 def load_float_model(run_dir: str | Path) -> keras.Model:
@@ -123,7 +165,7 @@ class _KeepBest(keras.callbacks.Callback):
         atomic_write_json(self.record_path, {"val_loss": self.best, "phase": self.phase, "epoch": epoch + 1})
 
 
-def _resolve_config(config: TrainConfig, resume: bool) -> TrainConfig:
+def _resolve_config(config: TrainConfig, resume: bool, check_existing: bool = True) -> TrainConfig:
     run_dir = config.run_dir
     saved = run_dir / "config.json"
     if resume and saved.exists():
@@ -132,7 +174,7 @@ def _resolve_config(config: TrainConfig, resume: bool) -> TrainConfig:
         if changed and config.data_dir:
             logger.warning("Resuming %s with its recorded config; ignoring changed field(s): %s", run_dir, ", ".join(changed))
         return stored.replace(out_dir=str(run_dir))
-    if saved.exists() and not resume:
+    if saved.exists() and not resume and check_existing:
         raise ConfigError(
             f"{run_dir} already holds a run. Pass --resume to continue it, or --out to train into a new directory."
         )
@@ -141,7 +183,8 @@ def _resolve_config(config: TrainConfig, resume: bool) -> TrainConfig:
     return config
 
 
-def _fit_phase(model, config, data: Dataset, phase: int, epochs: int, lr: float, train_ds, val_ds, run_dir: Path):
+def _fit_phase(model, config, data: Dataset, phase: int, epochs: int, lr: float, train_ds, val_ds, run_dir: Path,
+               backup_dir: Path):
     steps = int(np.ceil(len(data.indices["train"]) / config.batch_size))
     schedule = keras.optimizers.schedules.CosineDecay(lr, decay_steps=max(1, epochs * steps), alpha=0.01)
     model.compile(
@@ -152,7 +195,8 @@ def _fit_phase(model, config, data: Dataset, phase: int, epochs: int, lr: float,
     )
     checkpoints = run_dir / "checkpoints"
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(checkpoints / f"phase{phase}")),
+        # Shared by all workers (Keras has the others write beside it and read the chief's).
+        keras.callbacks.BackupAndRestore(str(backup_dir / f"phase{phase}")),
         keras.callbacks.EarlyStopping("val_loss", patience=config.patience),
         _KeepBest(checkpoints, phase),
         _Progress(f"phase {phase}", epochs, steps),
@@ -187,14 +231,17 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         >>> result = train(TrainConfig(data_dir="flowers", image_size=160))  # doctest: +SKIP
         >>> result.test_accuracy                                             # doctest: +SKIP
     """
-    config = _resolve_config(config, resume)
-    run_dir = config.run_dir
+    # Multi-worker: the strategy comes first (before any other TensorFlow op); only the chief
+    # writes the run directory, the other workers a scratch one, removed at the end.
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    config = _resolve_config(config, resume, check_existing=chief)
+    run_dir = config.run_dir if chief else _worker_dir(config.run_dir, resume)
     run_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(run_dir / "config.json", config.to_dict())
     start = time.perf_counter()
     keras.utils.set_random_seed(config.seed)
 
-    strategy = make_strategy(config.strategy)
     data = prepare_data(config, run_dir)
     atomic_write_text(run_dir / "labels.txt", "\n".join(data.split.classes) + "\n")
 
@@ -229,7 +276,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
             trained = set_trainable(model, fraction, train_batch_norm=from_scratch)
             logger.info("Phase %d: %d epoch(s) at lr %g, %d backbone layer(s) with weights training",
                         phase, epochs, lr, trained)
-            fit = _fit_phase(model, config, data, phase, epochs, lr, train_ds, val_ds, run_dir)
+            fit = _fit_phase(model, config, data, phase, epochs, lr, train_ds, val_ds, run_dir,
+                             config.run_dir / "checkpoints")
             history[f"phase{phase}"] = {k: [float(v) for v in vs] for k, vs in fit.history.items()}
             atomic_write_json(history_path, history)
             state["phases_done"] = phase
@@ -263,6 +311,9 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     atomic_write_text(run_dir / "metrics.md", report_markdown(report, f"Float model on the test split ({run_dir.name})"))
     logger.info(
         "Test accuracy %.2f %% on %d images; %d file(s) skipped; run in %s (%.0f s)",
-        100 * report["accuracy"], report["num_images"], len(data.split.skipped), run_dir, metrics["train_seconds"],
+        100 * report["accuracy"], report["num_images"], len(data.split.skipped), config.run_dir,
+        metrics["train_seconds"],
     )
-    return TrainResult(run_dir, run_dir / MODEL_NAME, report["accuracy"], metrics)
+    if not chief:
+        shutil.rmtree(run_dir, ignore_errors=True)
+    return TrainResult(config.run_dir, config.run_dir / MODEL_NAME, report["accuracy"], metrics)
