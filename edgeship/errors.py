@@ -1,6 +1,6 @@
 """One error hierarchy. The CLI prints these without a traceback; anything else is a bug."""
 
-__all__ = ["EdgeshipError", "ConfigError", "DataError", "ModelFormatError", "DelegateError"]
+__all__ = ["EdgeshipError", "ConfigError", "DataError", "ModelFormatError", "DelegateError", "ClusterError"]
 
 
 class EdgeshipError(Exception):
@@ -21,3 +21,7 @@ class ModelFormatError(EdgeshipError, ValueError):
 
 class DelegateError(EdgeshipError, RuntimeError):
     """A hardware delegate (the Edge TPU) could not be loaded or used."""
+
+
+class ClusterError(EdgeshipError, RuntimeError):
+    """A multi-worker training cluster lost a worker or cannot reach one."""

@@ -22,7 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edgeship.errors import ConfigError
+from edgeship.errors import ClusterError, ConfigError
 from edgeship.runtime.files import atomic_path, atomic_write_json, atomic_write_text
 from edgeship.runtime.metrics import classification_report, report_markdown
 from edgeship.train.augment import make_augmenter
@@ -201,7 +201,17 @@ def _fit_phase(model, config, data: Dataset, phase: int, epochs: int, lr: float,
         _KeepBest(checkpoints, phase),
         _Progress(f"phase {phase}", epochs, steps),
     ]
-    return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
+    try:
+        return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+            tf.errors.DeadlineExceededError) as e:
+        if config.strategy != "multi-worker":
+            raise
+        detail = next((line for line in str(e).splitlines() if "aborted" in line.lower()), type(e).__name__)
+        raise ClusterError(
+            f"Multi-worker training lost a worker in phase {phase} ({detail.strip()}). Restart every worker with "
+            f"--resume and the same --out ({config.run_dir}): training continues after the last finished epoch."
+        ) from e
 
 
 def predict_probabilities(model, data: Dataset, name: str, batch_size: int) -> np.ndarray:
