@@ -63,6 +63,21 @@ def _truncate(data: bytearray, rng: random.Random, positions: np.ndarray) -> Non
     del data[rng.randrange(1, len(data)) :]
 
 
+def _shift(data: bytearray, rng: random.Random, positions: np.ndarray) -> None:
+    # Bytes lost or gained mid-file (a bad transfer): everything after moves.
+    at, size = int(rng.choice(positions)), rng.choice((1, 2, 4, 8, 100))
+    if rng.random() < 0.5:
+        del data[at : at + size]
+    else:
+        data[at:at] = bytes(rng.randrange(256) for _ in range(size))
+
+
+def _zero_block(data: bytearray, rng: random.Random, positions: np.ndarray) -> None:
+    # A lost disk block: 512 bytes of zeros anywhere, weights included.
+    at = rng.randrange(len(data)) & ~511
+    data[at : at + 512] = bytes(len(data[at : at + 512]))
+
+
 def _damage_archive(data: bytearray, rng: random.Random, positions: np.ndarray) -> None:
     start = len(strip_embedded(bytes(data)))
     if start >= len(data):  # no archive: damage the tail instead
@@ -91,6 +106,8 @@ KINDS = {
     "nudge": _nudge_word,
     "splat": _splat,
     "truncate": _truncate,
+    "shift": _shift,
+    "zeros": _zero_block,
     "archive": _damage_archive,
 }
 

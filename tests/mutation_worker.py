@@ -1,4 +1,4 @@
-"""Runs ``inspect`` and ``predict`` through the CLI on each model path read from stdin.
+"""Runs ``inspect``, ``predict`` and ``bench`` through the CLI on each model path read from stdin.
 
 Prints one JSON line when it starts a model and one when it is done with it, flushed, so that
 the parent test can tell which model crashed the process (a signal) or hung it (no line in
@@ -33,7 +33,9 @@ def check(args: list[str], path: str) -> str | None:
         return f"{args[0]} printed a traceback or an object's repr: {result.output[-300:]}"
     if result.exit_code == 0:
         return None
-    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    # bench reports a model it cannot time as a row and a "<file>: <why>" line, then exits 1.
+    prefix = f"{Path(path).name}: " if args[0] == "bench" else "error: "
+    errors = [line for line in result.output.splitlines() if line.startswith(prefix)]
     if result.exit_code != 1 or len(errors) != 1:
         return f"{args[0]} exited {result.exit_code} with {result.output[-300:]!r}"
     if Path(path).name not in errors[0]:
@@ -46,7 +48,8 @@ def main() -> None:
     for line in sys.stdin:
         path = line.strip()
         print(json.dumps({"start": path}), flush=True)
-        problems = [check(["inspect", path], path), check(["predict", path, image], path)]
+        problems = [check(["inspect", path], path), check(["predict", path, image], path),
+                    check(["bench", path, "--runs", "1", "--warmup", "0"], path)]
         print(json.dumps({"done": path, "problems": [p for p in problems if p]}), flush=True)
 
 

@@ -23,7 +23,7 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgeship.errors import ConfigError, EdgeshipError
+from edgeship.errors import ConfigError, EdgeshipError, ModelFormatError
 from edgeship.runtime.device import make_interpreter, parse_device
 
 __all__ = ["BenchConfig", "benchmark", "benchmark_models", "peak_memory_mb"]
@@ -89,12 +89,16 @@ def benchmark(path: str | os.PathLike, config: BenchConfig = BenchConfig()) -> d
     init_ms = (time.perf_counter() - start) * 1000
 
     rng = np.random.default_rng(config.seed)
-    for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], _fixed_input(detail, rng))
-
     invoke, clock = interpreter.invoke, time.perf_counter
-    start = clock()
-    invoke()
+    try:
+        for detail in interpreter.get_input_details():
+            interpreter.set_tensor(detail["index"], _fixed_input(detail, rng))
+        start = clock()
+        invoke()
+    except (RuntimeError, ValueError, TypeError) as e:
+        # LiteRT checks some of a model only when it runs (a constant input without data).
+        raise ModelFormatError(f"LiteRT cannot run {path}: {str(e).strip().splitlines()[0]}. The model file is "
+                               "damaged or was written for another runtime; export or copy it again.") from e
     first_ms = (clock() - start) * 1000
     for _ in range(config.num_warmup_runs):
         invoke()

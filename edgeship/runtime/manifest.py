@@ -46,7 +46,7 @@ MANIFEST_NAME = "edgeship.json"
 _ARCHIVE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, RuntimeError,
                    ValueError, OSError, EOFError, KeyError, struct.error, OverflowError, UnicodeDecodeError)
 # A label file or manifest larger than this is not one (a damaged size field, or a zip bomb).
-_MAX_MEMBER_BYTES = 64 << 20
+_MAX_MEMBER_BYTES = 16 << 20
 
 # MobileNet expects inputs in [-1, 1]. (x - 128) / 128 rather than Keras' x / 127.5 - 1:
 # the uint8 input quantization of a full-integer model is then exactly scale 1/128, zero
