@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import os
+import stat
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -140,6 +141,9 @@ class Graph:
 def read_model_bytes(path: str | os.PathLike) -> bytes:
     """Reads a model file, refusing missing, empty and directory paths with a clear message."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):
+            # A pipe or device: reading it could block for ever or never end.
+            raise ModelFormatError(f"{path} is not a regular file (a pipe or a device); pass a .tflite model file.")
         data = open(path, "rb").read()
     except FileNotFoundError as e:
         raise ModelFormatError(f"Model file not found: {path}. Pass the path of a .tflite file.") from e
