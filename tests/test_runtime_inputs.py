@@ -192,3 +192,36 @@ def test_label_files_that_are_no_text_are_refused(tmp_path):
         read_labels(tmp_path)
     (tmp_path / "latin1.txt").write_bytes("caf\xe9\nth\xe9\n".encode("latin-1"))
     assert read_labels(tmp_path / "latin1.txt") == ["caf\ufffd", "th\ufffd"]
+
+
+@pytest.fixture(scope="module")
+def keras_lstm(tmp_path_factory):
+    """A Keras LSTM over the rows of a grayscale image, converted by TensorFlow's own converter:
+    its UNIDIRECTIONAL_SEQUENCE_LSTM keeps its state in variable tensors between invokes."""
+    from edgeship.train.tfkeras import keras, tf
+
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((SIZE, SIZE, 1), batch_size=1)
+    x = keras.layers.Reshape((SIZE, SIZE))(inputs)
+    x = keras.layers.Rescaling(1 / 128.0, offset=-1.0)(x)
+    x = keras.layers.LSTM(4)(x)
+    model = keras.Model(inputs, keras.layers.Dense(3, activation="softmax")(x))
+    path = tmp_path_factory.mktemp("lstm") / "lstm.tflite"
+    manifest = Manifest(labels=("a", "b", "c"), image_size=(SIZE, SIZE), mean=0.0, std=1.0)  # raw pixels
+    path.write_bytes(embed(tf.lite.TFLiteConverter.from_keras_model(model).convert(), ["a", "b", "c"], manifest))
+    return model, path
+
+
+def test_converted_lstm_answers_like_keras_every_time(keras_lstm, images):
+    keras_model, path = keras_lstm
+    order = [images["bright"], images["red"], images["bright"], images["bright"]]
+    result = run("predict", path, *order, "--top-k", 3, "--json")
+    assert result.exit_code == 0, result.output
+    scores = [{c["label"]: c["score"] for c in p["classes"]} for p in json.loads(result.stdout)["predictions"]]
+    assert scores[0] == scores[2] == scores[3]
+    model = load_model(path)
+    assert model.stateful and model.channels == 1
+    for image, got in zip(order, scores):
+        pixels = model.preprocess(image).astype(np.float32)[None]
+        expected = keras_model.predict(pixels, verbose=0)[0]
+        assert [got[label] for label in "abc"] == pytest.approx(expected.tolist(), abs=1e-5)

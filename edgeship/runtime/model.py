@@ -69,7 +69,7 @@ class Model:
         self.channels = shape[3] if len(shape) == 4 else 1
         # Stateful models (an RNN over image rows) keep variables between invokes: reset
         # them before each image, so that an image gets the same answer every time.
-        self._stateful = any(t.is_variable for t in graph.tensors)
+        self.stateful = any(t.is_variable for t in graph.tensors)
         scale, zero_point = self._output["quantization"]
         self._output_scale = float(scale) if scale else None
         self._output_zero_point = int(zero_point)
@@ -105,7 +105,7 @@ class Model:
     def invoke(self, tensor: np.ndarray) -> np.ndarray:
         """Runs one prepared input tensor; returns the float scores (dequantized)."""
         try:
-            if self._stateful:
+            if self.stateful:
                 self.interpreter.reset_all_variables()
             self.interpreter.set_tensor(self._input["index"], tensor)
             self.interpreter.invoke()
