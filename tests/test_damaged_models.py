@@ -191,13 +191,14 @@ def _set_tensor(index, **fields):
     (lambda m: setattr(m.subgraphs[0].operators[1], "inputs", [2, -1, 4]), "lacks a required input"),
     (_set_tensor(5, shape=[1, 2**31 - 1]), "GiB (a damaged shape?)"),
     (_set_tensor(3, shape=[3, 4]), "needs 48 bytes; its buffer holds 36"),
+    (_set_tensor(0, shape=[1, 8, 2**22, 3]), "takes more than 16,777,216 values"),
     (_set_tensor(3, buffer=40), "names buffer 40"),
     (_set_tensor(2, shape=[1, -3]), "has the shape [1, -3]"),
     (_set_tensor(6, name=b"sc\xffores"), "not UTF-8"),
     (lambda m: setattr(m.subgraphs[0].operators[0], "outputs", [70]), "uses tensor 70"),
     (lambda m: setattr(m.subgraphs[0].operators[2], "opcodeIndex", 9), "op code 9 of 3"),
     (lambda m: setattr(m.subgraphs[0], "outputs", [12]), "output 12 names no tensor"),
-], ids=["omitted weights", "huge shape", "buffer size", "buffer index", "negative dim", "name",
+], ids=["omitted weights", "huge shape", "buffer size", "huge input", "buffer index", "negative dim", "name",
         "op output", "op code", "graph output"])
 def test_graph_check_refuses_what_litert_trusts(tmp_path, edit, phrase):
     data = _edited(edit)

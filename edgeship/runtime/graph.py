@@ -58,6 +58,9 @@ _OPTIONAL_INPUTS = {
 # All tensors together; an edge model needs a few hundred MB at most. A damaged shape (a dim
 # of 2**31) would otherwise make the interpreter allocate until the machine runs out of memory.
 MAX_TENSOR_BYTES = 2 << 30
+# One input: 2,365 x 2,365 RGB pixels. LiteRT sizes every later tensor from the inputs, so a
+# damaged input dim would make it allocate and compute far past what the file's shapes say.
+MAX_INPUT_VALUES = 1 << 24
 # Builtin codes above 127 live in a newer field; the old byte field then holds this marker.
 _PLACEHOLDER_FOR_GREATER_OP_CODES = 127
 
@@ -291,6 +294,10 @@ def _check_subgraph(s: int, tensors: tuple[TensorInfo, ...], ops: list[OpInfo],
         for index in indices:
             if not 0 <= index < len(tensors):
                 raise _Corrupt(f"{where} {kind} {index} names no tensor (it has {len(tensors)})")
+    for index in io[0]:
+        if math.prod(tensors[index].shape) > MAX_INPUT_VALUES:
+            raise _Corrupt(f"input {tensors[index].name!r} of shape {list(tensors[index].shape)} takes more than "
+                           f"{MAX_INPUT_VALUES:,} values (a damaged shape?)")
     for number, op in enumerate(ops):
         for index in op.inputs + op.outputs:
             if not -1 <= index < len(tensors):

@@ -74,6 +74,9 @@ class Model:
         self._output_scale = float(scale) if scale else None
         self._output_zero_point = int(zero_point)
         self.num_classes = int(np.prod(self._output["shape"]))
+        if not (np.issubdtype(self._output["dtype"], np.number) or self._output["dtype"] == np.bool_):
+            raise ModelFormatError(f"{path} outputs {np.dtype(self._output['dtype']).name} values; a classifier "
+                                   "outputs a score per class.")
         if labels is not None and len(labels) != self.num_classes:
             logger.warning(
                 "%s: %d labels for %d outputs; outputs without a label are shown by index.",
@@ -196,7 +199,10 @@ def load_model(
         if tuple(manifest.image_size) != (height, width):
             logger.warning("%s: manifest says %s, input tensor is %s; using the tensor's.",
                            name, tuple(manifest.image_size), (height, width))
-    feed = make_input_feed(input_tensor, mean, std)
+    try:
+        feed = make_input_feed(input_tensor, mean, std)
+    except ModelFormatError as e:
+        raise ModelFormatError(f"{name}: {e}") from e
     model = Model(name, interpreter, graph, label_list, source, manifest, resize_method or RESIZE_BILINEAR, feed,
                   device)
     logger.debug("Loaded %r: labels from %s, %s, %s resize", model, source, feed.describe(), model.resize_method)
