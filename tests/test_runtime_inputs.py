@@ -155,19 +155,28 @@ def test_predict_names_and_skips_every_unreadable_file(tmp_path, images):
     assert "leads back to a folder already read" in result.stderr and "again" in result.stderr
 
 
-def test_unlistable_folders_are_named_in_a_warning(tmp_path, images, caplog):
-    if os.geteuid() == 0:
-        pytest.skip("root reads every folder whatever its permissions")
-    from edgeship.runtime.dataset import find_images
+def test_unlistable_folders_are_named_in_a_warning(tmp_path, images, caplog, monkeypatch):
+    from edgeship.runtime import dataset
 
     (tmp_path / "locked").mkdir()
-    solid(tmp_path / "ok.png", (1, 2, 3))
+    (tmp_path / "locked" / "hidden.png").write_bytes(images["red"].read_bytes())
+    (tmp_path / "ok.png").write_bytes(images["red"].read_bytes())
     os.chmod(tmp_path / "locked", 0)
+    if os.geteuid() == 0:
+        # Root lists every folder whatever its permissions: refuse it as the kernel would refuse a user.
+        real_scandir = os.scandir
+
+        def scandir(path):
+            if Path(path).name == "locked":
+                raise PermissionError(13, "Permission denied", str(path))
+            return real_scandir(path)
+
+        monkeypatch.setattr(dataset.os, "scandir", scandir)
     try:
-        assert find_images(tmp_path) == [tmp_path / "ok.png"]
+        assert dataset.find_images(tmp_path) == [tmp_path / "ok.png"]
     finally:
         os.chmod(tmp_path / "locked", 0o755)
-    assert "locked" in caplog.text and "Make it readable" in caplog.text
+    assert f"Skipped folder {tmp_path / 'locked'}: Permission denied. Make it readable" in caplog.text
 
 
 def test_image_errors_name_the_file_never_a_stream_object(tmp_path):
