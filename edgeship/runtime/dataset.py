@@ -158,7 +158,8 @@ def run_dataset(run_dir: str | os.PathLike, part: str = "test") -> Dataset:
     except FileNotFoundError as e:
         raise DataError(f"No {SPLIT_NAME} in {run_dir}: is it a run directory written by `edgeship train`?") from e
     except (OSError, ValueError, KeyError, TypeError) as e:
-        raise DataError(f"{path} is unreadable or malformed ({e!r}); train again to rewrite it.") from e
+        why = f"missing key {e}" if isinstance(e, KeyError) else (getattr(e, "strerror", None) or str(e))
+        raise DataError(f"{display_path(path)} is unreadable or malformed ({why}); train again to rewrite it.") from e
     if not samples:
         raise DataError(f"The {part} split recorded in {path} is empty.")
     if any(not 0 <= index < len(classes) for _, index in samples):
