@@ -86,13 +86,18 @@ class Manifest:
         """
         try:
             data = json.loads(text)
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON object was expected, not a {type(data).__name__}")
             known = {f.name for f in fields(cls)}
             kwargs = {k: v for k, v in data.items() if k in known}
+            if not isinstance(kwargs.get("labels", []), list) or not isinstance(kwargs.get("image_size", []), list):
+                raise TypeError("labels and image_size must be lists")
             kwargs["labels"] = tuple(kwargs.get("labels", ()))
             kwargs["image_size"] = tuple(int(v) for v in kwargs["image_size"])
             manifest = cls(**kwargs)
-        except (ValueError, KeyError, TypeError, AttributeError, RecursionError) as e:
-            raise ModelFormatError(f"The embedded {MANIFEST_NAME} is malformed: {e}") from e
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
+            detail = f"the field {e} is missing" if isinstance(e, KeyError) else str(e)
+            raise ModelFormatError(f"The embedded {MANIFEST_NAME} is malformed: {detail}") from e
         problem = manifest._problem()
         if problem:
             raise ModelFormatError(f"The embedded {MANIFEST_NAME} is malformed: {problem}.")
