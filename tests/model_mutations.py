@@ -1,9 +1,10 @@
 """Seeded damage to real model files: what disks, downloads and careless tools do to them.
 
 Most of a model file is weights, where a flipped bit changes a score and nothing else, so the
-mutations aim at the flatbuffer's structure (offsets, lengths, indices, shapes, options) and
-at the appended archive (headers, CRCs, the central directory), where a damaged byte can make
-a reader, or the interpreter itself, go wrong.
+mutations aim at the flatbuffer's structure (offsets, lengths, indices, shapes, options), at
+small constants that kernels read as indices (axes, shapes, paddings), and at the appended
+archive (headers, CRCs, the central directory), where a damaged byte can make a reader, or
+the interpreter itself, go wrong.
 """
 
 from __future__ import annotations
@@ -17,10 +18,24 @@ from ai_edge_litert import schema_py_generated as schema
 
 from edgeship.runtime.manifest import strip_embedded
 
-__all__ = ["KINDS", "mutate", "structure_positions"]
+__all__ = ["KINDS", "mutate", "small_constant_positions", "structure_positions"]
 
 # Values a damaged 32-bit field is likely to hold: zeroed, all ones, sign bits, off by a little.
 _WORDS = (0, 1, 2, 3, 0xFFFFFFFF, 0xFFFFFFFE, 0x7FFFFFFF, 0x80000000, 0x10000, 255, 1000)
+
+
+def small_constant_positions(data: bytes) -> np.ndarray:
+    """Byte positions of small constant buffers (at most 64 bytes): axes, shapes, paddings,
+    permutations; the index-like values that kernels read at run time."""
+    flat = strip_embedded(data)
+    model = schema.Model.GetRootAs(flat, 0)
+    found = []
+    for b in range(model.BuffersLength()):
+        buffer = model.Buffers(b)
+        if 0 < buffer.DataLength() <= 64:
+            start = buffer._tab.Vector(buffer._tab.Offset(4))
+            found.extend(range(start, start + buffer.DataLength()))
+    return np.array(found, dtype=np.int64)
 
 
 def structure_positions(data: bytes) -> np.ndarray:
@@ -78,6 +93,15 @@ def _zero_block(data: bytearray, rng: random.Random, positions: np.ndarray) -> N
     data[at : at + 512] = bytes(len(data[at : at + 512]))
 
 
+def _damage_constant(data: bytearray, rng: random.Random, positions: np.ndarray) -> None:
+    small = small_constant_positions(bytes(data))
+    if not len(small):
+        return _overwrite_word(data, rng, positions)
+    at = int(rng.choice(small)) & ~3
+    value = rng.choice((-1, -2, 3, 4, 7, 255, 2**31 - 1, -(2**31), 1000, 0))
+    data[at : at + 4] = value.to_bytes(4, "little", signed=True)
+
+
 def _damage_archive(data: bytearray, rng: random.Random, positions: np.ndarray) -> None:
     start = len(strip_embedded(bytes(data)))
     if start >= len(data):  # no archive: damage the tail instead
@@ -109,6 +133,7 @@ KINDS = {
     "shift": _shift,
     "zeros": _zero_block,
     "archive": _damage_archive,
+    "constant": _damage_constant,
 }
 
 

@@ -234,3 +234,26 @@ def test_converted_lstm_answers_like_keras_every_time(keras_lstm, images):
         pixels = model.preprocess(image).astype(np.float32)[None]
         expected = keras_model.predict(pixels, verbose=0)[0]
         assert [got[label] for label in "abc"] == pytest.approx(expected.tolist(), abs=1e-5)
+
+
+def test_training_scan_names_and_skips_every_unreadable_file(tmp_path, images, caplog):
+    from edgeship.train.data import _collect, find_classes
+
+    folder, unreadable = messy_folder(tmp_path, images)
+    data = tmp_path / "data"
+    data.mkdir()
+    folder.rename(data / "red")
+    (data / "blue").mkdir()
+    (data / "blue" / "b.png").write_bytes(images["blue"].read_bytes())
+    (data / os.fsdecode(b"gr\xfcn")).mkdir()  # a Latin-1 folder name cannot become a label
+    caplog.set_level(logging.INFO)
+    classes = find_classes(data)
+    assert classes == ["blue", "red"] and "gr\\xfcn: its name is not UTF-8" in caplog.text
+    good, skipped = _collect(data, classes, (SIZE, SIZE), "bilinear", "train")
+    assert len(good) == 6
+    reasons = {Path(s["path"]).name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"): s["reason"]
+               for s in skipped}
+    assert set(reasons) == set(unreadable), reasons
+    for name in unreadable:
+        assert f"Skipping {data / 'red' / name}: " in caplog.text
+    assert "object at 0x" not in caplog.text

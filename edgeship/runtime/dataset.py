@@ -199,7 +199,7 @@ def match_classes(classes: Sequence[str], labels: Sequence[str] | None) -> list[
     if unmatched:
         sample = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
         raise DataError(
-            f"Class folder(s) {', '.join(unmatched)} match no label of the model ({sample}). "
+            f"Class folder(s) {', '.join(map(display_path, unmatched))} match no label of the model ({sample}). "
             "Name each folder after one of the model's labels, or pass --labels FILE."
         )
     return indices

@@ -38,7 +38,13 @@ def find_classes(root: Path) -> list[str]:
     """Sorted names of the class sub-folders of ``root``."""
     if not root.is_dir():
         raise DataError(f"Data folder not found: {root}. Expected one sub-folder per class, e.g. {root}/cats/*.jpg.")
-    classes = [folder.name for folder in class_folders(root)]
+    classes = []
+    for folder in class_folders(root):
+        if folder.name != display_path(folder.name):  # bytes of another encoding: no label can hold them
+            logger.warning("Skipping class folder %s: its name is not UTF-8 text, so it cannot be a label. "
+                           "Rename it to include its images.", display_path(folder))
+        else:
+            classes.append(folder.name)
     if len(classes) < 2:
         raise DataError(
             f"{root} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classifier needs "
