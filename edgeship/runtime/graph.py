@@ -153,7 +153,7 @@ def read_model_bytes(path: str | os.PathLike) -> bytes:
     except IsADirectoryError as e:
         raise ModelFormatError(f"{path} is a folder; expected a .tflite model file.") from e
     except OSError as e:
-        raise ModelFormatError(f"Cannot read model file {path}: {e}") from e
+        raise ModelFormatError(f"Cannot read model file {path}: {e.strerror or e}. Check its permissions.") from e
     if not data:
         raise ModelFormatError(f"Model file {path} is empty (0 bytes); re-export or copy it again.")
     return data
@@ -170,11 +170,17 @@ def read_graph(path: str | os.PathLike) -> Graph:
 
 
 def parse_graph(data: bytes, name: str = "model") -> Graph:
-    """Parses a TFLite flatbuffer (trailing metadata archives are ignored).
+    """Parses and checks a TFLite flatbuffer (trailing metadata archives are ignored).
+
+    LiteRT verifies the flatbuffer's layout but trusts much of its content, and crashes or
+    allocates without bound on some damaged files. So beyond parsing, every tensor, buffer and
+    op code index must be in range, constant data must be the size of its tensor, an op may
+    omit only the inputs it can do without, quantization must fit its type, and the tensors
+    must add up to a size an edge model can have.
 
     Raises:
         ModelFormatError: the bytes are not a TFLite model (wrong identifier, e.g. a JPEG
-            or a SavedModel) or are truncated.
+            or a SavedModel), are truncated, or fail one of the checks above (named).
     """
     if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
         raise ModelFormatError(
