@@ -216,3 +216,14 @@ def test_graph_check_accepts_every_real_model():
     paths = sorted(shared.glob("*/*.tflite")) if shared.exists() else []
     for path in paths:
         assert parse_graph(path.read_bytes(), path.name).ops, path
+
+
+@pytest.mark.parametrize("command", ["predict", "bench"])
+def test_what_litert_refuses_only_at_run_time_is_a_clear_error(colour, tmp_path, command):
+    _, image = colour
+    path = tmp_path / "no_weights.tflite"
+    path.write_bytes(_edited(_set_tensor(3, buffer=0)))  # the dense layer's weights lose their data
+    args = {"predict": (path, image), "bench": (path, "--runs", 1)}[command]
+    result = run(command, *args)
+    assert result.exit_code == 1 and "Traceback" not in result.output
+    assert f"LiteRT cannot run {path}: Input tensor 3 lacks data" in result.output

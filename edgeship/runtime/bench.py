@@ -23,8 +23,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from edgeship.errors import ConfigError, EdgeshipError, ModelFormatError
-from edgeship.runtime.device import make_interpreter, parse_device
+from edgeship.errors import ConfigError, EdgeshipError
+from edgeship.runtime.device import make_interpreter, parse_device, run_error
 
 __all__ = ["BenchConfig", "benchmark", "benchmark_models", "peak_memory_mb"]
 
@@ -96,9 +96,7 @@ def benchmark(path: str | os.PathLike, config: BenchConfig = BenchConfig()) -> d
         start = clock()
         invoke()
     except (RuntimeError, ValueError, TypeError) as e:
-        # LiteRT checks some of a model only when it runs (a constant input without data).
-        raise ModelFormatError(f"LiteRT cannot run {path}: {str(e).strip().splitlines()[0]}. The model file is "
-                               "damaged or was written for another runtime; export or copy it again.") from e
+        raise run_error(str(path), e) from e
     first_ms = (clock() - start) * 1000
     for _ in range(config.num_warmup_runs):
         invoke()

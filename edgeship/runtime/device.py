@@ -19,7 +19,8 @@ import re
 from edgeship.errors import ConfigError, DelegateError, ModelFormatError
 from edgeship.runtime.graph import EDGETPU_CUSTOM_OP, Graph, parse_graph, read_model_bytes
 
-__all__ = ["edgetpu_library", "load_edgetpu_delegate", "make_interpreter", "interpreter_for_graph", "parse_device"]
+__all__ = ["edgetpu_library", "load_edgetpu_delegate", "make_interpreter", "interpreter_for_graph", "parse_device",
+           "run_error"]
 
 logger = logging.getLogger(__name__)
 
@@ -152,3 +153,11 @@ def interpreter_for_graph(data: bytes, graph: Graph, name: str, device: str, num
     return interpreter
 
 
+
+
+def run_error(name: str, error: Exception) -> ModelFormatError:
+    """The error for a model that LiteRT loaded but could not run: it checks some of a model
+    only then (a constant input without data)."""
+    detail = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+    return ModelFormatError(f"LiteRT cannot run {name}: {detail}. The model file is damaged or was written for "
+                            "another runtime; export or copy it again.")

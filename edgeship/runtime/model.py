@@ -30,7 +30,7 @@ import os
 import numpy as np
 
 from edgeship.errors import ConfigError, ModelFormatError
-from edgeship.runtime.device import interpreter_for_graph
+from edgeship.runtime.device import interpreter_for_graph, run_error
 from edgeship.runtime.graph import Graph, parse_graph, read_model_bytes
 from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_METHODS, preprocess, resize, to_grayscale
 from edgeship.runtime.input_feed import InputFeed, make_input_feed
@@ -114,11 +114,7 @@ class Model:
             self.interpreter.invoke()
             output = self.interpreter.get_tensor(self._output["index"]).reshape(-1)
         except (RuntimeError, ValueError) as e:
-            # LiteRT checks some of a model only when it runs (a constant input without data).
-            raise ModelFormatError(
-                f"LiteRT cannot run {self.path}: {str(e).strip().splitlines()[0]}. The model file is damaged "
-                "or was written for another runtime; export or copy it again."
-            ) from e
+            raise run_error(self.path, e) from e
         if self._output_scale is not None:
             return (output.astype(np.float32) - self._output_zero_point) * np.float32(self._output_scale)
         return output.astype(np.float32)
