@@ -227,3 +227,13 @@ def test_what_litert_refuses_only_at_run_time_is_a_clear_error(colour, tmp_path,
     result = run(command, *args)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"LiteRT cannot run {path}: Input tensor 3 lacks data" in result.output
+
+
+def test_weights_that_hold_a_zip_signature_are_no_damaged_archive(caplog):
+    import numpy as np
+
+    weights = np.frombuffer(b"PK\x03\x04" + bytes(32), dtype=np.float32)[:9].reshape(3, 3)
+    model = colour_model(weights)  # a bare flatbuffer with "PK\3\4" among its weights
+    assert b"PK\x03\x04" in model
+    assert read_embedded(model, "bare.tflite") == (None, None)
+    assert "damaged" not in caplog.text

@@ -17,6 +17,7 @@ import io
 import json
 import logging
 import math
+import re
 import struct
 import zipfile
 import zlib
@@ -196,10 +197,16 @@ def read_embedded(data: bytes, name: str = "the model") -> tuple[list[str] | Non
         return labels, manifest
 
 
+# A zip local file header: signature, version needed (1.0-6.3), flags, method (stored, deflate,
+# bzip2, lzma), times, CRC and sizes, then a name of 1-255 bytes. Checking the fields as well as
+# the signature keeps weights that happen to hold "PK\3\4" from passing for an archive.
+_LOCAL_HEADER = re.compile(rb"PK\x03\x04[\x0a-\x3f]\x00..[\x00\x08\x0c\x0e]\x00.{16}[\x01-\xff]\x00", re.DOTALL)
+
+
 def _has_no_archive(data: bytes, error: Exception) -> bool:
     # zipfile says "File is not a zip file" both for a bare flatbuffer and for an archive whose
     # end record was cut off; a local file header left in the file tells the two apart.
-    return isinstance(error, zipfile.BadZipFile) and "not a zip file" in str(error) and b"PK\x03\x04" not in data
+    return isinstance(error, zipfile.BadZipFile) and "not a zip file" in str(error) and not _LOCAL_HEADER.search(data)
 
 
 def _read_member(archive: zipfile.ZipFile, member: str) -> bytes:
