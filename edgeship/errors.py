@@ -10,6 +10,7 @@ __all__ = [
     "EXIT_GATE_FAILED",
     "EXIT_OK",
     "EXIT_USAGE",
+    "ClusterError",
     "CompileError",
     "CompilerNotFoundError",
     "ConfigError",
@@ -62,3 +63,5 @@ class CompilerNotFoundError(EdgeshipError, RuntimeError):
     """``edgetpu_compiler`` is not installed here; the offline prediction stands in for it."""
 
     exit_code = EXIT_COMPILER_NOT_FOUND
+class ClusterError(EdgeshipError, RuntimeError):
+    """A multi-worker training cluster lost a worker or cannot reach one."""

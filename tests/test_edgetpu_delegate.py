@@ -105,7 +105,7 @@ def test_a_failed_invoke_is_a_clear_error_and_bench_goes_on(tmp_path):
     failing = tmp_path / "failing.tflite"
     failing.write_bytes(models.failing_invoke())
     rows = benchmark_models([failing, write_models(tmp_path)["uint8"]], BenchConfig(num_runs=3, num_warmup_runs=0))
-    assert rows[0]["error"].startswith(f"Invoking {failing} failed: gather index out of bounds")
+    assert rows[0]["error"].startswith(f"LiteRT cannot run {failing}: gather index out of bounds")
     assert "median_ms" in rows[1]
 
 

@@ -102,7 +102,7 @@ def benchmark(path: str | os.PathLike, config: BenchConfig = BenchConfig()) -> d
         interpreter.set_tensor(detail["index"], _fixed_input(detail, rng))
     try:
         first_ms, times = _time_invokes(interpreter.invoke, config)
-    except (RuntimeError, ValueError) as e:
+    except (RuntimeError, ValueError, TypeError) as e:
         raise invoke_error(path, ran_on, e) from e
     return {
         "model": str(path),

@@ -18,6 +18,7 @@ import numpy as np
 
 from edgeship.errors import ConfigError
 from edgeship.runtime.dataset import list_image_files
+from edgeship.runtime.files import display_path
 from edgeship.runtime.image import load_image
 from edgeship.runtime.model import Model
 from edgeship.runtime.prefetch import prefetch
@@ -98,9 +99,9 @@ def predict(
     labels = [model.label(i) for i in range(model.num_classes)]
     for path, tensor, error in prefetch(files, lambda p: model.input_tensor(model.preprocess(p)), num_workers):
         if error is not None:
-            yield Prediction(str(path), error=str(error))
+            yield Prediction(display_path(path), error=str(error))
             continue
-        yield Prediction(str(path), get_classes(model.invoke(tensor), top_k, score_threshold, labels))
+        yield Prediction(display_path(path), get_classes(model.invoke(tensor), top_k, score_threshold, labels))
 
 
 def predict_top1(
@@ -124,7 +125,7 @@ def predict_top1(
     errors: dict[str, str] = {}
     for i, (path, tensors, error) in enumerate(prefetch(paths, prepare, num_workers)):
         if error is not None:
-            errors[str(path)] = str(error)
+            errors[display_path(path)] = str(error)
             logger.warning("Skipped: %s", error)
         else:
             for m, (model, tensor) in enumerate(zip(models, tensors)):

@@ -15,10 +15,11 @@ from pathlib import Path
 from typing import Sequence
 
 from edgeship.errors import DataError
+from edgeship.runtime.files import display_path
 from edgeship.runtime.image import IMAGE_EXTENSIONS, is_image_file
 from edgeship.runtime.rundir import RunDir
 
-__all__ = ["Dataset", "class_folders", "folder_dataset", "images_under", "list_image_files", "match_classes", "run_dataset"]
+__all__ = ["Dataset", "class_folders", "find_images", "folder_dataset", "list_image_files", "match_classes", "run_dataset"]
 
 logger = logging.getLogger(__name__)
 
@@ -41,19 +42,46 @@ class Dataset:
         return [target for _, target in self.samples]
 
 
-def _hidden(path: Path, root: Path) -> bool:
-    return any(part.startswith(".") for part in path.relative_to(root).parts)
+def find_images(folder: str | os.PathLike) -> list[Path]:
+    """Every file named like an image under ``folder``, recursively, sorted.
+
+    Hidden names (``.DS_Store``, ``._photo.jpg``) are skipped. Links to folders are followed,
+    each folder read once, so a link loop ends. A folder that cannot be listed is named in a
+    warning and skipped. Entries named like images that are not regular files (broken or
+    looping links, pipes) are kept: decoding them fails with a message naming each one.
+    """
+    found: list[Path] = []
+    seen: set[tuple[int, int]] = set()
+    pending = [Path(folder)]
+    while pending:
+        directory = pending.pop()
+        try:
+            info = directory.stat()
+            if (info.st_dev, info.st_ino) in seen:
+                logger.warning("Not following %s: it leads back to a folder already read.", display_path(directory))
+                continue
+            seen.add((info.st_dev, info.st_ino))
+            with os.scandir(directory) as scan:
+                entries = list(scan)
+        except OSError as e:
+            logger.warning("Skipped folder %s: %s. Make it readable or move it away.",
+                           display_path(directory), e.strerror or e)
+            continue
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            if _is_folder(entry):
+                pending.append(Path(entry.path))
+            elif is_image_file(entry.name):
+                found.append(Path(entry.path))
+    return sorted(found)
 
 
-def images_under(folder: Path) -> list[Path]:
-    """Every image file below ``folder`` (by extension, any case), sorted; hidden files and
-    folders (a name starting with ``.``) are left out. Training and evaluation both list with it."""
-    return sorted(p for p in folder.rglob("*") if is_image_file(p) and p.is_file() and not _hidden(p, folder))
-
-
-def class_folders(root: Path) -> list[Path]:
-    """The class sub-folders of ``root``, sorted by name, hidden ones left out."""
-    return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+def _is_folder(entry: os.DirEntry) -> bool:
+    try:
+        return entry.is_dir()  # follows links
+    except OSError:
+        return False  # a link loop: left for decoding to name
 
 
 def list_image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
@@ -65,16 +93,16 @@ def list_image_files(paths: Sequence[str | os.PathLike]) -> list[Path]:
     files: list[Path] = []
     for path in map(Path, paths):
         if path.is_dir():
-            found = images_under(path)
+            found = find_images(path)
             if not found:
-                logger.warning("No images (%s) under %s", ", ".join(IMAGE_EXTENSIONS), path)
+                logger.warning("No images (%s) under %s", ", ".join(IMAGE_EXTENSIONS), display_path(path))
             files.extend(found)
-        elif path.exists():
+        elif os.path.lexists(path):  # a broken link too: decoding names it
             files.append(path)
         else:
-            raise DataError(f"Image not found: {path}. Pass image files or folders of images.")
+            raise DataError(f"Image not found: {display_path(path)}. Pass image files or folders of images.")
     if not files:
-        raise DataError(f"No images to read in {', '.join(map(str, paths))}.")
+        raise DataError(f"No images to read in {', '.join(map(display_path, paths))}.")
     return files
 
 
@@ -86,16 +114,29 @@ def folder_dataset(root: str | os.PathLike) -> Dataset:
     """
     root = Path(root)
     if not root.is_dir():
-        raise DataError(f"Data folder not found: {root}. Expected one sub-folder per class, e.g. {root}/cat/*.jpg.")
+        raise DataError(f"Data folder not found: {display_path(root)}. Expected one sub-folder per class, e.g. {root}/cat/*.jpg.")
     classes, samples = [], []
     for folder in class_folders(root):
-        images = images_under(folder)
+        images = find_images(folder)
         if images:
             samples.extend((path, len(classes)) for path in images)
             classes.append(folder.name)
     if not samples:
         raise DataError(f"{root} has no class folders with images; expected {root}/<class>/<image>.")
     return Dataset(tuple(classes), tuple(samples), str(root))
+
+
+def class_folders(root: Path) -> list[Path]:
+    """The visible sub-folders of ``root``, sorted by name.
+
+    Raises:
+        DataError: ``root`` cannot be listed.
+    """
+    try:
+        entries = list(os.scandir(root))
+    except OSError as e:
+        raise DataError(f"Cannot list the data folder {display_path(root)}: {e.strerror or e}. Make it readable.") from e
+    return sorted(Path(e.path) for e in entries if not e.name.startswith(".") and _is_folder(e))
 
 
 def run_dataset(run_dir: str | os.PathLike, part: str = "test") -> Dataset:
@@ -146,7 +187,7 @@ def match_classes(classes: Sequence[str], labels: Sequence[str] | None) -> list[
     if unmatched:
         sample = ", ".join(labels[:8]) + (", ..." if len(labels) > 8 else "")
         raise DataError(
-            f"Class folder(s) {', '.join(unmatched)} match no label of the model ({sample}). "
+            f"Class folder(s) {', '.join(map(display_path, unmatched))} match no label of the model ({sample}). "
             "Name each folder after one of the model's labels, or pass --labels FILE."
         )
     return indices

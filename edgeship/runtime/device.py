@@ -206,15 +206,14 @@ def _delegate_failure(name: str, error: Exception) -> DelegateError:
                          "Run `edgeship doctor` to check the set-up, or pass --device cpu.")
 
 
-
-
 def invoke_error(name, device: str, error: Exception) -> EdgeshipError:
     """A clear error for a failed ``invoke()``: on an Edge TPU usually the device itself
     (unplugged, under-powered), on the CPU the model."""
-    reason = " ".join(str(error).split())[:300]
+    reason = " ".join(str(error).split())[:300].rstrip(".") or type(error).__name__
     option = parse_device(device)
-    if option is None:
-        return ModelFormatError(f"Invoking {name} failed: {reason}.")
+    if option is None:  # LiteRT checks some of a model only when it runs (a constant input without data)
+        return ModelFormatError(f"LiteRT cannot run {name}: {reason}. The model file is damaged or was written for "
+                                "another runtime; export or copy it again.")
     return DelegateError(
         f"Invoking {name} on the Edge TPU ({device}) failed: {reason}. The device may have been unplugged or be "
         f"under-powered. {device_hint(option)}"

@@ -9,7 +9,18 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "sha256_file"]
+__all__ = ["display_path", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "sha256_file"]
+
+
+def display_path(path: str | os.PathLike | bytes) -> str:
+    """A path as printable text: bytes that are not UTF-8 (a file name from another system's
+    encoding) show as ``\\xNN`` escapes instead of failing the terminal's encoder.
+
+    Example:
+        >>> display_path(b"caf\\xe9.jpg")
+        'caf\\\\xe9.jpg'
+    """
+    return os.fsencode(path).decode("utf-8", errors="backslashreplace")
 
 
 @contextmanager

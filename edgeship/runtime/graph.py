@@ -13,7 +13,9 @@ Example:
 
 from __future__ import annotations
 
+import math
 import os
+import stat
 import struct
 from collections import Counter
 from dataclasses import dataclass, field
@@ -42,6 +44,23 @@ _IDENTIFIER = b"TFL3"
 _TYPE_NAMES = {v: k.lower() for k, v in vars(schema.TensorType).items() if not k.startswith("_")}
 _OP_NAMES = {v: k for k, v in vars(schema.BuiltinOperator).items() if not k.startswith("_")}
 FLOAT_TYPES = frozenset({"float32", "float16", "float64", "bfloat16", "float8_e4m3fn", "float8_e5m2"})
+_ITEM_BITS = {
+    "float32": 32, "float16": 16, "int32": 32, "uint8": 8, "int64": 64, "bool": 8, "int16": 16,
+    "complex64": 64, "int8": 8, "float64": 64, "complex128": 128, "uint64": 64, "uint32": 32,
+    "uint16": 16, "int4": 4, "bfloat16": 16, "int2": 2, "uint4": 4, "float8_e4m3fn": 8, "float8_e5m2": 8,
+}
+_ZERO_POINT_RANGE = {"uint8": (0, 255), "int8": (-128, 127), "int16": (-32768, 32767), "int4": (-8, 7)}
+# The inputs a builtin op may leave out, by position: the bias of convolutions and dense layers.
+_OPTIONAL_INPUTS = {
+    "CONV_2D": (2,), "DEPTHWISE_CONV_2D": (2,), "FULLY_CONNECTED": (2,), "CONV_3D": (2,),
+    "TRANSPOSE_CONV": (3,), "CONV_3D_TRANSPOSE": (3,),
+}
+# All tensors together; an edge model needs a few hundred MB at most. A damaged shape (a dim
+# of 2**31) would otherwise make the interpreter allocate until the machine runs out of memory.
+MAX_TENSOR_BYTES = 2 << 30
+# One input: 2,365 x 2,365 RGB pixels. LiteRT sizes every later tensor from the inputs, so a
+# damaged input dim would make it allocate and compute far past what the file's shapes say.
+MAX_INPUT_VALUES = 1 << 24
 # Builtin codes above 127 live in a newer field; the old byte field then holds this marker.
 _PLACEHOLDER_FOR_GREATER_OP_CODES = 127
 
@@ -57,8 +76,18 @@ class TensorInfo:
     scale: tuple[float, ...] = ()   # empty when the tensor is not quantized
     zero_point: tuple[int, ...] = ()
     shape_signature: tuple[int, ...] = ()   # -1 marks a dimension only known at run time
-    buffer: int = 0                 # index of the buffer holding its constant data (0: none)
+    buffer: int = 0                 # index into the model's buffers; 0 is the empty one
     constant: bool = False          # its values are stored in the file (weights, shapes, axes)
+    is_variable: bool = False       # state kept between invokes (an RNN's hidden state)
+    sparse: bool = False
+
+    @property
+    def num_bytes(self) -> int | None:
+        """Bytes of its dense value, or None for types of no fixed size (strings, resources)."""
+        bits = _ITEM_BITS.get(self.dtype)
+        if bits is None:
+            return None
+        return (math.prod(self.shape) * bits + 7) // 8
 
 
 @dataclass(frozen=True)
@@ -132,6 +161,9 @@ class Graph:
 def read_model_bytes(path: str | os.PathLike) -> bytes:
     """Reads a model file, refusing missing, empty and directory paths with a clear message."""
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode) and not os.path.isdir(path):
+            # A pipe or device: reading it could block for ever or never end.
+            raise ModelFormatError(f"{path} is not a regular file (a pipe or a device); pass a .tflite model file.")
         with open(path, "rb") as file:
             data = file.read()
     except FileNotFoundError as e:
@@ -139,7 +171,7 @@ def read_model_bytes(path: str | os.PathLike) -> bytes:
     except IsADirectoryError as e:
         raise ModelFormatError(f"{path} is a folder; expected a .tflite model file.") from e
     except OSError as e:
-        raise ModelFormatError(f"Cannot read model file {path}: {e}") from e
+        raise ModelFormatError(f"Cannot read model file {path}: {e.strerror or e}. Check its permissions.") from e
     if not data:
         raise ModelFormatError(f"Model file {path} is empty (0 bytes); re-export or copy it again.")
     return data
@@ -156,11 +188,17 @@ def read_graph(path: str | os.PathLike) -> Graph:
 
 
 def parse_graph(data: bytes, name: str = "model") -> Graph:
-    """Parses a TFLite flatbuffer (trailing metadata archives are ignored).
+    """Parses and checks a TFLite flatbuffer (trailing metadata archives are ignored).
+
+    LiteRT verifies the flatbuffer's layout but trusts much of its content, and crashes or
+    allocates without bound on some damaged files. So beyond parsing, every tensor, buffer and
+    op code index must be in range, constant data must be the size of its tensor, an op may
+    omit only the inputs it can do without, quantization must fit its type, and the tensors
+    must add up to a size an edge model can have.
 
     Raises:
         ModelFormatError: the bytes are not a TFLite model (wrong identifier, e.g. a JPEG
-            or a SavedModel) or are truncated.
+            or a SavedModel), are truncated, or fail one of the checks above (named).
     """
     if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
         raise ModelFormatError(
@@ -169,7 +207,11 @@ def parse_graph(data: bytes, name: str = "model") -> Graph:
         )
     try:
         return _parse(data)
-    except (struct.error, IndexError, ValueError, TypeError, UnicodeDecodeError) as e:
+    except _Corrupt as e:
+        raise ModelFormatError(
+            f"{name} is corrupt: {e}. The interpreter would fail or crash on it; copy or export the model again."
+        ) from e
+    except (struct.error, IndexError, ValueError, TypeError, UnicodeDecodeError, OverflowError) as e:
         raise ModelFormatError(
             f"{name} is truncated or corrupt: its TFLite flatbuffer points past the end of the "
             f"file ({len(data)} bytes) or does not parse. Copy or export the model again."
@@ -193,6 +235,17 @@ def _describe_head(data: bytes) -> str:
     return repr(data[4:8]) if len(data) >= 8 else f"absent (only {len(data)} bytes)"
 
 
+class _Corrupt(ValueError):
+    """A model part that parses but points nowhere or does not add up."""
+
+
+def _count(length: int, data: bytes, what: str) -> int:
+    # Each element takes at least 4 bytes, so a damaged length cannot send a loop for ages.
+    if not 0 <= length <= len(data) // 4:
+        raise _Corrupt(f"it claims {length} {what} in a file of {len(data)} bytes")
+    return length
+
+
 def _parse(data: bytes) -> Graph:
     model = schema.Model.GetRootAs(data, 0)
     # Bounds-check the root: the generated reader trusts offsets, so a cut file would
@@ -200,27 +253,32 @@ def _parse(data: bytes) -> Graph:
     root = flatbuffers.encode.Get(flatbuffers.packer.uoffset, data, 0)
     if root >= len(data):
         raise ValueError("root offset past the end of the file")
-    codes = [_op_code(model.OperatorCodes(i)) for i in range(model.OperatorCodesLength())]
-    if model.SubgraphsLength() < 1:
-        raise ValueError("no subgraph")
-    buffers = tuple(_buffer_bytes(data, model.Buffers(b)) for b in range(model.BuffersLength()))
-    ops = []
+    codes = [_op_code(model.OperatorCodes(i)) for i in range(_count(model.OperatorCodesLength(), data, "op codes"))]
+    buffer_sizes = [_buffer_size(model.Buffers(b), data, b) for b in range(_count(model.BuffersLength(), data, "buffers"))]
+    if _count(model.SubgraphsLength(), data, "subgraphs") < 1:
+        raise _Corrupt("it has no subgraph")
+    buffers = tuple(_buffer_bytes(data, model.Buffers(b)) for b in range(len(buffer_sizes)))
+    ops: list[OpInfo] = []
     tensors_by_subgraph = []
     for s in range(model.SubgraphsLength()):
         subgraph = model.Subgraphs(s)
-        tensors_by_subgraph.append(tuple(
-            _tensor(subgraph.Tensors(t), t, buffers) for t in range(subgraph.TensorsLength())))
-        for o in range(subgraph.OperatorsLength()):
+        num_tensors = _count(subgraph.TensorsLength(), data, "tensors")
+        tensors = tuple(_tensor(subgraph.Tensors(t), t, buffers) for t in range(num_tensors))
+        tensors_by_subgraph.append(tensors)
+        for o in range(_count(subgraph.OperatorsLength(), data, "operators")):
             op = subgraph.Operators(o)
+            if not 0 <= op.OpcodeIndex() < len(codes):
+                raise _Corrupt(f"operator {o} of subgraph {s} names op code {op.OpcodeIndex()} of {len(codes)}")
             op_name, custom, version = codes[op.OpcodeIndex()]
             ops.append(OpInfo(op_name, custom, _ints(op.InputsAsNumpy()), _ints(op.OutputsAsNumpy()), s,
                               version, _options(op)))
+        io = (_ints(subgraph.InputsAsNumpy()), _ints(subgraph.OutputsAsNumpy()))
+        _check_subgraph(s, tensors, [op for op in ops if op.subgraph == s], io, buffer_sizes)
         if s == 0:
-            inputs, outputs = _ints(subgraph.InputsAsNumpy()), _ints(subgraph.OutputsAsNumpy())
-    tensors = tensors_by_subgraph[0]
-    for index in inputs + outputs:
-        if not 0 <= index < len(tensors):
-            raise ValueError(f"graph input/output {index} names no tensor")
+            inputs, outputs = io
+    total = sum(t.num_bytes or 0 for tensors in tensors_by_subgraph for t in tensors)
+    if total > MAX_TENSOR_BYTES:
+        raise _Corrupt(f"its tensor shapes add up to {total / 2**30:.1f} GiB (a damaged shape?)")
     description = (model.Description() or b"").decode("utf-8", errors="replace")
     return Graph(
         version=model.Version(),
@@ -257,6 +315,69 @@ def _buffer_bytes(data: bytes, buffer) -> memoryview:
         return memoryview(data)[buffer.Offset(): buffer.Offset() + buffer.Size()]
     values = buffer.DataAsNumpy()
     return memoryview(b"") if isinstance(values, int) else memoryview(values)
+def _buffer_size(buffer, data: bytes, index: int) -> int:
+    """Bytes a buffer holds, inline or (models over 2 GB) at an offset past the flatbuffer."""
+    inline = buffer.DataLength()
+    if inline:
+        start = buffer._tab.Vector(buffer._tab.Offset(4))  # Data is the buffer's first field
+        if start + inline > len(data):
+            raise _Corrupt(f"buffer {index} ({inline} bytes) runs past the end of the file")
+        return inline
+    offset, size = buffer.Offset(), buffer.Size()
+    if offset > 1 and offset + size > len(data):
+        raise _Corrupt(f"buffer {index} points at bytes {offset}..{offset + size}, past the end of the file")
+    return size if offset > 1 else 0
+
+
+def _check_subgraph(s: int, tensors: tuple[TensorInfo, ...], ops: list[OpInfo],
+                    io: tuple[tuple[int, ...], tuple[int, ...]], buffer_sizes: list[int]) -> None:
+    """Indices in range and constant data the size of its tensor: what LiteRT trusts blindly."""
+    where = f"subgraph {s}"
+    for kind, indices in (("input", io[0]), ("output", io[1])):
+        for index in indices:
+            if not 0 <= index < len(tensors):
+                raise _Corrupt(f"{where} {kind} {index} names no tensor (it has {len(tensors)})")
+    for index in io[0]:
+        if math.prod(tensors[index].shape) > MAX_INPUT_VALUES:
+            raise _Corrupt(f"input {tensors[index].name!r} of shape {list(tensors[index].shape)} takes more than "
+                           f"{MAX_INPUT_VALUES:,} values (a damaged shape?)")
+    for number, op in enumerate(ops):
+        for index in op.inputs + op.outputs:
+            if not -1 <= index < len(tensors):
+                raise _Corrupt(f"{op.name} (op {number} of {where}) uses tensor {index}; it has {len(tensors)}")
+        omitted = [position for position, index in enumerate(op.inputs) if index == -1]
+        if not op.custom and (-1 in op.outputs or any(not _may_omit(op.name, p) for p in omitted)):
+            raise _Corrupt(f"{op.name} (op {number} of {where}) lacks a required input or output tensor")
+    for tensor in tensors:
+        label = f"tensor {tensor.index} ({tensor.name!r}) of {where}"
+        if any(dim < 0 for dim in tensor.shape):
+            raise _Corrupt(f"{label} has the shape {list(tensor.shape)}")
+        # A model without a buffers vector (hand-built ones) leaves every tensor's at 0.
+        if not 0 <= tensor.buffer < max(len(buffer_sizes), 1):
+            raise _Corrupt(f"{label} names buffer {tensor.buffer}; the model has {len(buffer_sizes)}")
+        held = buffer_sizes[tensor.buffer] if buffer_sizes else 0
+        needed = tensor.num_bytes
+        if held and needed is not None and not tensor.sparse and held != needed:
+            raise _Corrupt(f"{label} of shape {list(tensor.shape)} needs {needed} bytes; its buffer holds {held}")
+        _check_quantization(tensor, label)
+
+
+def _check_quantization(tensor: TensorInfo, label: str) -> None:
+    if len(tensor.zero_point) not in (0, 1, len(tensor.scale)):
+        raise _Corrupt(f"{label} has {len(tensor.scale)} scales but {len(tensor.zero_point)} zero points")
+    if not all(math.isfinite(scale) for scale in tensor.scale):
+        raise _Corrupt(f"{label} has the quantization scale {list(tensor.scale)[:4]}")
+    low, high = _ZERO_POINT_RANGE.get(tensor.dtype, (-(2**31), 2**31 - 1))
+    if any(not low <= zero_point <= high for zero_point in tensor.zero_point):
+        raise _Corrupt(f"{label} is {tensor.dtype} with the zero point {list(tensor.zero_point)[:4]}")
+
+
+def _may_omit(op_name: str, position: int) -> bool:
+    """Whether a builtin op may have input ``position`` omitted (-1): a bias, or the optional
+    inputs of recurrent ops. LiteRT reads any other omitted input through a null pointer."""
+    if position in _OPTIONAL_INPUTS.get(op_name, ()):
+        return True
+    return position > 0 and any(part in op_name for part in ("LSTM", "RNN", "SVDF"))
 
 
 def _ints(values) -> tuple[int, ...]:
@@ -271,9 +392,14 @@ def _tensor(tensor, index: int, buffers: tuple[memoryview, ...] = ()) -> TensorI
     if quantization is not None and quantization.ScaleLength():
         scale = tuple(float(v) for v in quantization.ScaleAsNumpy())
         zero_point = _ints(quantization.ZeroPointAsNumpy())
+    try:
+        # LiteRT's own Python wrapper decodes tensor names strictly.
+        name = (tensor.Name() or b"").decode("utf-8")
+    except UnicodeDecodeError as e:
+        raise _Corrupt(f"the name of tensor {index} is not UTF-8 text") from e
     return TensorInfo(
         index=index,
-        name=(tensor.Name() or b"").decode("utf-8", errors="replace"),
+        name=name,
         dtype=_TYPE_NAMES.get(tensor.Type(), f"type_{tensor.Type()}"),
         shape=_ints(tensor.ShapeAsNumpy()),
         scale=scale,
@@ -281,6 +407,8 @@ def _tensor(tensor, index: int, buffers: tuple[memoryview, ...] = ()) -> TensorI
         shape_signature=_ints(tensor.ShapeSignatureAsNumpy()),
         buffer=tensor.Buffer(),
         constant=0 < tensor.Buffer() < len(buffers) and len(buffers[tensor.Buffer()]) > 0,
+        is_variable=bool(tensor.IsVariable()),
+        sparse=tensor.Sparsity() is not None,
     )
 
 

@@ -17,6 +17,10 @@ from __future__ import annotations
 import functools
 import logging
 import os
+import re
+import stat
+import struct
+import zlib
 from pathlib import Path
 from typing import BinaryIO
 
@@ -24,6 +28,7 @@ import numpy as np
 from PIL import Image, ImageOps, UnidentifiedImageError
 
 from edgeship.errors import ConfigError, DataError
+from edgeship.runtime.files import display_path
 
 __all__ = [
     "IMAGE_EXTENSIONS",
@@ -36,6 +41,7 @@ __all__ = [
     "normalize",
     "preprocess",
     "resize",
+    "to_grayscale",
 ]
 
 logger = logging.getLogger(__name__)
@@ -72,22 +78,64 @@ def load_image(path: str | os.PathLike | BinaryIO) -> np.ndarray:
     images are converted to 8-bit RGB; an animated GIF gives its first frame.
 
     Raises:
-        DataError: the file is missing, empty, truncated or not an image.
+        DataError: the file is missing, unreadable, a folder, empty, truncated or not an
+            image; the message names it (an open file by its ``name`` attribute).
     """
-    source = path if hasattr(path, "read") else Path(path)
-    path = getattr(path, "name", path)
+    is_stream = hasattr(path, "read")
+    name = display_path(getattr(path, "name", None) or "an image stream") if is_stream else display_path(path)
+    if not is_stream:
+        _check_regular_file(Path(path), name)
     try:
-        with Image.open(source) as image:
+        with Image.open(path if is_stream else Path(path)) as image:
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
     except FileNotFoundError as e:
-        raise DataError(f"Image not found: {path}") from e
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
+        raise DataError(f"Image not found: {name}. Check the path.") from e
+    except IsADirectoryError as e:
+        raise DataError(f"{name} is a folder, not an image file; pass the folder itself to read the images in it.") from e
+    except PermissionError as e:
+        raise DataError(f"Cannot read image {name}: permission denied. Make it readable (chmod) or remove it.") from e
+    except UnidentifiedImageError as e:
         raise DataError(
-            f"Cannot decode image {path}: {e}. The file is empty, truncated or not an image; "
+            f"Cannot decode image {name}: not an image format Pillow reads (a text or other file named "
+            "like an image?). Convert it to JPEG or PNG, or remove it from the folder."
+        ) from e
+    except _DECODE_ERRORS as e:
+        raise DataError(
+            f"Cannot decode image {name}: {_reason(e)}. The file is empty, truncated or damaged; "
             "re-export it or remove it from the folder."
         ) from e
+
+
+def _check_regular_file(path: Path, name: str) -> None:
+    try:
+        info = path.stat()
+    except FileNotFoundError as e:
+        what = "a broken symbolic link" if path.is_symlink() else "not found"
+        raise DataError(f"Image {name} is {what}. Check the path, or remove the link.") from e
+    except OSError as e:
+        raise DataError(f"Cannot read image {name}: {e.strerror or e}. Fix or remove it.") from e
+    mode = info.st_mode
+    if stat.S_ISDIR(mode):
+        raise DataError(f"{name} is a folder, not an image file; pass the folder itself to read the images in it.")
+    if not stat.S_ISREG(mode):
+        raise DataError(f"{name} is not a regular file (a pipe, socket or device named like an image); remove it.")
+    if info.st_size == 0:
+        raise DataError(f"Image {name} is empty (0 bytes): an interrupted copy? Copy it again or remove it.")
+
+
+# What Pillow's decoders raise on damaged data, beyond OSError ("image file is truncated").
+_DECODE_ERRORS = (OSError, SyntaxError, ValueError, EOFError, IndexError, KeyError, TypeError, ZeroDivisionError,
+                  struct.error, zlib.error, RuntimeError, MemoryError, Image.DecompressionBombError)
+_OBJECT_REPR = re.compile(r"<[^<>]* at 0x[0-9a-fA-F]+>")
+
+
+def _reason(error: BaseException) -> str:
+    if isinstance(error, OSError) and error.strerror:
+        return error.strerror  # without the repeated file name
+    text = _OBJECT_REPR.sub("the file", str(error)).strip()
+    return text or type(error).__name__
 
 
 def _to_rgb(image: Image.Image) -> np.ndarray:
@@ -187,6 +235,20 @@ def preprocess(path: str | os.PathLike | BinaryIO, size: tuple[int, int], method
         >>> pixels = preprocess("photo.jpg", (160, 160))  # doctest: +SKIP
     """
     return resize(load_image(path), size, method)
+
+
+def to_grayscale(pixels: np.ndarray) -> np.ndarray:
+    """``(H, W, 3)`` RGB to ``(H, W, 1)`` luma (ITU-R 601-2), rounded as Pillow's ``convert("L")``
+    rounds, so a grayscale file's own values come back unchanged.
+
+    Example:
+        >>> to_grayscale(np.array([[[255, 0, 0], [7, 7, 7]]], np.uint8))[..., 0]
+        array([[76,  7]], dtype=uint8)
+    """
+    rgb = np.asarray(pixels, dtype=np.uint32)
+    # Pillow's fixed-point weights: 0.299, 0.587, 0.114 scaled by 2**16, plus half for rounding.
+    luma = (rgb[..., 0] * 19595 + rgb[..., 1] * 38470 + rgb[..., 2] * 7471 + 0x8000) >> 16
+    return luma.astype(np.uint8)[..., None]
 
 
 def normalize(pixels: np.ndarray, mean: float, std: float) -> np.ndarray:

@@ -50,7 +50,7 @@ def inspect_model(path: str | os.PathLike) -> dict:
     """
     data = read_model_bytes(path)
     graph = parse_graph(data, str(path))
-    labels, manifest = read_embedded(data)
+    labels, manifest = read_embedded(data, str(path))
     standard = metadata_defaults(data, str(path), graph.input_tensors()[0].dtype)
     if not (manifest is not None and manifest.labels):
         labels = standard.labels or labels

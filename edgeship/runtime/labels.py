@@ -11,8 +11,10 @@ from __future__ import annotations
 
 import os
 import re
+import stat
 
 from edgeship.errors import DataError
+from edgeship.runtime.files import display_path
 
 __all__ = ["parse_labels", "read_labels"]
 
@@ -47,12 +49,18 @@ def read_labels(path: str | os.PathLike) -> list[str]:
     Raises:
         DataError: the file is missing, unreadable or has no labels.
     """
+    name = display_path(path)
     try:
+        if not stat.S_ISREG(os.stat(path).st_mode):  # a folder, or a pipe that would block the read
+            raise DataError(f"Label file {name} is not a regular file. Pass a text file, one label per line.")
+        # Latin-1 and other legacy encodings keep their lines, with unknown bytes shown as such.
         with open(path, encoding="utf-8", errors="replace") as file:
             text = file.read()
     except OSError as e:
-        raise DataError(f"Cannot read label file {path}: {e.strerror or e}. Pass a text file, one label per line.") from e
+        raise DataError(f"Cannot read label file {name}: {e.strerror or e}. Pass a text file, one label per line.") from e
+    if "\x00" in text:
+        raise DataError(f"Label file {name} is binary, not text (an image or a model?). Pass a text file, one label per line.")
     labels = parse_labels(text)
     if not any(labels):
-        raise DataError(f"Label file {path} has no labels; expected one label per line.")
+        raise DataError(f"Label file {name} has no labels; expected one label per line.")
     return labels

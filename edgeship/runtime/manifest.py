@@ -15,11 +15,16 @@ from __future__ import annotations
 
 import io
 import json
+import logging
+import math
+import re
+import struct
 import zipfile
+import zlib
 from dataclasses import asdict, dataclass, field, fields
 
 from edgeship.errors import ModelFormatError
-from edgeship.runtime.image import RESIZE_BILINEAR
+from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_METHODS
 
 __all__ = [
     "LABELS_NAME",
@@ -32,8 +37,17 @@ __all__ = [
     "strip_embedded",
 ]
 
+logger = logging.getLogger(__name__)
+
 LABELS_NAME = "labels.txt"
 MANIFEST_NAME = "edgeship.json"
+
+# What a damaged or hostile appended archive raises from zipfile and zlib (bad CRC, cut central
+# directory, negative seeks, unsupported compression, encryption...).
+_ARCHIVE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, RuntimeError,
+                   ValueError, OSError, EOFError, KeyError, struct.error, OverflowError, UnicodeDecodeError)
+# A label file or manifest larger than this is not one (a damaged size field, or a zip bomb).
+_MAX_MEMBER_BYTES = 16 << 20
 
 # MobileNet expects inputs in [-1, 1]. (x - 128) / 128 rather than Keras' x / 127.5 - 1:
 # the uint8 input quantization of a full-integer model is then exactly scale 1/128, zero
@@ -66,15 +80,46 @@ class Manifest:
 
     @classmethod
     def from_json(cls, text: str | bytes) -> "Manifest":
+        """Parses and checks a manifest: every field the runtime uses has its type and range.
+
+        Raises:
+            ModelFormatError: not JSON, or a field is missing, of the wrong type or out of range.
+        """
         try:
             data = json.loads(text)
+            if not isinstance(data, dict):
+                raise TypeError(f"a JSON object was expected, not a {type(data).__name__}")
             known = {f.name for f in fields(cls)}
             kwargs = {k: v for k, v in data.items() if k in known}
+            if not isinstance(kwargs.get("labels", []), list) or not isinstance(kwargs.get("image_size", []), list):
+                raise TypeError("labels and image_size must be lists")
             kwargs["labels"] = tuple(kwargs.get("labels", ()))
             kwargs["image_size"] = tuple(int(v) for v in kwargs["image_size"])
-            return cls(**kwargs)
-        except (ValueError, KeyError, TypeError) as e:
-            raise ModelFormatError(f"The embedded {MANIFEST_NAME} is malformed: {e}") from e
+            manifest = cls(**kwargs)
+        except (ValueError, KeyError, TypeError, RecursionError) as e:
+            detail = f"the field {e} is missing" if isinstance(e, KeyError) else str(e)
+            raise ModelFormatError(f"The embedded {MANIFEST_NAME} is malformed: {detail}") from e
+        problem = manifest._problem()
+        if problem:
+            raise ModelFormatError(f"The embedded {MANIFEST_NAME} is malformed: {problem}.")
+        return manifest
+
+    def _problem(self) -> str | None:
+        if not all(isinstance(label, str) for label in self.labels):
+            return "labels must be strings"
+        if len(self.image_size) != 2 or min(self.image_size) < 1:
+            return f"image_size must be two positive sizes, not {list(self.image_size)}"
+        if self.resize_method not in RESIZE_METHODS:
+            return f"resize_method {self.resize_method!r} is not one of {', '.join(RESIZE_METHODS)}"
+        for name in ("mean", "std"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                return f"{name} must be a finite number, not {value!r}"
+        if self.std <= 0:
+            return f"std must be positive, not {self.std}"
+        if not isinstance(self.quantization, str) or not isinstance(self.extra, dict):
+            return "quantization must be a string and extra an object"
+        return None
 
 
 def _zip_start(data: bytes) -> int | None:
@@ -84,12 +129,12 @@ def _zip_start(data: bytes) -> int | None:
             infos = archive.infolist()
             if not infos:
                 return None
-            # The archive begins at its first local header. Writers count the central
-            # directory's offsets from the archive's start (edgeship) or from the file's start
-            # (tflite-support's populator, Coral's models); zipfile resolves both into
-            # positions in the whole file.
-            return min(info.header_offset for info in infos)
-    except zipfile.BadZipFile:
+            # zipfile has already shifted each header offset to the whole file (an appended
+            # archive's own offsets may start at 0 or at the file's start): the first local
+            # header is where the archive begins.
+            start = min(info.header_offset for info in infos)
+            return start if 0 < start < len(data) else None
+    except _ARCHIVE_ERRORS:
         return None
 
 
@@ -112,29 +157,67 @@ def embed(model: bytes, labels: list[str] | tuple[str, ...], manifest: Manifest 
     return strip_embedded(model) + buffer.getvalue()
 
 
-def read_embedded(data: bytes) -> tuple[list[str] | None, Manifest | None]:
+def read_embedded(data: bytes, name: str = "the model") -> tuple[list[str] | None, Manifest | None]:
     """Reads the labels and edgeship manifest a model file carries, if any.
 
     Labels come from the manifest when present, else from the archive's label file
-    (``labels.txt``, or any single ``*.txt`` as third-party tools name it).
+    (``labels.txt``, or any single ``*.txt`` as third-party tools name it). A damaged archive
+    or manifest never stops a run: what cannot be read is logged as a warning naming ``name``,
+    and left out (None), so that the flatbuffer still runs with labels shown by index.
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except zipfile.BadZipFile:
+    except _ARCHIVE_ERRORS as e:
+        if _has_no_archive(data, e):
+            return None, None
+        _warn_unreadable(name, "the appended archive", e)
         return None, None
     with archive:
         names = archive.namelist()
         manifest = None
         if MANIFEST_NAME in names:
-            manifest = Manifest.from_json(archive.read(MANIFEST_NAME))
-            if manifest.labels:
+            try:
+                manifest = Manifest.from_json(_read_member(archive, MANIFEST_NAME))
+            except (ModelFormatError, *_ARCHIVE_ERRORS) as e:
+                _warn_unreadable(name, f"its {MANIFEST_NAME}", e)
+            if manifest is not None and manifest.labels:
                 return list(manifest.labels), manifest
         texts = [n for n in names if n.lower().endswith(".txt")]
         preferred = [n for n in texts if "label" in n.lower()] or texts
         if not preferred:
             return None, manifest
-        text = archive.read(preferred[0]).decode("utf-8", errors="replace")
+        try:
+            text = _read_member(archive, preferred[0]).decode("utf-8", errors="replace")
+        except _ARCHIVE_ERRORS as e:
+            _warn_unreadable(name, f"its {preferred[0]}", e)
+            return None, manifest
         labels = [line.strip() for line in text.splitlines()]
         while labels and not labels[-1]:
             labels.pop()
         return labels, manifest
+
+
+# A zip local file header: signature, version needed (1.0-6.3), flags, method (stored, deflate,
+# bzip2, lzma), times, CRC and sizes, then a name of 1-255 bytes. Checking the fields as well as
+# the signature keeps weights that happen to hold "PK\3\4" from passing for an archive.
+_LOCAL_HEADER = re.compile(rb"PK\x03\x04[\x0a-\x3f]\x00..[\x00\x08\x0c\x0e]\x00.{16}[\x01-\xff]\x00", re.DOTALL)
+
+
+def _has_no_archive(data: bytes, error: Exception) -> bool:
+    # zipfile says "File is not a zip file" both for a bare flatbuffer and for an archive whose
+    # end record was cut off; a local file header left in the file tells the two apart.
+    return isinstance(error, zipfile.BadZipFile) and "not a zip file" in str(error) and not _LOCAL_HEADER.search(data)
+
+
+def _read_member(archive: zipfile.ZipFile, member: str) -> bytes:
+    if archive.getinfo(member).file_size > _MAX_MEMBER_BYTES:
+        raise ValueError(f"{member} claims more than {_MAX_MEMBER_BYTES >> 20} MB")
+    return archive.read(member)
+
+
+def _warn_unreadable(name: str, what: str, error: Exception) -> None:
+    detail = str(error).splitlines()[0][:200] if str(error) else type(error).__name__
+    logger.warning(
+        "%s: %s appended to the model is damaged (%s); running without it, so labels may show as "
+        "numbers. Re-export or copy the model again, or pass --labels FILE.", name, what, detail,
+    )

@@ -34,7 +34,7 @@ import numpy as np
 from edgeship.errors import ConfigError, ModelFormatError
 from edgeship.runtime.device import interpreter_for_graph, invoke_error
 from edgeship.runtime.graph import Graph, parse_graph, read_model_bytes
-from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_METHODS, preprocess, resize
+from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_METHODS, preprocess, resize, to_grayscale
 from edgeship.runtime.input_feed import InputFeed, make_input_feed
 from edgeship.runtime.labels import parse_labels, read_labels
 from edgeship.runtime.manifest import Manifest, read_embedded
@@ -62,15 +62,24 @@ class Model:
         self._input = interpreter.get_input_details()[0]
         self._output = interpreter.get_output_details()[0]
         shape = tuple(int(v) for v in self._input["shape"])
-        if len(shape) != 4 or shape[0] != 1 or shape[3] != 3:
+        if not _is_image_input(shape):
             raise ModelFormatError(
-                f"{path} takes input of shape {list(shape)}; an image classifier takes [1, height, width, 3]."
+                f"{path} takes input of shape {list(shape)}; an image classifier takes [1, height, width, 3] "
+                "(colour), or [1, height, width, 1] or [1, height, width] (grayscale)."
             )
+        self._input_shape = shape
         self.input_size = (shape[1], shape[2])
+        self.channels = shape[3] if len(shape) == 4 else 1
+        # Stateful models (an RNN over image rows) keep variables between invokes: reset
+        # them before each image, so that an image gets the same answer every time.
+        self.stateful = any(t.is_variable for t in graph.tensors)
         scale, zero_point = self._output["quantization"]
         self._output_scale = float(scale) if scale else None
         self._output_zero_point = int(zero_point)
         self.num_classes = int(np.prod(self._output["shape"]))
+        if not (np.issubdtype(self._output["dtype"], np.number) or self._output["dtype"] == np.bool_):
+            raise ModelFormatError(f"{path} outputs {np.dtype(self._output['dtype']).name} values; a classifier "
+                                   "outputs a score per class.")
         if labels is not None and len(labels) != self.num_classes:
             logger.warning(
                 "%s: %d labels for %d outputs; outputs without a label are shown by index.",
@@ -87,35 +96,47 @@ class Model:
         return str(index)
 
     def preprocess(self, image: str | os.PathLike | np.ndarray) -> np.ndarray:
-        """Decodes (if a path) and resizes an image to this model's input, as ``uint8`` pixels."""
+        """Decodes (if a path) and resizes an image to this model's input, as ``uint8`` pixels:
+        ``(H, W, 3)`` RGB, or ``(H, W, 1)`` luma for a grayscale model."""
         if isinstance(image, np.ndarray):
-            return resize(image, self.input_size, self.resize_method)
-        return preprocess(image, self.input_size, self.resize_method)
+            pixels = resize(image, self.input_size, self.resize_method)
+        else:
+            pixels = preprocess(image, self.input_size, self.resize_method)
+        return to_grayscale(pixels) if self.channels == 1 else pixels
 
     def input_tensor(self, pixels: np.ndarray) -> np.ndarray:
         """The batched input tensor for resized pixels. Pure: safe to call from worker threads."""
-        return self.feed(pixels)[None]
+        return self.feed(pixels).reshape(self._input_shape)
 
     def invoke(self, tensor: np.ndarray) -> np.ndarray:
         """Runs one prepared input tensor; returns the float scores (dequantized)."""
-        self.interpreter.set_tensor(self._input["index"], tensor)
         try:
+            if self.stateful:
+                self.interpreter.reset_all_variables()
+            self.interpreter.set_tensor(self._input["index"], tensor)
             self.interpreter.invoke()
+            output = self.interpreter.get_tensor(self._output["index"]).reshape(-1)
         except (RuntimeError, ValueError) as e:
-            # With no traceback: on an Edge TPU this is usually the device, not a bug.
+            # With no traceback: on an Edge TPU this is usually the device, on the CPU a damaged model.
             raise invoke_error(self.path, self.device, e) from e
-        output = self.interpreter.get_tensor(self._output["index"]).reshape(-1)
         if self._output_scale is not None:
             return (output.astype(np.float32) - self._output_zero_point) * np.float32(self._output_scale)
         return output.astype(np.float32)
 
     def classify(self, pixels: np.ndarray) -> np.ndarray:
-        """Scores of every class for ``(H, W, 3)`` uint8 pixels already at :attr:`input_size`.
+        """Scores of every class for uint8 pixels from :meth:`preprocess` (at :attr:`input_size`).
 
         Example:
             >>> scores = model.classify(model.preprocess("cat.jpg"))  # doctest: +SKIP
         """
         return self.invoke(self.input_tensor(pixels))
+
+
+def _is_image_input(shape: tuple[int, ...]) -> bool:
+    """[1, H, W, 3], [1, H, W, 1] or [1, H, W], with H and W at least 1."""
+    if len(shape) not in (3, 4) or shape[0] != 1 or min(shape[1:3]) < 1:
+        return False
+    return len(shape) == 3 or shape[3] in (1, 3)
 
 
 def load_model(
@@ -152,37 +173,50 @@ def load_model(
     name = str(path)
     data = read_model_bytes(path)
     graph = parse_graph(data, name)
-    embedded_labels, manifest = read_embedded(data)
+    if not graph.inputs or not graph.outputs:
+        raise ModelFormatError(f"{name} has {len(graph.inputs)} input(s) and {len(graph.outputs)} output(s); "
+                               "an image classifier has an image input and a scores output.")
+    embedded_labels, manifest = read_embedded(data, name)
     standard = metadata_defaults(data, name, graph.input_tensors()[0].dtype)
     if not (manifest is not None and manifest.labels):
         embedded_labels = standard.labels or embedded_labels
     interpreter = interpreter_for_graph(data, graph, name, device, num_threads)
-
-    if labels is None and embedded_labels is not None:
-        source = "manifest" if manifest is not None and manifest.labels else "embedded"
-        # Third-party archives may use the "<index> <label>" form too.
-        label_list = list(manifest.labels) if source == "manifest" else parse_labels("\n".join(embedded_labels))
-    elif isinstance(labels, (list, tuple)):
-        label_list, source = list(labels), "argument"
-    elif labels is not None:
-        label_list, source = read_labels(labels), str(labels)
-    else:
-        label_list, source = None, None
-
-    input_tensor = graph.input_tensors()[0]
-    if manifest is not None:
-        resize_method = resize_method or manifest.resize_method
-        mean = manifest.mean if mean is None else mean
-        std = manifest.std if std is None else std
-        height, width = (int(v) for v in input_tensor.shape[1:3]) if len(input_tensor.shape) == 4 else (0, 0)
-        if tuple(manifest.image_size) != (height, width):
-            logger.warning("%s: manifest says %s, input tensor is %s; using the tensor's.",
-                           name, tuple(manifest.image_size), (height, width))
-    elif mean is None and std is None:
-        mean, std = standard.mean, standard.std
-    feed = make_input_feed(input_tensor, mean, std)
-    model = Model(name, interpreter, graph, label_list, source, manifest, resize_method or RESIZE_BILINEAR, feed,
-                  device)
+    label_list, source = _labels(labels, embedded_labels, manifest)
+    resize_method, mean, std = _preprocessing(name, graph, manifest, standard, resize_method, mean, std)
+    try:
+        feed = make_input_feed(graph.input_tensors()[0], mean, std)
+    except ModelFormatError as e:
+        raise ModelFormatError(f"{name}: {e}") from e
+    model = Model(name, interpreter, graph, label_list, source, manifest, resize_method, feed, device)
     logger.debug("Loaded %r: labels from %s, %s, %s resize", model, source, feed.describe(), model.resize_method)
     return model
 
+
+def _labels(labels, embedded: list[str] | None, manifest: Manifest | None) -> tuple[list[str] | None, str | None]:
+    """The label list and where it came from: the argument, else the file's manifest, else its
+    embedded label file (third-party archives may use the "<index> <label>" form too)."""
+    if isinstance(labels, (list, tuple)):
+        return list(labels), "argument"
+    if labels is not None:
+        return read_labels(labels), str(labels)
+    if manifest is not None and manifest.labels:
+        return list(manifest.labels), "manifest"
+    if embedded is not None:
+        return parse_labels("\n".join(embedded)), "embedded"
+    return None, None
+
+
+def _preprocessing(name: str, graph: Graph, manifest: Manifest | None, standard, resize_method, mean, std):
+    """Resize method, mean and std: the arguments, else edgeship's manifest, else the file's
+    standard TFLite Metadata (float inputs), else the defaults of :func:`make_input_feed`."""
+    if manifest is not None:
+        input_shape = graph.input_tensors()[0].shape
+        size = tuple(int(v) for v in input_shape[1:3]) if len(input_shape) in (3, 4) else (0, 0)
+        if tuple(manifest.image_size) != size:
+            logger.warning("%s: manifest says %s, input tensor is %s; using the tensor's.",
+                           name, tuple(manifest.image_size), size)
+        return (resize_method or manifest.resize_method, manifest.mean if mean is None else mean,
+                manifest.std if std is None else std)
+    if mean is None and std is None:
+        mean, std = standard.mean, standard.std
+    return resize_method or RESIZE_BILINEAR, mean, std

@@ -118,12 +118,21 @@ class RunDir:
     metrics_markdown_path = property(lambda self: self.path / "metrics.md")
     cache_dir = property(lambda self: self.path / "cache")
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
+    # Resume state of training: phases done, and the best weights on validation with their record.
+    state_path = property(lambda self: self.checkpoints_dir / "state.json")
+    best_weights_path = property(lambda self: self.checkpoints_dir / "best.h5")
+    best_record_path = property(lambda self: self.checkpoints_dir / "best.json")
     export_dir = property(lambda self: self.path / _EXPORT)
     report_path = property(lambda self: self.export_dir / "report.json")
     report_markdown_path = property(lambda self: self.export_dir / "report.md")
     predictions_path = property(lambda self: self.export_dir / "predictions.json")
     summary_path = property(lambda self: self.path / "summary.json")
     summary_markdown_path = property(lambda self: self.path / "summary.md")
+
+    @property
+    def resume_files(self) -> tuple[Path, ...]:
+        """What a resumed training reads: its history, phases done, and best weights."""
+        return self.history_path, self.state_path, self.best_record_path, self.best_weights_path
 
     def eval_dir(self, model_stem: str) -> Path:
         return self.path / "eval" / model_stem

@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.errors import DataError
-from edgeship.runtime.dataset import class_folders, images_under
-from edgeship.runtime.files import atomic_path
+from edgeship.runtime.dataset import class_folders, find_images
+from edgeship.runtime.files import atomic_path, display_path
 from edgeship.runtime.image import preprocess
 from edgeship.runtime.rundir import SPLIT_PARTS, RunDir, Split, split_digest
 
@@ -33,7 +33,13 @@ def find_classes(root: Path) -> list[str]:
     """Sorted names of the class sub-folders of ``root``."""
     if not root.is_dir():
         raise DataError(f"Data folder not found: {root}. Expected one sub-folder per class, e.g. {root}/cats/*.jpg.")
-    classes = [p.name for p in class_folders(root)]
+    classes = []
+    for folder in class_folders(root):
+        if folder.name != display_path(folder.name):  # bytes of another encoding: no label can hold them
+            logger.warning("Skipping class folder %s: its name is not UTF-8 text, so it cannot be a label. "
+                           "Rename it to include its images.", display_path(folder))
+        else:
+            classes.append(folder.name)
     if len(classes) < 2:
         raise DataError(
             f"{root} has {len(classes)} class folder(s) ({', '.join(classes) or 'none'}); a classifier needs "
@@ -47,8 +53,9 @@ def list_images(root: Path, classes: list[str]) -> list[tuple[Path, int]]:
     items = []
     for index, name in enumerate(classes):
         folder = root / name
-        if folder.is_dir():
-            items.extend((p, index) for p in images_under(folder))
+        if not folder.is_dir():
+            continue
+        items.extend((p, index) for p in find_images(folder))
     return items
 
 
@@ -97,17 +104,21 @@ class DecodedSplit:
 
 def _decode(path: Path, size: tuple[int, int], method: str) -> tuple[np.ndarray | None, str, str]:
     """(pixels or None, content sha256, error reason)."""
+    if not path.is_file():  # a pipe would block the read forever
+        return None, "", "not a regular file (a broken or looping link, a pipe or a device)"
     try:
         data = path.read_bytes()
     except OSError as e:
-        return None, "", f"unreadable: {e}"
+        return None, "", f"unreadable: {e.strerror or e}"
     digest = hashlib.sha256(data).hexdigest()
     if not data:
         return None, digest, "empty file"
+    stream = io.BytesIO(data)
+    stream.name = display_path(path)  # so that a decoding error names the file, not the stream object
     try:
-        return preprocess(io.BytesIO(data), size, method), digest, ""
+        return preprocess(stream, size, method), digest, ""
     except DataError as e:
-        return None, digest, str(e.__cause__ or e)
+        return None, digest, str(e)
 
 
 def _decode_all(paths: list[Path], size: tuple[int, int], method: str):
@@ -125,7 +136,7 @@ def _collect(root: Path, classes: list[str], size, method, what: str):
     good, skipped = [], []
     for (path, label), (pixels, digest, reason) in zip(items, decoded):
         if pixels is None:
-            logger.warning("Skipping %s: %s", path, reason)
+            logger.warning("Skipping %s: %s", display_path(path), reason)
             skipped.append({"path": str(path), "reason": reason})
         else:
             good.append((path, label, pixels, digest))

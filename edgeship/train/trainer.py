@@ -12,13 +12,16 @@ from __future__ import annotations
 
 import json
 import logging
+import os
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from edgeship.errors import ConfigError
+from edgeship.errors import ClusterError, ConfigError
 from edgeship.runtime.files import atomic_path, atomic_write_json
 from edgeship.runtime.metrics import classification_report, report_markdown
 from edgeship.train.augment import make_augmenter
@@ -30,7 +33,7 @@ from edgeship.train.progress import EpochProgress
 from edgeship.train.tfdata import class_weights, make_dataset
 from edgeship.train.tfkeras import keras, tf
 
-__all__ = ["TrainResult", "load_float_model", "make_strategy", "predict_probabilities", "train"]
+__all__ = ["TrainResult", "is_chief", "load_float_model", "make_strategy", "predict_probabilities", "train"]
 
 logger = logging.getLogger(__name__)
 
@@ -55,8 +58,48 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices=devices)
     if name == "multi-worker":
+        _check_tf_config()
         return tf.distribute.MultiWorkerMirroredStrategy()
     raise ConfigError(f"Unknown strategy {name!r}; expected default, mirrored or multi-worker.")
+
+
+def _check_tf_config() -> None:
+    text = os.environ.get("TF_CONFIG", "")
+    example = ('TF_CONFIG=\'{"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+               '"task": {"type": "worker", "index": 0}}\'')
+    try:
+        spec = json.loads(text) if text else None
+        if spec is not None:
+            workers = spec["cluster"]["worker"]
+            task = spec["task"]["type"], int(spec["task"]["index"])
+            if task[0] == "worker" and not 0 <= task[1] < len(workers):
+                raise ValueError(f"task index {task[1]} names none of the {len(workers)} workers")
+    except (ValueError, KeyError, TypeError) as e:
+        raise ConfigError(f"TF_CONFIG is not a valid cluster description ({e}). Set it on each machine, e.g. {example}.") from e
+    if spec is None:
+        logger.warning("--strategy multi-worker without TF_CONFIG trains on this machine alone.")
+
+
+def is_chief(strategy: tf.distribute.Strategy) -> bool:
+    """Whether this process writes the run directory: the only one, or the cluster's chief
+    (the ``chief`` task, else worker 0)."""
+    resolver = getattr(strategy, "cluster_resolver", None)
+    task_type = getattr(resolver, "task_type", None)
+    if not task_type or task_type == "chief":
+        return True
+    return task_type == "worker" and resolver.task_id == 0 and "chief" not in resolver.cluster_spec().as_dict()
+
+
+def _worker_dir(run_dir: Path, resume: bool) -> Path:
+    """A scratch run directory for a worker that is not the chief. Resuming, it starts from the
+    chief's state (phases done, best weights), so that every worker rebuilds the same model."""
+    scratch = Path(tempfile.mkdtemp(prefix="edgeship-worker-"))
+    for source in RunDir(run_dir).resume_files:
+        if resume and source.exists():
+            target = scratch / source.relative_to(run_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(source, target)
+    return scratch
 
 
 def load_float_model(run_dir: str | Path) -> keras.Model:
@@ -76,10 +119,10 @@ class _KeepBest(keras.callbacks.Callback):
     Its record (``best.json``) survives a restart, unlike ModelCheckpoint's in-memory best.
     """
 
-    def __init__(self, directory: Path, phase: int):
+    def __init__(self, run: RunDir, phase: int):
         super().__init__()
-        self.path = directory / "best.h5"
-        self.record_path = directory / "best.json"
+        self.path = run.best_weights_path
+        self.record_path = run.best_record_path
         self.phase = phase
         self.best = json.loads(self.record_path.read_text())["val_loss"] if self.record_path.exists() else np.inf
 
@@ -93,7 +136,7 @@ class _KeepBest(keras.callbacks.Callback):
         atomic_write_json(self.record_path, {"val_loss": self.best, "phase": self.phase, "epoch": epoch + 1})
 
 
-def _resolve_config(config: TrainConfig, resume: bool) -> TrainConfig:
+def _resolve_config(config: TrainConfig, resume: bool, check_existing: bool = True) -> TrainConfig:
     run = RunDir(config.run_dir)
     if resume and run.is_started:
         stored = load_run_config(run.path)
@@ -102,7 +145,7 @@ def _resolve_config(config: TrainConfig, resume: bool) -> TrainConfig:
             logger.warning("Resuming %s with its recorded config; ignoring changed field(s): %s", run.path,
                            ", ".join(changed))
         return stored
-    if run.is_started and not resume:
+    if run.is_started and not resume and check_existing:
         raise ConfigError(
             f"{run.path} already holds a run. Pass --resume to continue it, or --out to train into a new directory."
         )
@@ -123,12 +166,23 @@ def _fit_phase(model, config, data: DecodedSplit, phase: _Phase, train_ds, val_d
         weighted_metrics=[],
     )
     callbacks = [
-        keras.callbacks.BackupAndRestore(str(run.checkpoints_dir / f"phase{phase.number}")),
+        # Shared by all workers (Keras has the others write beside it and read the chief's).
+        keras.callbacks.BackupAndRestore(str(RunDir(config.run_dir).checkpoints_dir / f"phase{phase.number}")),
         keras.callbacks.EarlyStopping("val_loss", patience=config.patience),
-        _KeepBest(run.checkpoints_dir, phase.number),
+        _KeepBest(run, phase.number),
         EpochProgress(f"phase {phase.number}", epochs, steps),
     ]
-    return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
+    try:
+        return model.fit(train_ds, validation_data=val_ds, epochs=epochs, callbacks=callbacks, verbose=0)
+    except (tf.errors.UnavailableError, tf.errors.AbortedError, tf.errors.CancelledError,
+            tf.errors.DeadlineExceededError) as e:
+        if config.strategy != "multi-worker":
+            raise
+        detail = next((line for line in str(e).splitlines() if "aborted" in line.lower()), type(e).__name__)
+        raise ClusterError(
+            f"Multi-worker training lost a worker in phase {phase.number} ({detail.strip()}). Restart every worker with "
+            f"--resume and the same --out ({config.run_dir}): training continues after the last finished epoch."
+        ) from e
 
 
 def predict_probabilities(model, data: DecodedSplit, name: str, batch_size: int) -> np.ndarray:
@@ -170,9 +224,9 @@ def _datasets(config: TrainConfig, data: DecodedSplit, batch_size: int):
 def _fit(config: TrainConfig, data: DecodedSplit, run: RunDir, resume: bool, strategy) -> keras.Model:
     """Both phases, skipping those a resumed run finished; returns the best model on validation."""
     history = run.read_json(run.history_path) if resume and run.history_path.exists() else {}
-    state_path = run.checkpoints_dir / "state.json"
+    state_path = run.state_path
     state = run.read_json(state_path) if resume and state_path.exists() else {"phases_done": 0}
-    best_path = run.checkpoints_dir / "best.h5"
+    best_path = run.best_weights_path
     train_ds, val_ds = _datasets(config, data, config.batch_size * strategy.num_replicas_in_sync)
     with strategy.scope():
         model = build_model(config, data.num_classes)
@@ -200,7 +254,7 @@ def _score(model, config: TrainConfig, data: DecodedSplit, run: RunDir, strategy
     test = data.indices["test"]
     predictions = np.argmax(predict_probabilities(model, data, "test", config.batch_size), axis=1) if len(test) else []
     report = classification_report(data.labels[test], np.asarray(predictions, int), data.split.classes)
-    best_path = run.checkpoints_dir / "best.json"
+    best_path = run.best_record_path
     best = run.read_json(best_path) if best_path.exists() else {}
     metrics = {
         "split": "test", "split_digest": data.split.digest, **report,
@@ -236,12 +290,15 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         >>> result = train(TrainConfig(data_dir="flowers", image_size=160))  # doctest: +SKIP
         >>> result.test_accuracy                                             # doctest: +SKIP
     """
-    config = _resolve_config(config, resume)
-    run = RunDir(config.run_dir)
+    # Multi-worker: the strategy comes first (before any other TensorFlow op); only the chief
+    # writes the run directory, the other workers a scratch one, removed at the end.
+    strategy = make_strategy(config.strategy)
+    chief = is_chief(strategy)
+    config = _resolve_config(config, resume, check_existing=chief)
+    run = RunDir(config.run_dir if chief else _worker_dir(config.run_dir, resume))
     with run.lock("train"):
         start = time.perf_counter()
         keras.utils.set_random_seed(config.seed)
-        strategy = make_strategy(config.strategy)
         data = load_data(run.path, config) if resume and run.is_started else prepare_data(config, run.path)
         run.write_config(config.to_dict())  # from here on the run exists and --resume continues it
         run.write_labels(data.split.classes)
@@ -249,8 +306,11 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
         with atomic_path(run.model_path, suffix=".h5") as tmp:
             model.save(str(tmp), include_optimizer=False)
         metrics = _score(model, config, data, run, strategy, time.perf_counter() - start)
+    if not chief:
+        shutil.rmtree(run.path, ignore_errors=True)
     logger.info(
         "Test accuracy %.2f %% on %d images; %d file(s) skipped; run in %s (%.0f s)",
-        100 * metrics["accuracy"], metrics["num_images"], metrics["num_skipped"], run.path, metrics["train_seconds"],
+        100 * metrics["accuracy"], metrics["num_images"], metrics["num_skipped"], config.run_dir,
+        metrics["train_seconds"],
     )
-    return TrainResult(run.path, run.model_path, metrics["accuracy"], metrics)
+    return TrainResult(config.run_dir, RunDir(config.run_dir).model_path, metrics["accuracy"], metrics)
