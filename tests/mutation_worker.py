@@ -49,7 +49,7 @@ def main() -> None:
         path = line.strip()
         print(json.dumps({"start": path}), flush=True)
         problems = [check(["inspect", path], path), check(["predict", path, image], path),
-                    check(["bench", path, "--runs", "1", "--warmup", "0"], path)]
+                    check(["bench", path, "--num-runs", "1", "--num-warmup-runs", "0"], path)]
         print(json.dumps({"done": path, "problems": [p for p in problems if p]}), flush=True)
 
 

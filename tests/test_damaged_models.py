@@ -223,7 +223,7 @@ def test_what_litert_refuses_only_at_run_time_is_a_clear_error(colour, tmp_path,
     _, image = colour
     path = tmp_path / "no_weights.tflite"
     path.write_bytes(_edited(_set_tensor(3, buffer=0)))  # the dense layer's weights lose their data
-    args = {"predict": (path, image), "bench": (path, "--runs", 1)}[command]
+    args = {"predict": (path, image), "bench": (path, "--num-runs", 1)}[command]
     result = run(command, *args)
     assert result.exit_code == 1 and "Traceback" not in result.output
     assert f"LiteRT cannot run {path}: Input tensor 3 lacks data" in result.output
