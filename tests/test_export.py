@@ -58,7 +58,7 @@ def test_labels_and_manifest_read_back_from_the_file_alone(tiny_export, tiny_run
         labels, manifest = read_embedded((tiny_export / name).read_bytes())
         assert labels == ["checks", "dots", "rings", "stripes"]
         assert manifest.quantization == kind
-        assert manifest.image_size == (32, 32) and manifest.resize_method == "bilinear"
+        assert manifest.image_size == (32, 32) and manifest.resize_method == TrainConfig().resize_method
         assert (manifest.mean, manifest.std) == (128.0, 128.0)
         assert manifest.backbone == "mobilenet_v1_0.25"
         assert manifest.split_digest == digest

@@ -62,7 +62,7 @@ def test_split_is_recorded_with_root_and_digest(demo_data, tmp_path):
     assert again.split.digest == data.split.digest
     first_test = data.indices["test"][0]
     rel = data.split.test[0][0]
-    assert np.array_equal(data.pixels[first_test], preprocess(demo_data / rel, (32, 32)))
+    assert np.array_equal(data.pixels[first_test], preprocess(demo_data / rel, (32, 32), config.resize_method))
 
 
 def test_a_changed_file_breaks_the_recorded_split(demo_data, tmp_path):

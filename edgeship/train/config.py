@@ -15,7 +15,7 @@ from typing import Any
 
 from edgeship.config import from_values, option, read_config_file
 from edgeship.errors import ConfigError
-from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_METHODS
+from edgeship.runtime.image import RESIZE_BILINEAR_ASYMMETRIC, RESIZE_METHODS
 from edgeship.runtime.rundir import RunDir
 
 __all__ = [
@@ -53,8 +53,10 @@ class TrainConfig:
     alpha: float = option(1.0, "Width multiplier; 0.35 / 0.25 for microcontroller-class targets.")
     image_size: int = option(224, "Square input size in pixels; 96-224 have ImageNet weights.")
     weights: str = option(WEIGHTS_IMAGENET, "imagenet | none | PATH of no-top .h5 weights.")
-    resize_method: str = option(RESIZE_BILINEAR, "bilinear | nearest | area | bilinear-asymmetric (MediaPipe "
-                                                  "Tasks' sampling, for phone apps); recorded in the model file.")
+    # MediaPipe Tasks (phone apps) resizes with this sampling: trained on it, a model gets the
+    # same pixels from edgeship and from the app (README: "On a phone").
+    resize_method: str = option(RESIZE_BILINEAR_ASYMMETRIC, "bilinear-asymmetric (MediaPipe Tasks' sampling) | "
+                                "bilinear (tf.image.resize's) | nearest | area; recorded in the model file.")
     augment: str = option("light", "none | light | medium | heavy (README: the transforms).")
     val_fraction: float = option(0.1, "Share of each class held out for validation.")
     test_fraction: float = option(0.1, "Share of each class held out for testing.")
