@@ -193,16 +193,14 @@ def run_all(
     """Train, export, gate and bench in one go; prints one table of every variant."""
     from edgeship.config import from_values, read_config_file
     from edgeship.export import ExportConfig, load_export_config
-    from edgeship.run_all import RunConfig, demo_train_config, render_summary, run
+    from edgeship.run_all import DEMO_TRAIN, RunConfig, render_summary, run
     from edgeship.train import load_config
     from edgeship.train.config import TrainConfig
 
     tables = read_config_file(config)
     paths = {"data_dir": str(data_dir) if data_dir else None, "out_dir": str(out) if out else None}
-    train_config = load_config(config, **_pick(flags, TrainConfig), **paths)
-    if data_dir is None:  # the demo's own defaults, under the file's and the flags' values
-        given = {**tables.get("train", {}), **_pick(flags, TrainConfig), **{k: v for k, v in paths.items() if v}}
-        train_config = demo_train_config(**given)
+    # Without a data folder: the demo, with its own defaults under the file's and the flags' values.
+    train_config = load_config(config, DEMO_TRAIN if data_dir is None else None, **_pick(flags, TrainConfig), **paths)
     export_config = load_export_config(config, **_pick(flags, ExportConfig))
     values = {**tables.get("run", {}), **_pick(flags, RunConfig)}
     run_config = from_values(RunConfig, values, f"{config} [run]" if config else "the run options")

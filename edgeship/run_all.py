@@ -27,7 +27,7 @@ from edgeship.runtime.rundir import RunDir
 from edgeship.runtime.validation import ValidationGate, apply_gate
 from edgeship.train.config import TrainConfig, load_run_config
 
-__all__ = ["DEMO_TRAIN", "RunConfig", "demo_train_config", "render_summary", "run"]
+__all__ = ["DEMO_TRAIN", "RunConfig", "render_summary", "run"]
 
 logger = logging.getLogger(__name__)
 
@@ -71,13 +71,8 @@ class RunConfig:
         return ValidationGate(**given)
 
 
-def demo_train_config(**values) -> TrainConfig:
-    """The demo's TrainConfig: :data:`DEMO_TRAIN` under ``values``."""
-    return TrainConfig(**{**DEMO_TRAIN, **values})
-
-
 def _baseline(config: RunConfig) -> TrainConfig:
-    return demo_train_config() if config.is_demo else TrainConfig()
+    return TrainConfig(**DEMO_TRAIN) if config.is_demo else TrainConfig()
 
 
 def _train_config(config: RunConfig) -> TrainConfig:

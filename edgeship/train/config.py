@@ -140,15 +140,16 @@ def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:
         raise ConfigError(f"`{name}` must be one of {', '.join(allowed)}; received {name}={value!r}.")
 
 
-def load_config(path: str | Path | None = None, **overrides: Any) -> TrainConfig:
-    """A TrainConfig from an optional config file's ``[train]`` table, then ``overrides``
-    (flags win; None means "not given").
+def load_config(path: str | Path | None = None, defaults: dict[str, Any] | None = None,
+                **overrides: Any) -> TrainConfig:
+    """A TrainConfig from ``defaults`` (e.g. the demo's), under an optional config file's
+    ``[train]`` table, under ``overrides`` (flags win; None means "not given").
 
     Example:
         >>> load_config(None, epochs=3, alpha=None).epochs
         3
     """
-    values = dict(read_config_file(path).get("train", {}))
+    values = {**(defaults or {}), **read_config_file(path).get("train", {})}
     values.update({k: v for k, v in overrides.items() if v is not None})
     return from_values(TrainConfig, values, f"{path} [train]" if path else "the train options")
 
