@@ -8,6 +8,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import tempfile
 from typing import Callable, Iterable
 
 import numpy as np
@@ -17,9 +18,40 @@ from edgeship.export.config import DYNAMIC, FLOAT16, FLOAT32, FORMATS, FULL_INTE
 from edgeship.runtime.native_stderr import filtered_native_stderr
 from edgeship.train.tfkeras import keras, tf
 
-__all__ = ["convert"]
+__all__ = ["convert", "convert_variants"]
 
 logger = logging.getLogger(__name__)
+
+
+def _configure(converter, kind: str, representative, io: str):
+    """Sets a TFLite converter up for one variant ``kind``."""
+    if kind not in FORMATS:
+        raise ConfigError(f"Unknown TFLite variant {kind!r}; expected one of {', '.join(FORMATS)}.")
+    if kind == FLOAT16:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.target_spec.supported_types = [tf.float16]
+    elif kind == DYNAMIC:
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif kind in FULL_INTEGER:
+        if representative is None:  # TensorFlow asks for it even when fake-quant ranges cover everything
+            raise ConfigError("Full-integer conversion needs representative data (train images).")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        # Integer-only kernels: the conversion fails rather than leave a float op behind,
+        # which the Edge TPU compiler would push back to the CPU.
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        dtype = tf.uint8 if io == "uint8" else tf.int8
+        converter.inference_input_type = dtype
+        converter.inference_output_type = dtype
+    return converter
+
+
+def _run(converter, kind: str) -> bytes:
+    try:
+        with filtered_native_stderr():  # the converter echoes its quantization parameters
+            return converter.convert()
+    except Exception as e:  # the converter raises ConverterError and plain exceptions alike
+        raise RuntimeError(f"TFLite conversion to {kind} failed: {e}") from e
 
 
 def convert(
@@ -40,32 +72,32 @@ def convert(
         io: ``uint8`` or ``int8`` input and output of full-integer models.
 
     Raises:
-        ConfigError: unknown kind, or post-training int8 without representative data.
+        ConfigError: unknown kind, or full integer without representative data.
     """
-    if kind not in FORMATS:
-        raise ConfigError(f"Unknown TFLite variant {kind!r}; expected one of {', '.join(FORMATS)}.")
-    converter = tf.lite.TFLiteConverter.from_keras_model(model)
-    if kind == FLOAT16:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        converter.target_spec.supported_types = [tf.float16]
-    elif kind == DYNAMIC:
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    elif kind in FULL_INTEGER:
-        if representative is None:  # TensorFlow asks for it even when fake-quant ranges cover everything
-            raise ConfigError("Full-integer conversion needs representative data (train images).")
-        converter.optimizations = [tf.lite.Optimize.DEFAULT]
-        if representative is not None:
-            converter.representative_dataset = representative
-        # Integer-only kernels: the conversion fails rather than leave a float op behind,
-        # which the Edge TPU compiler would push back to the CPU.
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-        dtype = tf.uint8 if io == "uint8" else tf.int8
-        converter.inference_input_type = dtype
-        converter.inference_output_type = dtype
-    elif kind != FLOAT32:  # pragma: no cover - FORMATS is exhaustive
-        raise ConfigError(kind)
-    try:
-        with filtered_native_stderr():  # the converter echoes its quantization parameters
-            return converter.convert()
-    except Exception as e:  # the converter raises ConverterError and plain exceptions alike
-        raise RuntimeError(f"TFLite conversion to {kind} failed: {e}") from e
+    return convert_variants(model, [kind], representative=representative, io=io)[kind]
+
+
+def convert_variants(
+    model: keras.Model,
+    kinds: Iterable[str],
+    *,
+    representative: Callable[[], Iterable[list[np.ndarray]]] | None = None,
+    io: str = "uint8",
+) -> dict[str, bytes]:
+    """Converts one model to several variants from one saved graph.
+
+    The Keras converter entry point writes the model as a SavedModel on every call, which is
+    most of a conversion's time; here it is written once and every variant is converted from
+    it. Arguments as :func:`convert`; returns the flatbuffers by kind.
+    """
+    kinds = list(kinds)
+    for kind in kinds:  # refuse before the expensive save
+        _configure(tf.lite.TFLiteConverter.from_keras_model(model), kind, representative, io)
+    with tempfile.TemporaryDirectory(prefix="edgeship-graph-") as folder:
+        with filtered_native_stderr():
+            tf.saved_model.save(model, folder)
+        built = {}
+        for kind in kinds:
+            converter = _configure(tf.lite.TFLiteConverter.from_saved_model(folder), kind, representative, io)
+            built[kind] = _run(converter, kind)
+        return built

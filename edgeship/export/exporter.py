@@ -20,7 +20,7 @@ import numpy as np
 
 from edgeship.edgetpu.reporting import compile_variant, variant_mapping
 from edgeship.export.config import EDGETPU, FILE_NAMES, FULL_INTEGER, INT8, INT8_PTQ, ExportConfig
-from edgeship.export.convert import convert
+from edgeship.export.convert import convert, convert_variants
 from edgeship.export.int8_choice import choose_int8
 from edgeship.export.qat import fit_qat
 from edgeship.export.report import render_markdown
@@ -101,11 +101,9 @@ def _convert_variants(run: _Run, config: ExportConfig, staging: Path) -> tuple[d
     wanted = [kind for kind in config.formats if kind != EDGETPU]  # edgetpu compiles int8 afterwards
     representative = _representative(run, config)
     plain = [k for k in wanted if k not in FULL_INTEGER] + ([INT8_PTQ] if set(FULL_INTEGER) & set(wanted) else [])
-    built: dict[str, bytes] = {}
-    for kind in plain:
-        logger.info("Converting %s ...", kind)
-        with progress(None, f"converting {kind}"):
-            built[kind] = convert(run.float_model, kind, representative=representative, io=config.io)
+    logger.info("Converting %s ...", ", ".join(plain))
+    with progress(None, f"converting {', '.join(plain)}"):
+        built = convert_variants(run.float_model, plain, representative=representative, io=config.io)
     if INT8 not in wanted:
         return built, {}
     qat, history, best_epoch = fit_qat(run.float_model, run.float_val, run.data, config, run.train_config.seed)
