@@ -1,12 +1,18 @@
-"""Accuracy of every shipped variant against the float model, on real photos.
+"""Does the shipped int8 model keep the float model's decisions, on every backbone, over seeds?
 
-Trains and exports MobileNet v1 (alpha 0.25) and MobileNetV2 (alpha 1.0) at 160 px on
-flowers5 with ImageNet weights, then tabulates, per variant, test accuracy, the change against
-the float Keras model, top-1 agreement with it, file size, and the time to train and export.
-A finished run in the runs folder is reused (its recorded times are kept), so the table can be
-rebuilt without retraining.
+Trains and exports each backbone on flowers5 with ImageNet weights, once per seed (each seed
+draws its own train/val/test split), with edgeship's defaults. Per backbone it reports, as mean
+and spread over the seeds, on the test split: the accuracy of the float Keras model, of
+post-training int8, of QAT int8 (scored even when it does not ship) and of the int8 file that
+ships; each one's change against float, its top-1 agreement with float and its mean
+probability distance to float (total variation). It also records, per run, the time training
+and export took, one after the other in the same process, and times the int8 and float32 files
+of every backbone side by side, in interleaved rounds.
 
-    python benchmarks/accuracy.py [--data ../shared/data/flowers5] [--weights-dir ../shared/weights]
+Finished runs in the runs folder are reused, so the tables can be rebuilt, or a backbone
+added, without training again.
+
+    python benchmarks/accuracy.py [--models mobilenet_v1_0.25@128 ...] [--seeds 1 2 3]
 """
 
 from __future__ import annotations
@@ -14,6 +20,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import statistics
 import sys
 from pathlib import Path
 
@@ -22,130 +29,173 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import FLOWERS, ROOT, machine, machine_line, write_results  # noqa: E402
 
 SHARED = ROOT.parent / "shared"
-
+V1_WEIGHTS = "mobilenet_2_5_224_tf_no_top.h5"
+V2_WEIGHTS = "mobilenet_v2_1.0_224_no_top.h5"
 MODELS = {
-    "mobilenet_v1_0.25": dict(backbone="mobilenet_v1", alpha=0.25, weights_file="mobilenet_2_5_224_tf_no_top.h5"),
-    "mobilenet_v2_1.0": dict(backbone="mobilenet_v2", alpha=1.0, weights_file="mobilenet_v2_1.0_224_no_top.h5"),
+    "mobilenet_v1_0.25@128": dict(backbone="mobilenet_v1", alpha=0.25, image_size=128, weights_file=V1_WEIGHTS),
+    "mobilenet_v1_0.25@160": dict(backbone="mobilenet_v1", alpha=0.25, image_size=160, weights_file=V1_WEIGHTS),
+    "mobilenet_v2_1.0@160": dict(backbone="mobilenet_v2", alpha=1.0, image_size=160, weights_file=V2_WEIGHTS),
+    "efficientnet_lite0@160": dict(backbone="efficientnet_lite0", alpha=1.0, image_size=160, weights_file=None),
 }
-VARIANTS = ("float32", "float16", "dynamic", "int8-ptq", "int8")
+SEEDS = (1, 2, 3)
 RUNS_DIR = Path("runs") / "bench-accuracy"
-# The goal for the shipped int8 model.
+# The goals for the shipped int8 model, as means over the seeds.
 MAX_DROP_PP = 0.3
 MIN_AGREEMENT = 0.98
-MAX_EXPORT_MINUTES = 15
+COLUMNS = ("test_accuracy", "delta_pp", "agreement", "probability_distance")
+LATENCY_ROUNDS = 5
 
 
-def run_one(name: str, spec: dict, data: Path, weights_dir: Path, runs_dir: Path, image_size: int) -> dict:
+def _train_and_export(name: str, seed: int, data: Path, weights_dir: Path, runs_dir: Path) -> Path:
     from edgeship.export import ExportConfig, export
     from edgeship.train import TrainConfig, train
 
-    run_dir = runs_dir / name
+    spec = MODELS[name]
+    run_dir = runs_dir / f"{name.replace('@', '-')}-seed{seed}"
+    weights = str(weights_dir / spec["weights_file"]) if spec["weights_file"] else "imagenet"
     if not (run_dir / "metrics.json").exists():
-        config = TrainConfig(
-            data_dir=str(data), out_dir=str(run_dir), backbone=spec["backbone"], alpha=spec["alpha"],
-            image_size=image_size, weights=str(weights_dir / spec["weights_file"]),
-        )
+        config = TrainConfig(data_dir=str(data), out_dir=str(run_dir), backbone=spec["backbone"], alpha=spec["alpha"],
+                             image_size=spec["image_size"], weights=weights, seed=seed)
         train(config, resume=(run_dir / "config.json").exists())
     if not (run_dir / "export" / "report.json").exists():
         export(ExportConfig(run_dir=str(run_dir)))
+    return run_dir
+
+
+def run_row(name: str, seed: int, run_dir: Path) -> dict:
+    """One run's numbers, from its metrics and export report."""
     metrics = json.loads((run_dir / "metrics.json").read_text())
     report = json.loads((run_dir / "export" / "report.json").read_text())
+    variants = report["variants"]
+    qat = variants["int8"] if report.get("int8_source") == "qat" else report["qat_test"]
+    float_row = {"test_accuracy": report["float_keras"]["test_accuracy"], "delta_pp": 0.0, "agreement": 1.0,
+                 "probability_distance": 0.0}
     return {
-        "model": name,
-        "image_size": image_size,
-        "num_test_images": report["num_test_images"],
-        "float_keras_accuracy": report["float_keras"]["test_accuracy"],
-        "train_seconds": metrics["train_seconds"],
-        "export_seconds": report["export_seconds"],
+        "model": name, "seed": seed, "num_test_images": report["num_test_images"],
+        "train_seconds": metrics["train_seconds"], "export_seconds": report["export_seconds"],
         "int8_source": report.get("int8_source"),
-        "variants": {k: report["variants"][k] for k in VARIANTS if k in report["variants"]},
+        "scores": {kind: {k: row[k] for k in COLUMNS} for kind, row in
+                   (("float", float_row), ("int8-ptq", variants["int8-ptq"]), ("int8 QAT", qat),
+                    ("int8 shipped", variants["int8"]))},
+        "files": {kind: str(run_dir / "export" / variants[kind]["file"]) for kind in ("int8", "float32")},
+        "sizes": {kind: variants[kind]["size_bytes"] for kind in ("int8", "float32")},
     }
 
 
+def _interleaved_latency(rows: list[dict]) -> dict:
+    """Median invoke time of the first seed's int8 and float32 files of each backbone, 1 thread,
+    over rounds that run every file once in turn."""
+    from edgeship.runtime.bench import BenchConfig, benchmark
+
+    first = {}
+    for row in rows:
+        first.setdefault(row["model"], row)
+    samples: dict[str, dict[str, list[float]]] = {m: {"int8": [], "float32": []} for m in first}
+    config = BenchConfig(num_runs=50, num_warmup_runs=10, num_threads=1)
+    for _ in range(LATENCY_ROUNDS):
+        for model, row in first.items():
+            for kind in ("int8", "float32"):
+                samples[model][kind].append(benchmark(row["files"][kind], config)["median_ms"])
+    return {model: {kind: statistics.median(values) for kind, values in kinds.items()}
+            for model, kinds in samples.items()}
+
+
+def _spread(values: list[float]) -> tuple[float, float]:
+    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
+
+
+def summary(result: dict) -> dict:
+    """Per backbone: mean and standard deviation over seeds of every score, and the time ratios."""
+    out = {}
+    for name in dict.fromkeys(row["model"] for row in result["rows"]):
+        rows = [row for row in result["rows"] if row["model"] == name]
+        scores = {kind: {col: _spread([r["scores"][kind][col] for r in rows]) for col in COLUMNS}
+                  for kind in rows[0]["scores"]}
+        out[name] = {
+            "seeds": [r["seed"] for r in rows], "scores": scores,
+            "qat_shipped": sum(r["int8_source"] == "qat" for r in rows),
+            "export_over_train": [r["export_seconds"] / r["train_seconds"] for r in rows],
+            "train_seconds": _spread([r["train_seconds"] for r in rows]),
+            "export_seconds": _spread([r["export_seconds"] for r in rows]),
+        }
+    return out
+
+
+def _cell(pair: tuple[float, float], scale: float, digits: int, unit: str = "") -> str:
+    mean, sd = pair
+    return f"{scale * mean:.{digits}f} ± {scale * sd:.{digits}f}{unit}"
+
+
 def render(result: dict) -> str:
+    stats = summary(result)
+    count = result["rows"][0]["num_test_images"]
     lines = [
-        f"Test split of flowers5 ({result['rows'][0]['num_test_images']} photos), every variant scored by the LiteRT "
-        f"runtime; agreement = same top-1 class as the float Keras model. {machine_line(result['machine'])} Train and "
-        "export times were measured while other jobs shared the machine.",
+        f"flowers5, {len(result['seeds'])} seeds (each its own split; about {count} test photos each); mean ± standard "
+        "deviation over the seeds. Every file is scored by the LiteRT runtime; agreement = same top-1 class as the "
+        "float Keras model; distance = mean total-variation distance between its class probabilities and the float "
+        f"model's. {machine_line(result['machine'])}",
         "",
-        "| model | variant | accuracy | Δ vs float (pp) | agreement | size | train | export |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
+        "| model | int8 | accuracy | Δ vs float (pp) | agreement | distance |",
+        "| --- | --- | ---: | ---: | ---: | ---: |",
     ]
-    for row in result["rows"]:
-        lines.append(
-            f"| {row['model']} @{row['image_size']} | float (Keras) | {100 * row['float_keras_accuracy']:.2f} % | | | | "
-            f"{row['train_seconds'] / 60:.1f} min | {row['export_seconds'] / 60:.1f} min |"
-        )
-        for kind, v in row["variants"].items():
-            label = kind
-            if kind == "int8":
-                label = "int8 (QAT)" if row["int8_source"] == "qat" else "int8 (shipped: PTQ beat QAT on val)"
+    for name, s in stats.items():
+        for kind, cols in s["scores"].items():
+            label = kind if kind != "int8 shipped" else f"shipped (QAT in {s['qat_shipped']} of {len(s['seeds'])})"
             lines.append(
-                f"| | {label} | {100 * v['test_accuracy']:.2f} % | {v['delta_pp']:+.2f} | {100 * v['agreement']:.2f} % | "
-                f"{v['size_bytes'] / 1024:.0f} KiB | | |"
+                f"| {name if kind == 'float' else ''} | {label if kind != 'float' else 'float (Keras)'} | "
+                f"{_cell(cols['test_accuracy'], 100, 2, ' %')} | "
+                + ("| | |" if kind == "float" else
+                   f"{_cell(cols['delta_pp'], 1, 2)} | {_cell(cols['agreement'], 100, 2, ' %')} | "
+                   f"{_cell(cols['probability_distance'], 1, 4)} |")
             )
-    notes = [discussion(row) for row in result["rows"] if _shortfalls(row)]
-    return "\n".join(lines + [""] * bool(notes) + notes) + "\n"
+    lines += ["", "Time to train, then export all five variants, in the same process, one run after another:", "",
+              "| model | train | export | export / train, per seed |", "| --- | ---: | ---: | --- |"]
+    for name, s in stats.items():
+        lines.append(f"| {name} | {_cell(s['train_seconds'], 1, 0, ' s')} | {_cell(s['export_seconds'], 1, 0, ' s')} | "
+                     + ", ".join(f"{r:.2f}" for r in s["export_over_train"]) + " |")
+    lines += ["", f"Median invoke time, 1 thread, {LATENCY_ROUNDS} interleaved rounds of 50 runs (first seed's files):",
+              "", "| model | int8 | float32 | int8 size |", "| --- | ---: | ---: | ---: |"]
+    first = {}
+    for row in result["rows"]:
+        first.setdefault(row["model"], row)
+    for name, times in result["latency"].items():
+        lines.append(f"| {name} | {times['int8']:.2f} ms | {times['float32']:.2f} ms | "
+                     f"{first[name]['sizes']['int8'] / 1024:.0f} KiB |")
+    return "\n".join(lines) + "\n"
 
 
-def _shortfalls(row: dict) -> list[str]:
-    """What the shipped int8 model of one row misses of the goal (empty: met)."""
-    int8, ptq = row["variants"]["int8"], row["variants"]["int8-ptq"]
-    shortfalls = []
-    if int8["delta_pp"] < -MAX_DROP_PP:
-        shortfalls.append(f"more than {MAX_DROP_PP} pp below float")
-    if int8["test_accuracy"] < ptq["test_accuracy"]:
-        shortfalls.append("below post-training int8")
-    if int8["agreement"] < MIN_AGREEMENT:
-        shortfalls.append(f"agreement under {100 * MIN_AGREEMENT:.0f} %")
-    if row["export_seconds"] > 60 * MAX_EXPORT_MINUTES:
-        shortfalls.append(f"export over {MAX_EXPORT_MINUTES} min")
-    return shortfalls
-
-
-def discussion(row: dict) -> str:
-    """Why a row's shipped int8 falls short, in the numbers of the row."""
-    int8, ptq, count = row["variants"]["int8"], row["variants"]["int8-ptq"], row["num_test_images"]
-    source = "QAT" if row["int8_source"] == "qat" else "post-training int8"
-    changed = sorted(round(count * (1 - v["agreement"])) for v in (int8, ptq))
-    return (
-        f"On {row['model']}, int8 changes the answer on many test images: the shipped int8 ({source}) agrees with "
-        f"the float model on {100 * int8['agreement']:.1f} % of the test images, post-training int8 on "
-        f"{100 * ptq['agreement']:.1f} %. "
-        f"The export chose {source} on the validation split; on test it scores {100 * int8['test_accuracy']:.2f} % "
-        f"against post-training int8's {100 * ptq['test_accuracy']:.2f} %. With {changed[0]} to {changed[1]} test "
-        "images changing class, differences of this size are chance either way, which is why the choice between "
-        "the two files asks for a paired interval and otherwise ships the one closer to the float model."
-    )
-
-
-def _room(row: dict) -> str:
-    """How close a met goal came to being missed."""
-    image_pp = 100 / row["num_test_images"]
-    room = f"one test image is {image_pp:.2f} pp"
-    if image_pp > MAX_DROP_PP:
-        room += f", more than the {MAX_DROP_PP} pp allowed"
-    if row["export_seconds"] > 0.9 * 60 * MAX_EXPORT_MINUTES:
-        room += f"; the export took {row['export_seconds'] / 60:.1f} of its {MAX_EXPORT_MINUTES} minutes"
-    return f"met, with little room: {room}"
+def _shortfalls(s: dict) -> list[str]:
+    shipped, ptq = s["scores"]["int8 shipped"], s["scores"]["int8-ptq"]
+    missed = []
+    if shipped["agreement"][0] < MIN_AGREEMENT:
+        missed.append(f"agreement {100 * shipped['agreement'][0]:.2f} % < {100 * MIN_AGREEMENT:.0f} %")
+    if shipped["delta_pp"][0] < -MAX_DROP_PP:
+        missed.append(f"Δ {shipped['delta_pp'][0]:+.2f} pp < −{MAX_DROP_PP} pp")
+    if shipped["test_accuracy"][0] < ptq["test_accuracy"][0]:
+        missed.append("below post-training int8")
+    return missed
 
 
 def goal(result: dict) -> list[dict]:
-    """Where the goal stands for each model: the claim, the goal, what was measured, met or missed."""
+    """Where each goal stands per backbone: fidelity of the shipped int8, and export time."""
     rows = []
-    for row in result["rows"]:
-        int8, ptq, count = row["variants"]["int8"], row["variants"]["int8-ptq"], row["num_test_images"]
-        shortfalls = _shortfalls(row)
+    for name, s in summary(result).items():
+        shipped, ptq = s["scores"]["int8 shipped"], s["scores"]["int8-ptq"]
+        missed = _shortfalls(s)
         rows.append({
-            "claim": f"shipped int8 vs float ({row['model']} @{row['image_size']}, flowers5)",
-            "goal": f"within {MAX_DROP_PP} pp, ≥ post-training int8, ≥ {100 * MIN_AGREEMENT:.0f} % agreement, "
-                    f"export < {MAX_EXPORT_MINUTES} min",
-            "measured": f"{100 * int8['test_accuracy']:.2f} % vs float {100 * row['float_keras_accuracy']:.2f} % "
-                        f"({int8['delta_pp']:+.2f} pp), post-training int8 {100 * ptq['test_accuracy']:.2f} %, "
-                        f"{100 * int8['agreement']:.2f} % agreement ({round(count * (1 - int8['agreement']))} of "
-                        f"{count} images differ), export {row['export_seconds'] / 60:.1f} min",
-            "verdict": f"missed: {', '.join(shortfalls)} (see the note under the accuracy table)" if shortfalls
-                       else _room(row),
+            "claim": f"shipped int8 vs float ({name}, flowers5, mean of {len(s['seeds'])} seeds)",
+            "goal": f"agreement ≥ {100 * MIN_AGREEMENT:.0f} %, Δ ≥ −{MAX_DROP_PP} pp, ≥ post-training int8",
+            "measured": f"agreement {_cell(shipped['agreement'], 100, 2, ' %')}, Δ {_cell(shipped['delta_pp'], 1, 2)} pp, "
+                        f"accuracy {100 * shipped['test_accuracy'][0]:.2f} % vs post-training "
+                        f"{100 * ptq['test_accuracy'][0]:.2f} %",
+            "verdict": "missed: " + "; ".join(missed) if missed else "met",
+        })
+        worst = max(s["export_over_train"])
+        rows.append({
+            "claim": f"export of all five variants vs training ({name})",
+            "goal": "export time ≤ training time",
+            "measured": f"export / train {min(s['export_over_train']):.2f}–{worst:.2f} over the seeds",
+            "verdict": "met" if worst <= 1 else f"missed: export takes up to {worst:.2f}× training",
         })
     return rows
 
@@ -155,15 +205,19 @@ def main() -> None:
     parser.add_argument("--data", type=Path, default=FLOWERS)
     parser.add_argument("--weights-dir", type=Path, default=SHARED / "weights")
     parser.add_argument("--runs-dir", type=Path, default=RUNS_DIR)
-    parser.add_argument("--image-size", type=int, default=160)
-    parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--models", nargs="*", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--seeds", nargs="*", type=int, default=list(SEEDS))
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING, format="%(message)s")
     logging.getLogger("edgeship").setLevel(logging.INFO)
     if not args.data.is_dir():
         sys.exit(f"{args.data} not found: pass --data (class sub-folders of photos).")
-    rows = [run_one(m, MODELS[m], args.data, args.weights_dir, args.runs_dir, args.image_size) for m in args.models]
-    result = {"benchmark": "accuracy", "machine": machine(), "rows": rows}
+    rows = []
+    for name in args.models:
+        for seed in args.seeds:
+            rows.append(run_row(name, seed, _train_and_export(name, seed, args.data, args.weights_dir, args.runs_dir)))
+    result = {"benchmark": "accuracy", "machine": machine(), "seeds": args.seeds, "rows": rows}
+    result["latency"] = _interleaved_latency(rows)
     write_results("accuracy", result, render(result))
     print(render(result))
 

@@ -79,6 +79,11 @@ def test_report_scores_every_variant_against_the_float_model(tiny_export):
         assert row["mean_latency_ms"] > 0
     assert report["variants"]["float32"]["agreement"] >= 0.75  # the same network, in another runtime
     assert report["int8_source"] in ("qat", "ptq") and "0" in report["qat_history_val"]
+    distances = {kind: row["probability_distance"] for kind, row in report["variants"].items()}
+    assert all(0 <= d <= 1 for d in distances.values()) and distances["float32"] < 1e-3 < distances["int8-ptq"]
+    # QAT's own test score is on record whichever file ships, and no extra file is left
+    assert ("qat_test" in report) == (report["int8_source"] == "ptq")
+    assert sorted(p.name for p in tiny_export.glob("*.tflite")) == sorted(FILE_NAMES.values())
     markdown = (tiny_export / "report.md").read_text()
     assert "| int8 |" in markdown and "int8 choice" in markdown
     # export/ points at one complete version; no staging folder is left behind
@@ -91,23 +96,24 @@ def test_int8_io_and_an_interrupted_export_leaves_the_previous_one_intact(tiny_e
     shutil.copytree(tiny_run, run)
     before = {p.name: p.read_bytes() for p in (run / "export").iterdir()}
 
+    import edgeship.export.convert as convert
     import edgeship.export.exporter as exporter
 
-    real_convert = exporter.convert
+    real_run = convert._run
     calls = []
 
-    def convert_then_die(model, kind, **kwargs):
+    def convert_then_die(converter, kind):
         calls.append(kind)
         if len(calls) == 2:
-            raise KeyboardInterrupt  # killed mid-export
-        return real_convert(model, kind, **kwargs)
+            raise KeyboardInterrupt  # killed mid-export, between two variants
+        return real_run(converter, kind)
 
-    monkeypatch.setattr(exporter, "convert", convert_then_die)
+    monkeypatch.setattr(convert, "_run", convert_then_die)
     with pytest.raises(KeyboardInterrupt):
         exporter.export(ExportConfig.tiny(run_dir=str(run), formats=("float16", "int8-ptq")))
     after = {p.name: p.read_bytes() for p in (run / "export").iterdir()}
     assert after == before  # nothing half-written or mixed under the final names
-    monkeypatch.setattr(exporter, "convert", real_convert)
+    monkeypatch.setattr(convert, "_run", real_run)
 
     exporter.export(ExportConfig.tiny(run_dir=str(run), formats=("int8-ptq",), io="int8"))
     assert sorted(p.name for p in (run / "export").iterdir()) == [

@@ -21,7 +21,7 @@ import numpy as np
 from edgeship.edgetpu.reporting import compile_variant, variant_mapping
 from edgeship.export.config import EDGETPU, FILE_NAMES, FULL_INTEGER, INT8, INT8_PTQ, ExportConfig
 from edgeship.export.convert import convert, convert_variants
-from edgeship.export.int8_choice import choose_int8
+from edgeship.export.int8_choice import choose_int8, probability_distance
 from edgeship.export.qat import fit_qat
 from edgeship.export.report import render_markdown
 from edgeship.progress import progress
@@ -35,6 +35,9 @@ from edgeship.train import predict_probabilities
 __all__ = ["ExportResult", "export"]
 
 logger = logging.getLogger(__name__)
+
+# The QAT file when post-training int8 ships instead: scored, reported, not written.
+_QAT_NOT_SHIPPED = "int8-qat"
 
 
 class ExportResult(dict):
@@ -119,6 +122,8 @@ def _convert_variants(run: _Run, config: ExportConfig, staging: Path) -> tuple[d
     use_qat, reason = choice.pop("use_qat"), choice.pop("reason")
     logger.info(reason)
     built[INT8] = qat_bytes if use_qat else built[INT8_PTQ]
+    if not use_qat:  # scored on test too, so that QAT's own result is on record
+        built[_QAT_NOT_SHIPPED] = qat_bytes
     notes = dict(int8_source="qat" if use_qat else "ptq", int8_choice_reason=reason, **choice,
                  qat_history_val={str(k): v for k, v in history.items()}, qat_best_epoch=best_epoch)
     return built, notes
@@ -143,24 +148,31 @@ def _score_tflite(path: Path, data: DecodedSplit, part: str) -> tuple[np.ndarray
 
 def _write_and_score(run: _Run, built: dict[str, bytes], notes: dict, config: ExportConfig, staging: Path):
     """Writes each variant's file and scores it once on the test split; returns its report
-    rows and the top-1 predictions of every model."""
+    rows and the top-1 predictions of every model. When post-training int8 ships, the QAT
+    file is scored too and its row goes to ``notes["qat_test"]``, not to disk."""
     targets = run.data.labels[run.data.indices["test"]]
     float_top = np.argmax(run.float_test, axis=1)
     predictions = {"targets": targets.tolist(), "float_keras": float_top.tolist()}
     variants: dict[str, dict] = {}
-    for kind in (k for k in config.formats if k != EDGETPU):
+    kinds = [k for k in config.formats if k != EDGETPU] + [_QAT_NOT_SHIPPED] * (_QAT_NOT_SHIPPED in built)
+    for kind in kinds:
         extra = {k: notes[k] for k in ("int8_source", "int8_choice_reason")} if kind == INT8 and notes else {}
-        data_bytes = run.file_bytes(kind, built[kind], **extra)
-        path = atomic_write_bytes(staging / FILE_NAMES[kind], data_bytes)
+        data_bytes = run.file_bytes(INT8 if kind == _QAT_NOT_SHIPPED else kind, built[kind], **extra)
+        path = atomic_write_bytes(staging / FILE_NAMES.get(kind, f".{kind}.tflite"), data_bytes)
         scores, latency_ms = _score_tflite(path, run.data, "test")
         top = np.argmax(scores, axis=1)
-        predictions[kind] = top.tolist()
         accuracy = float(np.mean(top == targets))
-        variants[kind] = {
+        row = {
             "file": path.name, "size_bytes": len(data_bytes), "test_accuracy": accuracy,
             "delta_pp": 100 * (accuracy - run.float_test_accuracy), "agreement": float(np.mean(top == float_top)),
-            "mean_latency_ms": latency_ms,
+            "probability_distance": probability_distance(scores, run.float_test), "mean_latency_ms": latency_ms,
         }
+        if kind == _QAT_NOT_SHIPPED:
+            path.unlink()
+            notes["qat_test"] = {k: v for k, v in row.items() if k != "file"}
+            continue
+        predictions[kind] = top.tolist()
+        variants[kind] = row
         if kind in FULL_INTEGER:
             variants[kind]["edgetpu"] = variant_mapping(data_bytes, path.name)
         logger.info("%-9s test accuracy %.2f %%  agreement %.2f %%  %.1f KiB  %.2f ms", kind, 100 * accuracy,

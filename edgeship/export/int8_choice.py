@@ -13,7 +13,18 @@ import numpy as np
 
 from edgeship.runtime.validation import paired_difference_ci
 
-__all__ = ["choose_int8"]
+__all__ = ["choose_int8", "probability_distance"]
+
+
+def probability_distance(scores: np.ndarray, float_scores: np.ndarray) -> float:
+    """Mean total-variation distance between two models' class probabilities, image by image:
+    0 when identical, 1 when they never share any probability mass.
+
+    Example:
+        >>> probability_distance(np.array([[0.9, 0.1]]), np.array([[0.7, 0.3]]))
+        0.2
+    """
+    return round(float(np.mean(0.5 * np.abs(np.asarray(scores, np.float64) - float_scores).sum(axis=1))), 12)
 
 
 def choose_int8(qat: np.ndarray, ptq: np.ndarray, labels: np.ndarray, float_scores: np.ndarray) -> dict:
@@ -33,7 +44,7 @@ def choose_int8(qat: np.ndarray, ptq: np.ndarray, labels: np.ndarray, float_scor
         right[name] = top == labels
         values[f"{name}_val_accuracy"] = float(np.mean(right[name]))
         values[f"{name}_val_agreement"] = float(np.mean(top == float_top))
-        values[f"{name}_val_distance"] = float(np.mean(0.5 * np.abs(scores - float_scores).sum(axis=1)))
+        values[f"{name}_val_distance"] = probability_distance(scores, float_scores)
     low, high = paired_difference_ci(right["qat"], right["ptq"])
     values["qat_minus_ptq_val_ci_pp"] = [100 * low, 100 * high]
     summary = (

@@ -18,13 +18,15 @@ def render_markdown(report: dict) -> str:
         f"Test split: {report['num_test_images']} images (digest `{report['split_digest'][:12]}`). "
         f"Float Keras model: **{100 * float_accuracy:.2f} %**.",
         "",
-        "| variant | file | accuracy | Δ vs float (pp) | agreement with float | size | mean latency |",
-        "| --- | --- | ---: | ---: | ---: | ---: | ---: |",
+        "| variant | file | accuracy | Δ vs float (pp) | agreement with float | probability distance | size "
+        "| mean latency |",
+        "| --- | --- | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
     for kind, row in report["variants"].items():
         lines.append(
             f"| {kind} | {row['file']} | {100 * row['test_accuracy']:.2f} % | {row['delta_pp']:+.2f} | "
-            f"{100 * row['agreement']:.2f} % | {row['size_bytes'] / 1024:.0f} KiB | {row['mean_latency_ms']:.2f} ms |"
+            f"{100 * row['agreement']:.2f} % | {row.get('probability_distance', float('nan')):.4f} | "
+            f"{row['size_bytes'] / 1024:.0f} KiB | {row['mean_latency_ms']:.2f} ms |"
         )
     if "int8_choice_reason" in report:
         lines += ["", f"**int8 choice.** {report['int8_choice_reason']}"]
@@ -35,6 +37,12 @@ def render_markdown(report: dict) -> str:
                 "with float: " + ", ".join(
                     f"{k}: {100 * v['accuracy']:.2f} / {100 * v['agreement']:.2f} %" for k, v in history.items()
                 ) + f"; kept epoch {report.get('qat_best_epoch')}."
+            )
+        qat = report.get("qat_test")
+        if qat:
+            lines.append(
+                f"The QAT file, not shipped, on the test split: {100 * qat['test_accuracy']:.2f} % "
+                f"({qat['delta_pp']:+.2f} pp), {100 * qat['agreement']:.2f} % agreement with float."
             )
     lines += markdown_lines(report)
     lines += ["", f"Export took {report['export_seconds']:.0f} s."]
