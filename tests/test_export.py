@@ -149,7 +149,7 @@ def test_calibrated_qat_model_starts_where_the_float_model_is(tiny_run):
     before any training step; tfmot's defaults do not."""
     import tensorflow_model_optimization as tfmot
 
-    from edgeship.export.qat import calibrate_ranges, freeze_batch_norm, make_qat_model, set_input_range
+    from edgeship.export.qat import calibrate_ranges, disable_dropout, freeze_batch_norm, make_qat_model, set_input_range
     from edgeship.train import load_float_model, make_dataset
     from edgeship.train.tfkeras import keras
 
@@ -177,6 +177,12 @@ def test_calibrated_qat_model_starts_where_the_float_model_is(tiny_run):
     assert [v.shape[0] for v in default_depthwise.non_trainable_weights if "kernel_min" in v.name] != [channels]
     error = np.abs(ours(x, training=False).numpy() - reference).max()
     assert error < 0.05, error
+    # A training pass is the inference network: batch norm frozen, dropout dropping nothing
+    # (before, a training pass was a thinned network).
+    thinned = ours(x, training=True).numpy()
+    assert disable_dropout(ours) == 1
+    np.testing.assert_allclose(ours(x, training=True).numpy(), ours(x, training=False).numpy(), atol=1e-6)
+    assert np.abs(thinned - ours(x, training=False).numpy()).max() > 1e-4
 
 
 def test_run_takes_a_trained_run_through_export_validate_and_bench(tiny_run, tmp_path):
