@@ -34,6 +34,7 @@ SECTIONS = {
     "qat_recipe": ("qat_recipe", "QAT settings: how close each converted int8 model stays to the float model"),
     "keras_vs_tflite": ("keras_vs_tflite", "Float Keras model vs the shipped TFLite variants"),
     "edgetpu_mapping": ("edgetpu_mapping", "Edge TPU mapping: predicted offline vs Google's compiler"),
+    "layer_drift": ("layer_drift", "Where quantization drifts from the float model, layer by layer"),
     "pi_emulation": ("pi_emulation", "ai-edge-litert on Raspberry Pi CPUs, emulated"),
 }
 
