@@ -42,7 +42,7 @@ VARIANTS = ("model_int8", "model_int8_ptq", "model_fp16", "model_dynamic", "mode
 KERAS_GRAPH = "keras tf.function"
 KERAS_EAGER = "keras model(x)"
 # What `make bench` measures: the accuracy benchmark's MobileNetV2 1.0 run (160 px, flowers5).
-BENCH_RUN = RUNS_DIR / "mobilenet_v2_1.0"
+BENCH_RUN = RUNS_DIR / "mobilenet_v2_1.0-160-seed1"
 
 
 def make_tiny_run(folder: Path, exported: bool = True) -> Path:

@@ -20,7 +20,7 @@ setting). Without ``--run``, a tiny run is made first (as ``keras_vs_tflite.py``
 exported with ``ExportConfig.tiny``: the numbers then show the mechanics only.
 
 Usage:
-    python benchmarks/qat_recipe.py --run runs/bench-accuracy/mobilenet_v2_1.0
+    python benchmarks/qat_recipe.py --run runs/bench-accuracy/mobilenet_v2_1.0-160-seed1
     python benchmarks/qat_recipe.py --out /tmp/qat_recipe.json          # tiny run, mechanics only
 
 Writes benchmarks/results/qat_recipe.json and qat_recipe.md.
