@@ -43,10 +43,13 @@ def _check_variant(export_dir: Path, kind: str) -> None:
     from edgeship.edgetpu.mapping import predict_mapping
     from edgeship.runtime.graph import read_graph
     from edgeship.runtime.model import load_model
+    from edgeship.runtime.tflite_metadata import read_metadata
 
     path = export_dir / FILE_NAMES[kind]
     model = load_model(path)
     assert (model.manifest.mean, model.manifest.std) == (127.0, 128.0), kind
+    metadata = read_metadata(path.read_bytes())  # what MediaPipe Tasks feeds a float input by
+    assert (metadata.mean, metadata.std) == ((127.0,), (128.0,)), kind
     assert model.manifest.backbone == "efficientnet_lite0_1" and model.manifest.quantization == kind
     scores = model.classify(np.random.default_rng(0).integers(0, 256, (SIZE, SIZE, 3), dtype=np.uint8))
     assert scores.shape == (4,) and np.isclose(scores.sum(), 1.0, atol=0.02), kind

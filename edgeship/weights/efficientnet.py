@@ -21,7 +21,7 @@ from pathlib import Path
 from edgeship.errors import ConfigError
 from edgeship.runtime.files import atomic_path
 
-__all__ = ["NO_TOP_NAME", "PACKAGE", "FULL_NAME", "checkpoint_path", "imagenet_files"]
+__all__ = ["FULL_NAME", "NO_TOP_NAME", "PACKAGE", "checkpoint_path", "imagenet_files"]
 
 logger = logging.getLogger(__name__)
 
