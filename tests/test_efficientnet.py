@@ -97,3 +97,16 @@ def test_efficientnet_has_one_width_and_its_own_normalization():
         TrainConfig(backbone=EFFICIENTNET_LITE0, alpha=0.5, weights="none")
     assert input_normalization(EFFICIENTNET_LITE0) == Normalization(127.0, 128.0)
     assert input_normalization(MOBILENET_V2) == Normalization(128.0, 128.0)
+
+
+def test_weights_path_loads_a_no_top_file_and_refuses_another_networks(converted):
+    from edgeship.train.model import build_model
+    from edgeship.weights import embedded_weights
+
+    no_top, _, _ = converted
+    model = build_model(TrainConfig(backbone=EFFICIENTNET_LITE0, image_size=64, weights=str(no_top)), 2)
+    stem = model.get_layer("stem_conv").get_weights()[0]
+    assert stem.shape == (3, 3, 3, 32) and np.abs(stem).max() > 0.5  # Glorot init of 3x3x3x32 stays below 0.14
+    mobilenet = str(embedded_weights("mobilenet_v1", 0.25))
+    with pytest.raises(ConfigError, match="Cannot load .* into efficientnet_lite0"):
+        build_model(TrainConfig(backbone=EFFICIENTNET_LITE0, image_size=64, weights=mobilenet), 2)
