@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import pickle
+import pickletools
 
 import numpy as np
 import pytest
@@ -75,3 +77,17 @@ def test_the_zip_format_and_a_missing_file_are_named(tmp_path):
         read_legacy_checkpoint(new_style)
     with pytest.raises(ConfigError, match="absent.pth"):
         read_legacy_checkpoint(tmp_path / "absent.pth")
+
+
+def test_a_damaged_storage_size_is_refused_before_reading(checkpoint_path, tmp_path):
+    data = bytearray(open(checkpoint_path, "rb").read())
+    stream = io.BytesIO(bytes(data))
+    for _ in range(5):  # magic, protocol, system, state dict, storage keys
+        for _ in pickletools.genops(stream):
+            pass
+    first_storage = stream.tell()
+    data[first_storage : first_storage + 8] = (1 << 60).to_bytes(8, "little")  # an exabyte of elements
+    damaged = tmp_path / "damaged.pth"
+    damaged.write_bytes(bytes(data))
+    with pytest.raises(ConfigError, match="claims 4611686018427387904 bytes"):
+        read_legacy_checkpoint(damaged)

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import collections
 import io
+import os
 import pickle
 import struct
 from dataclasses import dataclass
@@ -99,10 +100,11 @@ def _read_storages(stream: io.BufferedReader, keys: list, dtypes: dict[str, np.d
             raise EOFError(f"the file ends before storage {key}")
         (count,) = struct.unpack("<q", header)
         dtype = dtypes[str(key)]
-        data = stream.read(count * dtype.itemsize)
-        if count < 0 or len(data) != count * dtype.itemsize:
-            raise EOFError(f"storage {key} holds {len(data)} of its {count * dtype.itemsize} bytes")
-        storages[str(key)] = np.frombuffer(data, dtype)
+        # Checked before reading: a damaged count must not make read() allocate terabytes.
+        remaining = os.fstat(stream.fileno()).st_size - stream.tell()
+        if not 0 <= count * dtype.itemsize <= remaining:
+            raise EOFError(f"storage {key} claims {count * dtype.itemsize} bytes; the file has {remaining} left")
+        storages[str(key)] = np.frombuffer(stream.read(count * dtype.itemsize), dtype)
     if stream.read(1):
         raise EOFError("bytes follow the last storage")
     return storages
