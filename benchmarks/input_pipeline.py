@@ -86,10 +86,10 @@ def feeds(data, config, batch_size: int) -> dict:
     train_index = data.indices["train"]
     weights = class_weights(data.labels[train_index], data.num_classes)
     pipeline = make_dataset(
-        data.pixels, data.labels, train_index, data.num_classes, batch_size,
+        data.pixels, data.labels, train_index, data.num_classes, batch_size, normalization=data.normalization,
         training=True, augmenter=make_augmenter("light", seed=config.seed), weights=weights, seed=config.seed,
     )
-    pixels = normalize_tf(data.pixels[train_index]).numpy()
+    pixels = normalize_tf(data.pixels[train_index], data.normalization).numpy()
     onehot = tf.one_hot(data.labels[train_index], data.num_classes).numpy()
     memory = tf.data.Dataset.from_tensor_slices((pixels, onehot, weights[data.labels[train_index]]))
     return {"pipeline": pipeline, "memory": memory.batch(batch_size).prefetch(tf.data.AUTOTUNE)}

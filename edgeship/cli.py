@@ -140,7 +140,7 @@ def train(
     as_json: bool = _JSON,
     **flags,
 ) -> None:
-    """Fine-tune an ImageNet MobileNet on a folder of class sub-folders."""
+    """Fine-tune an ImageNet MobileNet or EfficientNet-Lite0 on a folder of class sub-folders."""
     from edgeship.train import load_config
     from edgeship.train import train as run_train
     from edgeship.train.config import TrainConfig

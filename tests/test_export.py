@@ -151,13 +151,15 @@ def test_calibrated_qat_model_starts_where_the_float_model_is(tiny_run):
 
     from edgeship.export.qat import calibrate_ranges, disable_dropout, freeze_batch_norm, make_qat_model, set_input_range
     from edgeship.train import load_float_model, make_dataset
+    from edgeship.train.config import MOBILENET_V1, input_normalization
     from edgeship.train.tfkeras import keras
 
+    normalization = input_normalization(MOBILENET_V1)
     float_model = load_float_model(tiny_run)
     rng = np.random.default_rng(0)
     pixels = rng.integers(0, 256, (16, 32, 32, 3), dtype=np.uint8)
     labels = rng.integers(0, 4, 16)
-    data = make_dataset(pixels, labels, np.arange(16), 4, 8)
+    data = make_dataset(pixels, labels, np.arange(16), 4, 8, normalization=normalization)
     x = next(iter(data))[0]
     reference = float_model(x, training=False).numpy()
 
@@ -165,7 +167,7 @@ def test_calibrated_qat_model_starts_where_the_float_model_is(tiny_run):
     default.set_weights(default.get_weights())  # fresh tfmot model, untouched ranges
     ours = make_qat_model(float_model)
     assert freeze_batch_norm(ours) > 10
-    set_input_range(ours)
+    set_input_range(ours, normalization)
     assert calibrate_ranges(ours, float_model, data, num_batches=2) > 10
     depthwise = [l for l in ours.layers if isinstance(getattr(l, "layer", None), keras.layers.DepthwiseConv2D)][0]
     channels = depthwise.layer.depthwise_kernel.shape[2]

@@ -205,7 +205,8 @@ def test_training_feeds_exactly_what_the_runtime_produces(tmp_path):
     config = TrainConfig.tiny(data_dir=str(root), image_size=160, resize_method="bilinear")
     data = prepare_data(config, tmp_path / "run")
     indices = data.indices["train"]
-    batches = make_dataset(data.pixels, data.labels, indices, data.num_classes, batch_size=4)
+    batches = make_dataset(data.pixels, data.labels, indices, data.num_classes, batch_size=4,
+                           normalization=data.normalization)
     fed = np.concatenate([x.numpy() for x, _ in batches])
     for row, i in enumerate(indices):
         rel = data.split.train[row][0]

@@ -26,7 +26,7 @@ from edgeship.export.qat import fit_qat
 from edgeship.export.report import render_markdown
 from edgeship.progress import progress
 from edgeship.runtime.files import atomic_write_bytes, atomic_write_json, atomic_write_text
-from edgeship.runtime.manifest import MEAN, STD, Manifest
+from edgeship.runtime.manifest import Manifest
 from edgeship.runtime.rundir import RunDir
 from edgeship.runtime.metadata_writer import embed_with_metadata
 from edgeship.train import DecodedSplit, TrainConfig, load_data, load_float_model, load_run_config, normalize_tf
@@ -62,9 +62,10 @@ class _Run:
 
     def manifest(self, kind: str, **extra) -> Manifest:
         config = self.train_config
+        mean, std = self.data.normalization  # the backbone's, as training fed it
         return Manifest(
             labels=tuple(self.data.split.classes), image_size=(config.image_size, config.image_size),
-            resize_method=config.resize_method, mean=MEAN, std=STD, quantization=kind,
+            resize_method=config.resize_method, mean=mean, std=std, quantization=kind,
             backbone=f"{config.backbone}_{config.alpha:g}", float_test_accuracy=self.float_test_accuracy,
             split_digest=self.data.split.digest, extra=extra,
         )
@@ -93,7 +94,7 @@ def _representative(run: _Run, config: ExportConfig):
 
     def samples():
         for i in np.sort(chosen):
-            yield [normalize_tf(data.pixels[i : i + 1]).numpy()]
+            yield [normalize_tf(data.pixels[i : i + 1], data.normalization).numpy()]
 
     return samples
 

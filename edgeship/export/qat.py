@@ -32,8 +32,9 @@ Out of the box, tfmot's ``quantize_model`` followed by a couple of epochs of ``f
    :func:`rounding_noise` adds uniform noise one int8 step wide to every batch-norm output, so
    the trained model does not rely on the simulation's exact rounding.
 
-The input range is set exactly to what ``(pixel - 128) / 128`` spans, so the converted model's
-uint8 input quantization is scale 1/128, zero point 128, and raw pixels are fed bit-exact.
+The input range is set exactly to what ``(pixel - mean) / std`` spans for pixels 0..255 (the
+backbone's normalization: 128 and 128 for the MobileNets), so the converted model's uint8
+input quantization is scale 1/std, zero point mean, and raw pixels are fed bit-exact.
 """
 
 from __future__ import annotations
@@ -44,7 +45,7 @@ import logging
 import numpy as np
 
 from edgeship.progress import progress
-from edgeship.runtime.manifest import MEAN, STD
+from edgeship.train.config import Normalization
 from edgeship.train.tfkeras import keras, tf
 
 __all__ = [
@@ -305,9 +306,9 @@ def rounding_noise(model: keras.Model, amplitude: float):
             del inner.call
 
 
-def set_input_range(model: keras.Model) -> None:
-    """Fixes the input quantizer to exactly the span of ``(pixel - MEAN) / STD``, pixel in 0..255."""
-    low, high = (0.0 - MEAN) / STD, (255.0 - MEAN) / STD
+def set_input_range(model: keras.Model, normalization: Normalization) -> None:
+    """Fixes the input quantizer to exactly the span of ``(pixel - mean) / std``, pixel in 0..255."""
+    low, high = (0.0 - normalization.mean) / normalization.std, (255.0 - normalization.mean) / normalization.std
     layer = next(l for l in model.layers if l.__class__.__name__ == "QuantizeLayer")
     for var in layer.non_trainable_weights:
         name = var.name.split("/")[-1]
@@ -338,11 +339,11 @@ def _calibrated_qat_model(float_model: keras.Model, data, config, seed: int) -> 
     qat = make_qat_model(float_model)
     frozen = freeze_batch_norm(qat)
     disable_dropout(qat)
-    set_input_range(qat)
+    set_input_range(qat, data.normalization)
     plain = make_dataset(data.pixels, data.labels, data.indices["train"], data.num_classes, config.qat_batch_size,
-                         training=True, seed=seed)
+                         normalization=data.normalization, training=True, seed=seed)
     calibrate_ranges(qat, float_model, plain, config.calibration_batches)
-    set_input_range(qat)
+    set_input_range(qat, data.normalization)
     logger.info("QAT: %d batch-norm layers frozen, activation ranges calibrated", frozen)
     return qat
 
@@ -395,7 +396,7 @@ def fit_qat(float_model: keras.Model, float_val: np.ndarray, data, config, seed:
                 with progress(len(batches), f"QAT epoch {epoch}/{config.qat_epochs}") as update:
                     for batch in batches:
                         rows = np.sort(order[batch])  # sorted: sequential reads of the cache
-                        loss = train_step(normalize_tf(data.pixels[train[rows]]), teacher[rows])
+                        loss = train_step(normalize_tf(data.pixels[train[rows]], data.normalization), teacher[rows])
                         update(note=f"logit distance {float(loss):.4f}")
                 history[epoch] = _qat_scores(qat, data, float_val, config.qat_batch_size)
                 logger.info("QAT epoch %d/%d: logit distance on val %.4f, accuracy %.4f, agreement %.4f", epoch,
@@ -403,5 +404,5 @@ def fit_qat(float_model: keras.Model, float_val: np.ndarray, data, config, seed:
                 if history[epoch]["logit_distance"] < history[best_epoch]["logit_distance"]:
                     best_epoch, best_weights = epoch, qat.get_weights()
     qat.set_weights(best_weights)
-    set_input_range(qat)
+    set_input_range(qat, data.normalization)
     return qat, history, best_epoch

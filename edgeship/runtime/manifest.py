@@ -52,6 +52,7 @@ _MAX_MEMBER_BYTES = 16 << 20
 # MobileNet expects inputs in [-1, 1]. (x - 128) / 128 rather than Keras' x / 127.5 - 1:
 # the uint8 input quantization of a full-integer model is then exactly scale 1/128, zero
 # point 128, so raw camera pixels are fed as they are, bit-exact (Coral's models do the same).
+# These are the defaults; each backbone's own is edgeship.train.config.input_normalization.
 MEAN = 128.0
 STD = 128.0
 

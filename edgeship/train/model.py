@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from edgeship.errors import ConfigError
-from edgeship.train.config import MOBILENET_V1, WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainConfig
+from edgeship.train.config import EFFICIENTNET_LITE0, MOBILENET_V1, WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainConfig
 from edgeship.train.tfkeras import keras
 from edgeship.weights import resolve_imagenet
 
@@ -50,14 +50,23 @@ def describe_weights(config: TrainConfig) -> str:
     return resolved.description if resolved else "ImageNet (Keras)"
 
 
-def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
-    """MobileNet v1/v2 backbone (no top) + global pooling, dropout and a softmax classifier."""
-    size = config.image_size
-    inputs = keras.Input((size, size, 3), name="image")
+def _efficientnet(inputs, weights: str | None) -> keras.Model:
+    from edgeship.train.efficientnet import efficientnet_lite0
+
+    base = efficientnet_lite0(inputs)
+    if weights is not None:
+        try:
+            base.load_weights(weights)
+        except (ValueError, OSError) as e:
+            raise ConfigError(f"Cannot load {weights} into {EFFICIENTNET_LITE0}: {e}. Pass --weights imagenet, "
+                              "--weights none, or the no-top .h5 weights of an EfficientNet-Lite0.") from e
+    return base
+
+
+def _mobilenet(config: TrainConfig, inputs, weights: str | None) -> keras.Model:
     app = keras.applications.MobileNet if config.backbone == MOBILENET_V1 else keras.applications.MobileNetV2
-    weights = _weights_argument(config)
     try:
-        base = app(input_tensor=inputs, include_top=False, weights=weights, alpha=config.alpha)
+        return app(input_tensor=inputs, include_top=False, weights=weights, alpha=config.alpha)
     except ValueError as e:
         raise ConfigError(f"Cannot build {config.backbone} (alpha={config.alpha}, weights={config.weights}): {e}") from e
     except Exception as e:  # the download of weights="imagenet" failed
@@ -68,6 +77,17 @@ def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
             "copy Keras' weights file into ~/.keras/models/ (Keras' download cache), or pass --weights PATH "
             "to a local no-top .h5 file."
         ) from e
+
+
+def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
+    """The backbone (no top) + global pooling, dropout and a softmax classifier, one flat graph."""
+    size = config.image_size
+    inputs = keras.Input((size, size, 3), name="image")
+    weights = _weights_argument(config)
+    if config.backbone == EFFICIENTNET_LITE0:
+        base = _efficientnet(inputs, weights)
+    else:
+        base = _mobilenet(config, inputs, weights)
     if weights is None:
         # Keras' MobileNets use batch-norm momentum 0.999, made for fine-tuning: from random
         # init the moving statistics would lag for thousands of steps and validation would see

@@ -9,15 +9,16 @@ from __future__ import annotations
 
 import numpy as np
 
-from edgeship.runtime.manifest import MEAN, STD
+from edgeship.train.config import Normalization
 from edgeship.train.tfkeras import tf
 
 __all__ = ["class_weights", "make_dataset", "normalize_tf"]
 
 
-def normalize_tf(pixels):
-    """The runtime's :func:`edgeship.runtime.image.normalize` in TensorFlow: (x - MEAN) / STD."""
-    return (tf.cast(pixels, tf.float32) - MEAN) / STD
+def normalize_tf(pixels, normalization: Normalization):
+    """The runtime's :func:`edgeship.runtime.image.normalize` in TensorFlow: (x - mean) / std,
+    with the backbone's :func:`edgeship.train.config.input_normalization`."""
+    return (tf.cast(pixels, tf.float32) - normalization.mean) / normalization.std
 
 
 def class_weights(labels: np.ndarray, num_classes: int) -> np.ndarray:
@@ -34,6 +35,7 @@ def make_dataset(
     num_classes: int,
     batch_size: int,
     *,
+    normalization: Normalization,
     training: bool = False,
     augmenter=None,
     weights: np.ndarray | None = None,
@@ -45,6 +47,7 @@ def make_dataset(
         pixels: (N, H, W, 3) uint8 cache; read only at ``indices``.
         labels: (N,) class indices.
         indices: which rows this data set covers.
+        normalization: the backbone's input normalization (``DecodedSplit.normalization``).
         training: shuffle each epoch and apply ``augmenter``.
         augmenter: a Keras model of random layers (``augment.make_augmenter``) or None.
         weights: per-class loss weights; adds a sample-weight element when given.
@@ -74,7 +77,7 @@ def make_dataset(
         x = tf.cast(x, tf.float32)
         if augmenter is not None:
             x = tf.clip_by_value(augmenter(x, training=True), 0.0, 255.0)
-        return (normalize_tf(x), *rest)
+        return (normalize_tf(x, normalization), *rest)
 
     ds = tf.data.Dataset.from_tensor_slices(np.asarray(indices, dtype=np.int64))
     if training:

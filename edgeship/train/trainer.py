@@ -188,7 +188,8 @@ def _fit_phase(model, config, data: DecodedSplit, phase: _Phase, train_ds, val_d
 def predict_probabilities(model, data: DecodedSplit, name: str, batch_size: int) -> np.ndarray:
     """Class probabilities of a Keras model for every image of split part ``name``, in the
     split's order (no augmentation)."""
-    ds = make_dataset(data.pixels, data.labels, data.indices[name], data.num_classes, batch_size)
+    ds = make_dataset(data.pixels, data.labels, data.indices[name], data.num_classes, batch_size,
+                      normalization=data.normalization)
     return model.predict(ds.map(lambda x, y: x), verbose=0)
 
 
@@ -216,9 +217,11 @@ def _datasets(config: TrainConfig, data: DecodedSplit, batch_size: int):
     weights = class_weights(labels, data.num_classes) if config.class_weights == "balanced" else None
     train_ds = make_dataset(
         data.pixels, data.labels, data.indices["train"], data.num_classes, batch_size,
-        training=True, augmenter=make_augmenter(config.augment, seed=config.seed), weights=weights, seed=config.seed,
+        normalization=data.normalization, training=True, augmenter=make_augmenter(config.augment, seed=config.seed),
+        weights=weights, seed=config.seed,
     )
-    return train_ds, make_dataset(data.pixels, data.labels, data.indices["val"], data.num_classes, batch_size)
+    return train_ds, make_dataset(data.pixels, data.labels, data.indices["val"], data.num_classes, batch_size,
+                                  normalization=data.normalization)
 
 
 def _fit(config: TrainConfig, data: DecodedSplit, run: RunDir, resume: bool, strategy) -> keras.Model:

@@ -4,7 +4,8 @@
 then its download. Without internet and without a cached file, the MobileNet v1 (alpha 0.25)
 weights fall back to the copy of Keras' published file shipped in this package (2 MB,
 Apache-2.0, see ``NOTICE``), so the demo stays a real fine-tune offline. Other backbones have
-no embedded copy: they need the cache, the network, or ``--weights PATH``.
+no embedded copy: they need the cache, the network, or ``--weights PATH``. EfficientNet-Lite0's
+come from an optional package, converted once into Keras' cache (``efficientnet.py``).
 
 Set ``EDGESHIP_NO_DOWNLOAD=1`` to skip the download attempt (the test suite does).
 
@@ -26,14 +27,15 @@ import socket
 from dataclasses import dataclass
 from pathlib import Path
 
-__all__ = ["SOURCE_CACHE", "SOURCE_DOWNLOAD", "SOURCE_EMBEDDED", "ImagenetWeights", "embedded_weights",
-           "keras_cache_dir", "resolve_imagenet"]
+__all__ = ["SOURCE_CACHE", "SOURCE_CONVERTED", "SOURCE_DOWNLOAD", "SOURCE_EMBEDDED", "ImagenetWeights",
+           "embedded_weights", "keras_cache_dir", "resolve_imagenet"]
 
 logger = logging.getLogger(__name__)
 
 SOURCE_CACHE = "keras-cache"
 SOURCE_DOWNLOAD = "download"
 SOURCE_EMBEDDED = "embedded"
+SOURCE_CONVERTED = "converted"  # from another framework's checkpoint, into Keras' cache
 
 # Keras' own file names and address (tf_keras/src/applications/mobilenet.py).
 _MOBILENET_V1_URL = "https://storage.googleapis.com/tensorflow/keras-applications/mobilenet/"
@@ -99,11 +101,20 @@ def _log_fallback(wanted: str, embedded: str) -> None:
 
 
 def resolve_imagenet(backbone: str, alpha: float, image_size: int) -> ImagenetWeights | None:
-    """Where ``weights="imagenet"`` comes from for a backbone that has an embedded copy.
+    """Where ``weights="imagenet"`` comes from for a backbone that has an embedded copy, or
+    that Keras does not publish (EfficientNet-Lite0: a converted file, always a path).
 
-    Returns None for backbones without one: Keras' own ``weights="imagenet"`` handles those
+    Returns None for the other backbones: Keras' own ``weights="imagenet"`` handles those
     (and reports its own failure).
+
+    Raises:
+        ConfigError: EfficientNet-Lite0's weights are neither cached nor installed.
     """
+    if backbone == "efficientnet_lite0":
+        from edgeship.weights.efficientnet import imagenet_files
+
+        no_top, _, description = imagenet_files()
+        return ImagenetWeights(str(no_top), SOURCE_CONVERTED, description)
     embedded = embedded_weights(backbone, alpha)
     if embedded is None:
         return None
