@@ -79,8 +79,18 @@ class Layer:
 
 
 def _noise_to_signal(float_values: np.ndarray, quantized: np.ndarray, scale: float, zero_point: int) -> float:
-    error = float_values - (quantized.astype(np.float32) - zero_point) * scale
-    return float(np.sqrt(np.mean(np.square(error))) / (np.std(float_values) + 1e-12))
+    # float64: squares of large float32 activations overflow. The debugger averages with nanmean,
+    # so an image whose values are not finite is left out rather than poisoning the layer.
+    reference = float_values.astype(np.float64)
+    with np.errstate(over="ignore", invalid="ignore"):
+        error = reference - (quantized.astype(np.float64) - zero_point) * scale
+        value = np.sqrt(np.mean(np.square(error))) / (np.std(reference) + 1e-12)
+    return float(value) if np.isfinite(value) else float("nan")
+
+
+def _finite_or_inf(value: float) -> float:
+    """An error that could not be measured on any image ranks first: keeping it float is the safe side."""
+    return value if np.isfinite(value) else float("inf")
 
 
 def layer_sensitivity(float_model: keras.Model, representative: Inputs, val_inputs: Inputs) -> tuple[bytes, list[Layer]]:
@@ -109,7 +119,7 @@ def layer_sensitivity(float_model: keras.Model, representative: Inputs, val_inpu
     layers = [
         Layer(tensor=row["tensor_name"], op=row["op_name"],
               rmse_per_step=float(np.sqrt(float(row["mean_squared_error"])) / float(row["scale"])),
-              noise_to_signal=float(row["noise_to_signal"]))
+              noise_to_signal=_finite_or_inf(float(row["noise_to_signal"])))
         for row in csv.DictReader(table)
     ]
     return debugger.calibrated_model, sorted(layers, key=lambda layer: -layer.noise_to_signal)
@@ -174,16 +184,16 @@ def search_float_layers(ranking: list[Layer], agreement: Callable[[list[Layer]],
         else:
             low = middle
     chosen = list(ranking[:high])
-    if score(chosen) < target:  # even the float graph misses: TFLite's float differs from Keras' on close calls
-        return SearchResult(chosen, measured[tuple(l.tensor for l in chosen)], target, high, trials)
-    changed = True
+    # Below the target here only when even the float graph misses: TFLite's float kernels and
+    # Keras' can differ on the closest calls.
+    changed = score(chosen) >= target
     while changed:  # until a whole pass returns nothing: each removal is then measured on the final set
         changed = False
         for layer in sorted(chosen, key=lambda l: l.noise_to_signal):
             without = [l for l in chosen if l is not layer]
             if score(without) >= target:
                 chosen, changed = without, True
-    return SearchResult(chosen, measured[tuple(l.tensor for l in chosen)], target, high, trials)
+    return SearchResult(chosen, score(chosen), target, high, trials)
 
 
 def build_int8_mixed(float_model: keras.Model, representative: Inputs, val_inputs: Inputs,
