@@ -124,10 +124,10 @@ def _train_group():
     return TrainConfig, ("data_dir", "out_dir")  # the DATA_DIR argument and --out
 
 
-def _export_group():
+def _export_group(*exclude: str):
     from edgeship.export.config import ExportConfig
 
-    return ExportConfig, ("run_dir",)  # the RUN_DIR argument
+    return ExportConfig, ("run_dir", *exclude)  # the RUN_DIR argument
 
 
 @app.command()
@@ -182,7 +182,8 @@ def _run_group():
 
 
 @app.command("run")
-@_config_flags(_train_group(), _export_group(), _run_group())
+# RunConfig's --min-agreement is also ExportConfig's (run_all._export_config): one flag, not two.
+@_config_flags(_train_group(), _export_group("min_agreement"), _run_group())
 def run_all(
     data_dir: Optional[Path] = typer.Argument(None, help="Class sub-folders of images; omit for the built-in demo."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory [runs/<data folder> or runs/demo]."),
@@ -201,7 +202,8 @@ def run_all(
     paths = {"data_dir": str(data_dir) if data_dir else None, "out_dir": str(out) if out else None}
     # Without a data folder: the demo, with its own defaults under the file's and the flags' values.
     train_config = load_config(config, DEMO_TRAIN if data_dir is None else None, **_pick(flags, TrainConfig), **paths)
-    export_config = load_export_config(config, **_pick(flags, ExportConfig))
+    export_flags = {k: v for k, v in _pick(flags, ExportConfig).items() if k != "min_agreement"}
+    export_config = load_export_config(config, **export_flags)
     values = {**tables.get("run", {}), **_pick(flags, RunConfig)}
     run_config = from_values(RunConfig, values, f"{config} [run]" if config else "the run options")
     summary = run(dataclasses.replace(run_config, train=train_config, export=export_config))

@@ -47,8 +47,10 @@ class RunConfig:
     # The gate is validate's, with validate's defaults; it is on when either value is given.
     max_drop: float | None = option(None, "Gate: exit 3 when int8 loses more accuracy than this (pp) against the "
                                           "float model [validate's 1.0 when only --min-agreement is given].", float)
+    # One value for both: ExportConfig's own min_agreement is the same idea on the validation split.
     min_agreement: float | None = option(None, "Gate: smallest share of test images where int8 keeps the float "
-                                               "model's top-1 class [0: off].", float)
+                                               "model's top-1 class [0: off]; also int8-mixed's target on the "
+                                               "validation split [export's 0.99].", float)
     bench_runs: int = option(50, "Timed invokes per variant.")
     threads: int | None = option(None, "CPU threads for bench [as predict and bench].", int)
 
@@ -119,6 +121,16 @@ def _demo_weights_available(train_config) -> bool:
         return False
 
 
+def _export_config(config: RunConfig, run_dir: Path) -> ExportConfig:
+    """The export stage's config for ``run_dir``. Run's one ``min_agreement`` is both the gate's
+    (int8, test split) and int8-mixed's search target (validation split); 0, which turns the
+    gate's agreement check off, leaves the target as the export config has it."""
+    values = {**config.export.to_dict(), "run_dir": str(run_dir)}
+    if config.min_agreement:
+        values["min_agreement"] = config.min_agreement
+    return ExportConfig(**values)
+
+
 def _gate(run: RunDir, gate: ValidationGate) -> dict:
     """The gate on the export's own test-split scores: int8 against the float Keras model."""
     predictions = run.read_json(run.predictions_path)
@@ -157,7 +169,7 @@ def run(config: RunConfig) -> dict:
         train(train_config, resume=run_dir.is_started)
     times["train"] = time.perf_counter() - start
     logger.info("Stage 2/4 export: QAT and TFLite conversion, each variant scored on the test split")
-    report = export(ExportConfig(**{**config.export.to_dict(), "run_dir": str(run_dir.path)}))
+    report = export(_export_config(config, run_dir.path))
     times["export"] = time.perf_counter() - start - sum(times.values())
     gate = config.gate
     logger.info("Stage 3/4 gate: %s", "int8 against the float model" if gate else "off (no --max-drop or "

@@ -67,8 +67,8 @@ def tiny_run(demo_data, tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="session")
 def tiny_export(tiny_run) -> Path:
-    """The tiny run exported to every variant."""
-    from edgeship.export import ExportConfig, export
+    """The tiny run exported to every variant, the opt-in int8-mixed included."""
+    from edgeship.export import FORMATS, ExportConfig, export
 
-    export(ExportConfig.tiny(run_dir=str(tiny_run)))
+    export(ExportConfig.tiny(run_dir=str(tiny_run), formats=FORMATS))
     return tiny_run / "export"

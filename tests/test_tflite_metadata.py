@@ -14,7 +14,7 @@ import pytest
 
 from conftest import FLOWERS, needs_shared
 from edgeship.errors import ModelFormatError
-from edgeship.export.config import FILE_NAMES
+from edgeship.export.config import FILE_NAMES, FULL_INTEGER
 from edgeship.runtime.graph import is_full_integer, parse_graph
 from edgeship.runtime.image import preprocess, resize
 from edgeship.runtime.manifest import LABELS_NAME, MANIFEST_NAME, read_embedded, strip_embedded
@@ -76,7 +76,7 @@ def test_every_variant_carries_standard_metadata(tiny_export, kind):
     assert labels == ["checks", "dots", "rings", "stripes"] and manifest.quantization == kind
     with zipfile.ZipFile(io.BytesIO(data)) as archive:
         assert archive.read(LABELS_NAME).decode().split() == labels
-    if kind.startswith("int8"):
+    if kind in FULL_INTEGER:
         assert is_full_integer(data)  # still what the Edge TPU compiler takes
 
 

@@ -14,14 +14,18 @@ from typing import Any
 from edgeship.config import option
 from edgeship.errors import ConfigError
 
-__all__ = ["EDGETPU", "FILE_NAMES", "FORMATS", "FULL_INTEGER", "IO_TYPES", "ExportConfig", "load_export_config"]
+__all__ = ["DEFAULT_FORMATS", "EDGETPU", "FILE_NAMES", "FORMATS", "FULL_INTEGER", "IO_TYPES", "ExportConfig",
+           "load_export_config"]
 
 INT8 = "int8"            # quantization-aware trained, full integer (Edge TPU ready)
 INT8_PTQ = "int8-ptq"    # post-training full integer, calibrated on the train split
 FLOAT16 = "float16"      # float16 weights, float compute
 DYNAMIC = "dynamic"      # int8 weights, float activations (dynamic-range)
 FLOAT32 = "float32"      # the float model as it is
-FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32)
+INT8_MIXED = "int8-mixed"  # post-training int8 with the fewest layers kept in float that reach --min-agreement (CPU)
+FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32, INT8_MIXED)
+# int8-mixed is opt-in: its search costs a conversion and a validation pass per step.
+DEFAULT_FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32)
 EDGETPU = "edgetpu"      # not a conversion: model_int8.tflite compiled by edgetpu_compiler, on request only
 FULL_INTEGER = (INT8, INT8_PTQ)
 IO_TYPES = ("uint8", "int8")
@@ -31,15 +35,18 @@ FILE_NAMES = {
     FLOAT16: "model_fp16.tflite",
     DYNAMIC: "model_dynamic.tflite",
     FLOAT32: "model_float32.tflite",
+    INT8_MIXED: "model_int8_mixed.tflite",
 }
 
 
 @dataclass(frozen=True)
 class ExportConfig:
     run_dir: str = option("", "A run directory written by `edgeship train`.")
-    formats: tuple[str, ...] = option(FORMATS, f"Comma-separated variants: {', '.join(FORMATS)}; add {EDGETPU} to "
-                                                 "compile int8 for the Edge TPU (needs edgetpu_compiler).")
-    io: str = option("uint8", "Input/output type of full-integer models: uint8 (raw pixels) | int8.")
+    formats: tuple[str, ...] = option(DEFAULT_FORMATS, f"Comma-separated variants: {', '.join(FORMATS)}; add "
+                                                         f"{EDGETPU} to compile int8 for the Edge TPU (needs "
+                                                         f"edgetpu_compiler).")
+    io: str = option("uint8", "Input/output type of full-integer models: uint8 (raw pixels) | int8 (int8-mixed: "
+                              "its input; its output is float).")
     # Short: QAT adapts the weights to the int8 grid, it does not retrain.
     qat_epochs: int = option(3, "Quantization-aware training epochs (0: calibration only).")
     # Adam moves every weight ~lr per step, about one int8 step of a depthwise kernel over an
@@ -50,6 +57,9 @@ class ExportConfig:
     qat_batch_size: int = option(32, "QAT batch size.")
     calibration_batches: int = option(16, "Batches that set the activation ranges before QAT starts.")
     representative_samples: int = option(256, "Train images that calibrate post-training int8.")
+    # Agreement moves in whole images: on a validation split of ~260, 0.99 allows two flips.
+    min_agreement: float = option(0.99, "int8-mixed: the top-1 agreement with the float model on the validation "
+                                        "split that its search must reach (0 < x <= 1).")
 
     def __post_init__(self) -> None:
         formats = tuple(self.formats)
@@ -69,6 +79,9 @@ class ExportConfig:
             raise ConfigError(f"`qat_noise` must be >= 0 (0 turns it off); received {self.qat_noise}.")
         if self.qat_learning_rate <= 0:
             raise ConfigError(f"`qat_learning_rate` must be positive; received {self.qat_learning_rate}.")
+        if not 0 < self.min_agreement <= 1:
+            raise ConfigError(f"`min_agreement` must be in (0, 1], a share of validation images (0.99 = 99 %); "
+                              f"received {self.min_agreement}.")
         for name in ("calibration_batches", "representative_samples", "qat_batch_size"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` must be at least 1; received {getattr(self, name)}.")

@@ -19,9 +19,10 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.edgetpu.reporting import compile_variant, variant_mapping
-from edgeship.export.config import EDGETPU, FILE_NAMES, FULL_INTEGER, INT8, INT8_PTQ, ExportConfig
+from edgeship.export.config import EDGETPU, FILE_NAMES, FULL_INTEGER, INT8, INT8_MIXED, INT8_PTQ, ExportConfig
 from edgeship.export.convert import convert, convert_variants
 from edgeship.export.int8_choice import choose_int8, probability_distance
+from edgeship.export.mixed_precision import build_int8_mixed
 from edgeship.export.qat import fit_qat
 from edgeship.export.report import render_markdown
 from edgeship.progress import progress
@@ -102,7 +103,8 @@ def _representative(run: _Run, config: ExportConfig):
 def _convert_variants(run: _Run, config: ExportConfig, staging: Path) -> tuple[dict[str, bytes], dict]:
     """Every requested flatbuffer; for int8, QAT and post-training int8 are both built and the
     one :func:`choose_int8` picks on the validation split ships."""
-    wanted = [kind for kind in config.formats if kind != EDGETPU]  # edgetpu compiles int8 afterwards
+    # edgetpu compiles int8 afterwards; int8-mixed is searched afterwards (_int8_mixed)
+    wanted = [kind for kind in config.formats if kind not in (EDGETPU, INT8_MIXED)]
     representative = _representative(run, config)
     plain = [k for k in wanted if k not in FULL_INTEGER] + ([INT8_PTQ] if set(FULL_INTEGER) & set(wanted) else [])
     logger.info("Converting %s ...", ", ".join(plain))
@@ -158,6 +160,8 @@ def _write_and_score(run: _Run, built: dict[str, bytes], notes: dict, config: Ex
     kinds = [k for k in config.formats if k != EDGETPU] + [_QAT_NOT_SHIPPED] * (_QAT_NOT_SHIPPED in built)
     for kind in kinds:
         extra = {k: notes[k] for k in ("int8_source", "int8_choice_reason")} if kind == INT8 and notes else {}
+        if kind == INT8_MIXED:
+            extra = {k: notes[INT8_MIXED][k] for k in ("float_layers", "val_agreement", "target")}
         data_bytes = run.file_bytes(INT8 if kind == _QAT_NOT_SHIPPED else kind, built[kind], **extra)
         path = atomic_write_bytes(staging / FILE_NAMES.get(kind, f".{kind}.tflite"), data_bytes)
         scores, latency_ms = _score_tflite(path, run.data, "test")
@@ -174,11 +178,30 @@ def _write_and_score(run: _Run, built: dict[str, bytes], notes: dict, config: Ex
             continue
         predictions[kind] = top.tolist()
         variants[kind] = row
-        if kind in FULL_INTEGER:
+        if kind in FULL_INTEGER + (INT8_MIXED,):  # int8-mixed: the mapping shows where its float ops cut it
             variants[kind]["edgetpu"] = variant_mapping(data_bytes, path.name)
         logger.info("%-9s test accuracy %.2f %%  agreement %.2f %%  %.1f KiB  %.2f ms", kind, 100 * accuracy,
                     100 * variants[kind]["agreement"], len(data_bytes) / 1024, latency_ms)
     return variants, predictions
+
+
+def _int8_mixed(run: _Run, config: ExportConfig, staging: Path) -> tuple[bytes, dict]:
+    """The int8-mixed search (``mixed_precision.py``), each candidate scored on the validation split
+    as the shipped file is run."""
+    data, float_top = run.data, np.argmax(run.float_val, axis=1)
+
+    def agreement(flatbuffer: bytes) -> float:
+        path = atomic_write_bytes(staging / ".candidate_mixed.tflite", run.file_bytes(INT8_MIXED, flatbuffer))
+        top = np.argmax(_score_tflite(path, data, "val")[0], axis=1)
+        path.unlink()
+        return float(np.mean(top == float_top))
+
+    def val_inputs():
+        for i in data.indices["val"]:
+            yield [normalize_tf(data.pixels[i : i + 1]).numpy()]
+
+    return build_int8_mixed(run.float_model, _representative(run, config), val_inputs, agreement,
+                            config.min_agreement, config.io)
 
 
 def export(config: ExportConfig) -> ExportResult:
@@ -199,6 +222,8 @@ def export(config: ExportConfig) -> ExportResult:
         run = _load_run(run_dir, config)
         staging = run_dir.new_export_staging()
         built, notes = _convert_variants(run, config, staging)
+        if INT8_MIXED in config.formats:
+            built[INT8_MIXED], notes[INT8_MIXED] = _int8_mixed(run, config, staging)
         variants, predictions = _write_and_score(run, built, notes, config, staging)
         val_labels = run.data.labels[run.data.indices["val"]]
         report = ExportResult(

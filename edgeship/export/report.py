@@ -5,6 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from edgeship.edgetpu.reporting import markdown_lines
+from edgeship.export.config import INT8_MIXED
 
 __all__ = ["render_markdown"]
 
@@ -44,6 +45,30 @@ def render_markdown(report: dict) -> str:
                 f"The QAT file, not shipped, on the test split: {100 * qat['test_accuracy']:.2f} % "
                 f"({qat['delta_pp']:+.2f} pp), {100 * qat['agreement']:.2f} % agreement with float."
             )
+    lines += _mixed_lines(report)
     lines += markdown_lines(report)
     lines += ["", f"Export took {report['export_seconds']:.0f} s."]
     return "\n".join(lines) + "\n"
+
+
+def _mixed_lines(report: dict) -> list[str]:
+    """What int8-mixed kept in float, and why no Edge TPU target gets it."""
+    mixed = report.get(INT8_MIXED)
+    if not mixed:
+        return []
+    kept = ", ".join(f"`{name}`" for name in mixed["float_layers"]) or "none (post-training int8 reached it)"
+    if mixed["reached"]:
+        outcome = (f"reached {100 * mixed['val_agreement']:.2f} % top-1 agreement with the float model on the "
+                   f"validation split (target {100 * mixed['target']:g} %)")
+    else:
+        outcome = (f"did NOT reach the target of {100 * mixed['target']:g} %: even with every layer in float its "
+                   f"validation agreement is {100 * mixed['val_agreement']:.2f} % (TFLite's float kernels and "
+                   "Keras' differ on the closest calls)")
+    return [
+        "", f"**int8-mixed.** {mixed['num_float_layers']} of {mixed['num_layers']} layers kept in float: {kept}; "
+        f"it {outcome}, after {mixed['num_conversions']} conversions. The layers were ranked by their error "
+        "against the float op on the validation images (noise-to-signal), the fewest top-ranked ones were found "
+        "by bisection, then any that could return to int8 without missing the target did. It is a CPU variant: "
+        "Edge TPU targets never get it, because a float op in the middle of the graph ends the Edge TPU segment "
+        "there and everything after it runs on the CPU (its predicted mapping below shows the cut).",
+    ]
