@@ -44,6 +44,10 @@ SETTINGS = (
     ("QAT, logit matching, 1e-5, 2 epochs", dict(qat_epochs=2, qat_learning_rate=1e-5, qat_noise=0.0)),
     ("QAT, logit matching, 3e-5, 2 epochs", dict(qat_epochs=2, qat_learning_rate=3e-5, qat_noise=0.0)),
     ("QAT, logit matching, 1e-5, 3 epochs", dict(qat_epochs=3, qat_learning_rate=1e-5, qat_noise=0.0)),
+    ("QAT, logit matching, 3e-5, 3 epochs, rounding noise of 1 step", dict(qat_epochs=3, qat_learning_rate=3e-5,
+                                                                            qat_noise=1.0)),
+    ("QAT, logit matching, 1e-5, 5 epochs, rounding noise of 1 step", dict(qat_epochs=5, qat_learning_rate=1e-5,
+                                                                            qat_noise=1.0)),
     ("QAT, logit matching, 1e-5, 3 epochs, rounding noise of 1 step (default)",
      dict(qat_epochs=3, qat_learning_rate=1e-5, qat_noise=1.0)),
 )

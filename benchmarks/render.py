@@ -30,11 +30,12 @@ SECTIONS = {
     "latency": ("latency_vs_litert", "`edgeship bench` vs LiteRT's benchmark tool"),
     "throughput": ("throughput", "Folder throughput: `predict` / `eval` vs invoke-only"),
     "input_pipeline": ("input_pipeline", "Training input pipeline vs in-memory tensors"),
-    "accuracy": ("accuracy", "Accuracy of each variant on real photos"),
+    "accuracy": ("accuracy", "Shipped int8 vs float on real photos, over seeds and backbones"),
     "qat_recipe": ("qat_recipe", "QAT settings: how close each converted int8 model stays to the float model"),
+    "int8_mixed": ("int8_mixed", "int8-mixed: the float layers it keeps and what they cost"),
+    "layer_drift": ("layer_drift", "Where quantization drifts from the float model, layer by layer"),
     "keras_vs_tflite": ("keras_vs_tflite", "Float Keras model vs the shipped TFLite variants"),
     "edgetpu_mapping": ("edgetpu_mapping", "Edge TPU mapping: predicted offline vs Google's compiler"),
-    "layer_drift": ("layer_drift", "Where quantization drifts from the float model, layer by layer"),
     "pi_emulation": ("pi_emulation", "ai-edge-litert on Raspberry Pi CPUs, emulated"),
 }
 
