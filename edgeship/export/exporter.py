@@ -87,17 +87,20 @@ def _load_run(run: RunDir, config: ExportConfig) -> _Run:
     return _Run(train_config, data, float_model, float_test, float_val)
 
 
-def _representative(run: _Run, config: ExportConfig):
-    data = run.data
-    rng = np.random.default_rng(run.train_config.seed)
-    train = data.indices["train"]
-    chosen = rng.choice(train, size=min(config.representative_samples, len(train)), replace=False)
-
+def _inputs(data: DecodedSplit, indices: np.ndarray):
+    """A generator function of ``[one normalised image]`` lists, as TensorFlow's quantizer takes them."""
     def samples():
-        for i in np.sort(chosen):
+        for i in indices:
             yield [normalize_tf(data.pixels[i : i + 1], data.normalization).numpy()]
 
     return samples
+
+
+def _representative(run: _Run, config: ExportConfig):
+    train = run.data.indices["train"]
+    rng = np.random.default_rng(run.train_config.seed)
+    return _inputs(run.data, np.sort(rng.choice(train, size=min(config.representative_samples, len(train)),
+                                                replace=False)))
 
 
 def _convert_variants(run: _Run, config: ExportConfig, staging: Path) -> tuple[dict[str, bytes], dict]:
@@ -196,11 +199,7 @@ def _int8_mixed(run: _Run, config: ExportConfig, staging: Path) -> tuple[bytes, 
         path.unlink()
         return float(np.mean(top == float_top))
 
-    def val_inputs():
-        for i in data.indices["val"]:
-            yield [normalize_tf(data.pixels[i : i + 1]).numpy()]
-
-    return build_int8_mixed(run.float_model, _representative(run, config), val_inputs, agreement,
+    return build_int8_mixed(run.float_model, _representative(run, config), _inputs(data, data.indices["val"]), agreement,
                             config.min_agreement, config.io)
 
 
