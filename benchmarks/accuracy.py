@@ -112,7 +112,7 @@ def summary(result: dict) -> dict:
         scores = {kind: {col: _spread([r["scores"][kind][col] for r in rows]) for col in COLUMNS}
                   for kind in rows[0]["scores"]}
         out[name] = {
-            "seeds": [r["seed"] for r in rows], "scores": scores,
+            "seeds": [r["seed"] for r in rows], "scores": scores, "num_test_images": rows[0]["num_test_images"],
             "qat_shipped": sum(r["int8_source"] == "qat" for r in rows),
             "export_over_train": [r["export_seconds"] / r["train_seconds"] for r in rows],
             "train_seconds": _spread([r["train_seconds"] for r in rows]),
@@ -166,17 +166,32 @@ def render(result: dict) -> str:
 
 
 def discussion(name: str, s: dict) -> str:
-    """Why a backbone's shipped int8 misses its goal, and what the other tables say about it."""
+    """Why a backbone's shipped int8 misses its goal, in the numbers of its rows."""
     shipped, ptq = s["scores"]["int8 shipped"], s["scores"]["int8-ptq"]
-    return (
-        f"{name}: the shipped int8 agrees with the float model on {100 * shipped['agreement'][0]:.1f} % of the test "
-        f"photos on average (post-training int8: {100 * ptq['agreement'][0]:.1f} %), short of "
-        f"{100 * MIN_AGREEMENT:.0f} %. A small network with many close calls: quantization moves every "
-        "logit a little, and the photos whose two best classes are closer than that change class. The layer-drift "
-        "table below shows the drift building up layer after layer rather than at one layer, and the QAT-settings "
-        "table what longer or faster QAT, and rounding noise, changed; none of it closed the gap. For a CPU target "
-        "that needs the agreement, `int8-mixed` keeps the layers that cost it in float (README: export)."
-    )
+    count = s["num_test_images"]
+    parts = []
+    if shipped["agreement"][0] < MIN_AGREEMENT:
+        parts.append(
+            f"the shipped int8 agrees with the float model on {100 * shipped['agreement'][0]:.1f} % of the test photos "
+            f"on average (post-training int8: {100 * ptq['agreement'][0]:.1f} %), short of "
+            f"{100 * MIN_AGREEMENT:.0f} %. A small network with many close calls: quantization moves every logit a "
+            "little, and the photos whose two best classes are closer than that change class. The layer-drift table "
+            "shows the drift growing layer after layer rather than at one layer, and the QAT-settings table what "
+            "longer or faster QAT and rounding noise changed: none of it closed the gap. For a CPU target that needs "
+            "the agreement, `int8-mixed` keeps the layers that cost it in float (its table below)"
+        )
+    if shipped["delta_pp"][0] < -MAX_DROP_PP:
+        parts.append(
+            f"the shipped int8 is {-shipped['delta_pp'][0]:.2f} pp below float on average, "
+            f"{-shipped['delta_pp'][0] * count / 100:.1f} of {count} test photos a seed (one photo is "
+            f"{100 / count:.2f} pp)"
+        )
+    if shipped["test_accuracy"][0] < ptq["test_accuracy"][0]:
+        parts.append(
+            f"post-training int8 scored {100 * (ptq['test_accuracy'][0] - shipped['test_accuracy'][0]):.2f} pp higher "
+            "on test on average; the export chooses between the two on the validation split (README: export)"
+        )
+    return f"{name}: " + "; ".join(parts) + "."
 
 
 def _shortfalls(s: dict) -> list[str]:
