@@ -32,6 +32,7 @@ SECTIONS = {
     "input_pipeline": ("input_pipeline", "Training input pipeline vs in-memory tensors"),
     "accuracy": ("accuracy", "Shipped int8 vs float on real photos, over seeds and backbones"),
     "qat_recipe": ("qat_recipe", "QAT settings: how close each converted int8 model stays to the float model"),
+    "convert_time": ("convert_time", "Export: converting the float variants from one saved graph"),
     "int8_mixed": ("int8_mixed", "int8-mixed: the float layers it keeps and what they cost"),
     "layer_drift": ("layer_drift", "Where quantization drifts from the float model, layer by layer"),
     "keras_vs_tflite": ("keras_vs_tflite", "Float Keras model vs the shipped TFLite variants"),
