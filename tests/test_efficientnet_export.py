@@ -16,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from edgeship.export.config import FILE_NAMES, FORMATS, FULL_INTEGER, INT8, ExportConfig
+from edgeship.export.config import DEFAULT_FORMATS, FILE_NAMES, FULL_INTEGER, INT8, ExportConfig
 from edgeship.train.config import EFFICIENTNET_LITE0, TrainConfig
 
 SIZE = 64
@@ -74,5 +74,5 @@ def test_int8_export_takes_raw_pixels_and_maps_fully_onto_the_edge_tpu(effnet_ru
 def test_every_variant_exports_and_runs(effnet_run, tmp_path):
     run = Path(shutil.copytree(effnet_run, tmp_path / "effnet", ignore=shutil.ignore_patterns("export")))
     export_dir = _export(run)
-    for kind in FORMATS:
+    for kind in DEFAULT_FORMATS:
         _check_variant(export_dir, kind)
