@@ -4,7 +4,7 @@ backbone's own normalization.
 
 Converting this graph takes about 20 s per variant and a minute for the QAT model on two
 cores, so the default suite exports int8 alone (QAT, chosen against post-training int8) and
-the ``slow`` test every variant.
+the ``slow`` test the five default variants.
 """
 
 from __future__ import annotations
