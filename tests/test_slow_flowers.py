@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 
 from conftest import FLOWERS, WEIGHTS, needs_shared
+from edgeship.runtime.validation import paired_difference_ci
 
 pytestmark = [
     pytest.mark.slow,
@@ -42,6 +44,14 @@ def test_flowers_int8_keeps_the_float_accuracy(flowers_run):
     float_accuracy = report["float_keras"]["test_accuracy"]
     int8, ptq = report["variants"]["int8"], report["variants"]["int8-ptq"]
     assert int8["test_accuracy"] >= float_accuracy - 0.003, report
-    assert int8["test_accuracy"] >= ptq["test_accuracy"], report
+    # Against post-training int8: closer to the float model, and not less accurate beyond chance
+    # (on one split the two differ by a close call or two either way; the accuracy benchmark
+    # compares their means over seeds).
+    assert int8["probability_distance"] < ptq["probability_distance"], report
+    predictions = json.loads((flowers_run / "export" / "predictions.json").read_text())
+    targets = np.asarray(predictions["targets"])
+    _, high = paired_difference_ci(np.asarray(predictions["int8"]) == targets,
+                                   np.asarray(predictions["int8-ptq"]) == targets)
+    assert high >= 0, report
     assert int8["agreement"] >= 0.98, report
     assert report["export_seconds"] < 15 * 60, report["export_seconds"]

@@ -14,7 +14,7 @@ import pytest
 
 from conftest import FLOWERS, needs_shared
 from edgeship.errors import ModelFormatError
-from edgeship.export.config import FILE_NAMES, FULL_INTEGER
+from edgeship.export.config import FILE_NAMES, FORMATS, FULL_INTEGER
 from edgeship.runtime.graph import is_full_integer, parse_graph
 from edgeship.runtime.image import preprocess, resize
 from edgeship.runtime.manifest import LABELS_NAME, MANIFEST_NAME, read_embedded, strip_embedded
@@ -343,7 +343,7 @@ def flowers_export(tmp_path_factory) -> Path:
     train(TrainConfig(data_dir=str(FLOWERS), out_dir=str(out), backbone="mobilenet_v2", alpha=1.0, image_size=96,
                       weights=str(weights), epochs=5, fine_tune_epochs=4, augment="medium",
                       resize_method="bilinear-asymmetric"))
-    export(ExportConfig(run_dir=str(out), qat_epochs=1))
+    export(ExportConfig(run_dir=str(out), qat_epochs=1, formats=FORMATS))  # int8-mixed too: float output
     return out / "export"
 
 
