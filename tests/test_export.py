@@ -86,9 +86,36 @@ def test_report_scores_every_variant_against_the_float_model(tiny_export):
     assert sorted(p.name for p in tiny_export.glob("*.tflite")) == sorted(FILE_NAMES.values())
     markdown = (tiny_export / "report.md").read_text()
     assert "| int8 |" in markdown and "int8 choice" in markdown
+    # where the time went: every step that ran, within the whole
+    steps = report["step_seconds"]
+    assert set(steps) == {"load", "convert_float_model", "qat", "convert_qat_model", "choose_int8",
+                          "int8_mixed_search", "write_and_score"}
+    assert all(v > 0 for v in steps.values()) and sum(steps.values()) <= report["export_seconds"] + 0.1
+    assert "convert float model" in markdown and "write and score" in markdown
     # export/ points at one complete version; no staging folder is left behind
     assert tiny_export.is_symlink() and [p.name for p in tiny_export.parent.glob(".export-*")] == [
         tiny_export.resolve().name]
+
+
+def test_one_inference_graph_converts_as_the_keras_entry_point_does(tiny_run):
+    """The converted file of the saved inference function is TensorFlow's own conversion of the
+    Keras model: the same signature (input and output names) and the same outputs."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    from edgeship.export.convert import _configure, _run, convert_variants
+    from edgeship.train import load_float_model
+    from edgeship.train.tfkeras import tf
+
+    model = load_float_model(tiny_run)
+    images = np.random.default_rng(0).uniform(-1, 1, (4, *model.input_shape[1:])).astype(np.float32)
+    ours = convert_variants(model, ["float32", "float16"])
+    for kind, flatbuffer in ours.items():
+        theirs = _run(_configure(tf.lite.TFLiteConverter.from_keras_model(model), kind, None, "uint8"), kind)
+        runners = [Interpreter(model_content=f).get_signature_runner() for f in (flatbuffer, theirs)]
+        outputs = [[r(**{model.input_names[0]: image[None]}) for image in images] for r in runners]
+        assert list(outputs[0][0]) == list(outputs[1][0]) == model.output_names
+        np.testing.assert_array_equal(np.stack([o[model.output_names[0]] for o in outputs[0]]),
+                                      np.stack([o[model.output_names[0]] for o in outputs[1]]))
 
 
 def test_int8_io_and_an_interrupted_export_leaves_the_previous_one_intact(tiny_export, tiny_run, tmp_path, monkeypatch):

@@ -11,9 +11,10 @@ folder that becomes ``RUN/export/`` in one atomic step (``RunDir.publish_export`
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -56,6 +57,16 @@ class _Run:
     float_model: object
     float_test: np.ndarray     # class probabilities on the test split
     float_val: np.ndarray      # ... and on the validation split
+    seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step, for the report
+
+    @contextlib.contextmanager
+    def timed(self, step: str):
+        """Adds the block's wall time to ``seconds[step]``."""
+        start = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.seconds[step] = round(self.seconds.get(step, 0.0) + time.perf_counter() - start, 2)
 
     @property
     def float_test_accuracy(self) -> float:
@@ -111,19 +122,21 @@ def _convert_variants(run: _Run, config: ExportConfig, staging: Path) -> tuple[d
     representative = _representative(run, config)
     plain = [k for k in wanted if k not in FULL_INTEGER] + ([INT8_PTQ] if set(FULL_INTEGER) & set(wanted) else [])
     logger.info("Converting %s ...", ", ".join(plain))
-    with progress(None, f"converting {', '.join(plain)}"):
+    with progress(None, f"converting {', '.join(plain)}"), run.timed("convert_float_model"):
         built = convert_variants(run.float_model, plain, representative=representative, io=config.io)
     if INT8 not in wanted:
         return built, {}
-    qat, history, best_epoch = fit_qat(run.float_model, run.float_val, run.data, config, run.train_config.seed)
+    with run.timed("qat"):
+        qat, history, best_epoch = fit_qat(run.float_model, run.float_val, run.data, config, run.train_config.seed)
     logger.info("Converting int8 (QAT) ...")
-    with progress(None, "converting int8 (QAT)"):
+    with progress(None, "converting int8 (QAT)"), run.timed("convert_qat_model"):
         qat_bytes = convert(qat, INT8, representative=representative, io=config.io)
     candidates = {}
-    for name, candidate in (("qat", qat_bytes), ("ptq", built[INT8_PTQ])):
-        path = atomic_write_bytes(staging / f".candidate_{name}.tflite", run.file_bytes(INT8, candidate))
-        candidates[name] = _score_tflite(path, run.data, "val")[0]
-        path.unlink()
+    with run.timed("choose_int8"):
+        for name, candidate in (("qat", qat_bytes), ("ptq", built[INT8_PTQ])):
+            path = atomic_write_bytes(staging / f".candidate_{name}.tflite", run.file_bytes(INT8, candidate))
+            candidates[name] = _score_tflite(path, run.data, "val")[0]
+            path.unlink()
     choice = choose_int8(candidates["qat"], candidates["ptq"], run.data.labels[run.data.indices["val"]], run.float_val)
     use_qat, reason = choice.pop("use_qat"), choice.pop("reason")
     logger.info(reason)
@@ -218,21 +231,27 @@ def export(config: ExportConfig) -> ExportResult:
     start = time.perf_counter()
     run_dir = RunDir(config.run_dir)
     with run_dir.lock("export"):
+        load_start = time.perf_counter()
         run = _load_run(run_dir, config)
+        run.seconds["load"] = round(time.perf_counter() - load_start, 2)
         staging = run_dir.new_export_staging()
         built, notes = _convert_variants(run, config, staging)
         if INT8_MIXED in config.formats:
-            built[INT8_MIXED], notes[INT8_MIXED] = _int8_mixed(run, config, staging)
-        variants, predictions = _write_and_score(run, built, notes, config, staging)
+            with run.timed("int8_mixed_search"):
+                built[INT8_MIXED], notes[INT8_MIXED] = _int8_mixed(run, config, staging)
+        with run.timed("write_and_score"):
+            variants, predictions = _write_and_score(run, built, notes, config, staging)
         val_labels = run.data.labels[run.data.indices["val"]]
         report = ExportResult(
             run_dir=str(run_dir.path), split_digest=run.data.split.digest, num_test_images=len(predictions["targets"]),
             float_keras={"test_accuracy": run.float_test_accuracy,
                          "val_accuracy": float(np.mean(np.argmax(run.float_val, axis=1) == val_labels))},
-            variants=variants, config=config.to_dict(), export_seconds=round(time.perf_counter() - start, 1), **notes,
+            variants=variants, config=config.to_dict(), **notes,
         )
         if EDGETPU in config.formats:
-            report["edgetpu"] = compile_variant(staging / FILE_NAMES[INT8])
+            with run.timed("edgetpu_compile"):
+                report["edgetpu"] = compile_variant(staging / FILE_NAMES[INT8])
+        report.update(export_seconds=round(time.perf_counter() - start, 1), step_seconds=run.seconds)
         report.export_dir = run_dir.export_dir
         atomic_write_json(staging / run_dir.report_path.name, dict(report))
         atomic_write_text(staging / run_dir.report_markdown_path.name, render_markdown(report))

@@ -353,7 +353,9 @@ def _make_train_step(qat: keras.Model, config, steps_per_epoch: int):
                                                       alpha=0.1)
     optimizer = keras.optimizers.Adam(schedule)
 
-    @tf.function
+    # One trace for every batch size, the last, shorter batch included.
+    @tf.function(input_signature=[tf.TensorSpec([None, *qat.input_shape[1:]], tf.float32),
+                                  tf.TensorSpec([None, *qat.output_shape[1:]], tf.float32)])
     def train_step(x, target):
         with tf.GradientTape() as tape:
             loss = logit_distance(qat(x, training=True), target)

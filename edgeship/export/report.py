@@ -47,7 +47,10 @@ def render_markdown(report: dict) -> str:
             )
     lines += _mixed_lines(report)
     lines += markdown_lines(report)
-    lines += ["", f"Export took {report['export_seconds']:.0f} s."]
+    steps = report.get("step_seconds", {})
+    lines += ["", f"Export took {report['export_seconds']:.0f} s" + (
+        ": " + ", ".join(f"{step.replace('_', ' ')} {seconds:.1f} s" for step, seconds in steps.items()) if steps
+        else "") + "."]
     return "\n".join(lines) + "\n"
 
 
