@@ -7,6 +7,7 @@ Example:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import tempfile
 from typing import Callable, Iterable
@@ -14,11 +15,11 @@ from typing import Callable, Iterable
 import numpy as np
 
 from edgeship.errors import ConfigError
-from edgeship.export.config import DYNAMIC, FLOAT16, FLOAT32, FORMATS, FULL_INTEGER
+from edgeship.export.config import DYNAMIC, FLOAT16, FORMATS, FULL_INTEGER
 from edgeship.runtime.native_stderr import filtered_native_stderr
 from edgeship.train.tfkeras import keras, tf
 
-__all__ = ["convert", "convert_variants"]
+__all__ = ["convert", "convert_variants", "inference_graph"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,6 +45,15 @@ def _configure(converter, kind: str, representative, io: str):
         converter.inference_input_type = dtype
         converter.inference_output_type = dtype
     return converter
+
+
+@contextlib.contextmanager
+def inference_graph(model: keras.Model):
+    """Within the block, a temporary folder holding ``model``'s inference function as a
+    SavedModel, for ``TFLiteConverter.from_saved_model`` (:func:`_save_inference_graph`)."""
+    with tempfile.TemporaryDirectory(prefix="edgeship-graph-") as folder:
+        _save_inference_graph(model, folder)
+        yield folder
 
 
 def _save_inference_graph(model: keras.Model, folder: str) -> None:
@@ -118,8 +128,7 @@ def convert_variants(
     kinds = list(kinds)
     for kind in kinds:  # refuse before the save
         _configure(tf.lite.TFLiteConverter.from_keras_model(model), kind, representative, io)
-    with tempfile.TemporaryDirectory(prefix="edgeship-graph-") as folder:
-        _save_inference_graph(model, folder)
+    with inference_graph(model) as folder:
         built = {}
         for kind in kinds:
             converter = _configure(tf.lite.TFLiteConverter.from_saved_model(folder), kind, representative, io)

@@ -47,6 +47,7 @@ from typing import Callable, Iterable
 
 import numpy as np
 
+from edgeship.export.convert import inference_graph
 from edgeship.runtime.native_stderr import filtered_native_stderr
 from edgeship.train.tfkeras import keras, tf
 
@@ -104,12 +105,12 @@ def layer_sensitivity(float_model: keras.Model, representative: Inputs, val_inpu
     Returns:
         The calibrated (not yet quantized) flatbuffer, and every quantized op, most sensitive first.
     """
-    converter = tf.lite.TFLiteConverter.from_keras_model(float_model)
-    converter.optimizations = [tf.lite.Optimize.DEFAULT]
-    converter.representative_dataset = representative
     options = tf.lite.experimental.QuantizationDebugOptions(
         layer_direct_compare_metrics={"noise_to_signal": _noise_to_signal})
-    with filtered_native_stderr():  # the quantizer echoes its settings
+    with inference_graph(float_model) as folder, filtered_native_stderr():  # the quantizer echoes its settings
+        converter = tf.lite.TFLiteConverter.from_saved_model(folder)
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
         debugger = tf.lite.experimental.QuantizationDebugger(converter=converter, debug_dataset=val_inputs,
                                                              debug_options=options)
         debugger.run()
