@@ -49,5 +49,6 @@ bench: install
 	$(BIN)/python benchmarks/layer_drift.py runs/bench-accuracy/mobilenet_v1_0.25-160-seed1 runs/bench-accuracy/mobilenet_v2_1.0-160-seed1
 	$(BIN)/python benchmarks/int8_mixed.py
 	$(BIN)/python benchmarks/convert_time.py
+	$(BIN)/python benchmarks/export_time.py
 	$(BIN)/python benchmarks/qat_recipe.py --run runs/bench-accuracy/mobilenet_v1_0.25-160-seed1
 	$(BIN)/python benchmarks/render.py --readme
