@@ -62,8 +62,8 @@ def _save_inference_graph(model: keras.Model, folder: str) -> None:
     The signature is the one the Keras save writes (inputs and outputs named after the model's
     input and output layers, any batch size), so the converted files are the same, but
     without the Keras object graph, a traced function per layer, that the converter would
-    otherwise load back: on MobileNet v1 0.25 the save and four conversions took a third of the
-    time (``benchmarks/convert_time.py``).
+    otherwise load back: on MobileNet v1 0.25 the save and four conversions take about a fifth of
+    the time of the Keras entry point (``benchmarks/convert_time.py``).
     """
     specs = [tf.TensorSpec([None, *tensor.shape[1:]], tensor.dtype, name=name)
              for tensor, name in zip(model.inputs, model.input_names)]

@@ -59,14 +59,9 @@ class _Run:
     float_val: np.ndarray      # ... and on the validation split
     seconds: dict[str, float] = field(default_factory=dict)  # wall time of each step, for the report
 
-    @contextlib.contextmanager
     def timed(self, step: str):
         """Adds the block's wall time to ``seconds[step]``."""
-        start = time.perf_counter()
-        try:
-            yield
-        finally:
-            self.seconds[step] = round(self.seconds.get(step, 0.0) + time.perf_counter() - start, 2)
+        return _timed(self.seconds, step)
 
     @property
     def float_test_accuracy(self) -> float:
@@ -86,6 +81,16 @@ class _Run:
         """The model file: the flatbuffer with standard TFLite Metadata, and its labels and
         manifest embedded (``metadata_writer.embed_with_metadata``)."""
         return embed_with_metadata(flatbuffer, self.manifest(kind, **extra))
+
+
+@contextlib.contextmanager
+def _timed(seconds: dict[str, float], step: str):
+    """Adds the block's wall time to ``seconds[step]``."""
+    start = time.perf_counter()
+    try:
+        yield
+    finally:
+        seconds[step] = round(seconds.get(step, 0.0) + time.perf_counter() - start, 2)
 
 
 def _load_run(run: RunDir, config: ExportConfig) -> _Run:
@@ -231,9 +236,10 @@ def export(config: ExportConfig) -> ExportResult:
     start = time.perf_counter()
     run_dir = RunDir(config.run_dir)
     with run_dir.lock("export"):
-        load_start = time.perf_counter()
-        run = _load_run(run_dir, config)
-        run.seconds["load"] = round(time.perf_counter() - load_start, 2)
+        seconds: dict[str, float] = {}
+        with _timed(seconds, "load"):
+            run = _load_run(run_dir, config)
+        run.seconds = seconds
         staging = run_dir.new_export_staging()
         built, notes = _convert_variants(run, config, staging)
         if INT8_MIXED in config.formats:
