@@ -296,3 +296,30 @@ def test_rounding_noise_perturbs_training_passes_only_and_is_undone(tiny_run):
     assert not np.allclose(first, second) and not np.allclose(first, clean)
     np.testing.assert_allclose(inference, clean_inference, atol=1e-6)
     np.testing.assert_allclose(run(True), clean, atol=1e-6)  # undone on exit
+
+
+def test_rounding_noise_gives_every_value_its_own_uniform_draw_one_step_wide(tiny_run):
+    from edgeship.export.qat import _fed_range, freeze_batch_norm, make_qat_model, rounding_noise
+    from edgeship.train.trainer import load_float_model
+
+    from edgeship.train.tfkeras import keras, tf
+
+    model = make_qat_model(load_float_model(tiny_run))
+    freeze_batch_norm(model)  # a frozen batch norm normalises alike in training: the difference is the noise
+    wrapper = max((l for l in model.layers if isinstance(getattr(l, "layer", None), keras.layers.BatchNormalization)),
+                  key=lambda l: np.prod(l.output_shape[1:]))  # the largest: the bank is sized for it
+    low, high = _fed_range(wrapper)
+    low.assign(tf.fill(low.shape, -1.0))
+    high.assign(tf.fill(high.shape, 1.55))  # a step of 0.01
+    inner = wrapper.layer
+    x = tf.constant(np.random.default_rng(0).normal(size=(4, *inner.output_shape[1:])).astype(np.float32))
+    with rounding_noise(model, 1.0, batch_size=4):
+        noise = [(inner(x, training=True) - inner(x, training=False)).numpy() / 0.01 for _ in range(2)]
+        with pytest.raises(tf.errors.InvalidArgumentError, match="batches of up to 8 images"):
+            inner(tf.concat([x, x, x[:1]], axis=0), training=True)
+    values = noise[0].ravel()
+    assert np.all(np.abs(values) <= 0.5 + 1e-3)  # one step wide, centred
+    assert abs(values.mean()) < 0.02 and abs(values.std() - 12 ** -0.5) < 0.02  # uniform
+    per_image = noise[0].reshape(4, -1)
+    assert abs(np.corrcoef(per_image[0], per_image[1])[0, 1]) < 0.1  # each image its own draw
+    assert abs(np.corrcoef(values, noise[1].ravel())[0, 1]) < 0.1  # and each call

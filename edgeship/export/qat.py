@@ -200,21 +200,24 @@ def _float_ranges(float_model: keras.Model, names: list[str], pre_activation: se
             probe = keras.Model(float_model.input, [float_model.get_layer(n).output for n in pre])
             probes.append(("pre:", pre, probe))
         sums: dict[str, np.ndarray] = {}
-        count = 0
-        for x in batches:
-            count += 1
-            for prefix, keys, probe in probes:
-                outputs = probe(x, training=False)
+        for prefix, keys, probe in probes:
+
+            @tf.function  # one graph per probe: the per-batch extremes of every output, in one call
+            def extremes(x, _probe=probe):
+                outputs = _probe(x, training=False)
                 outputs = outputs if isinstance(outputs, (list, tuple)) else [outputs]
-                for key, out in zip(keys, outputs):
-                    value = np.array([min(float(tf.reduce_min(out)), 0.0), max(float(tf.reduce_max(out)), 0.0)])
+                return tf.stack([tf.stack([tf.minimum(tf.reduce_min(out), 0.0), tf.maximum(tf.reduce_max(out), 0.0)])
+                                 for out in outputs])
+
+            for x in batches:
+                for key, value in zip(keys, extremes(x).numpy().astype(np.float64)):
                     sums[prefix + key] = sums.get(prefix + key, 0) + value
     finally:
         for n, activation in saved.items():
             float_model.get_layer(n).activation = activation
-    if count == 0:
+    if not batches:
         raise ValueError("Calibration needs at least one batch of training images.")
-    return {k: v / count for k, v in sums.items()}
+    return {k: v / len(batches) for k, v in sums.items()}
 
 
 def calibrate_ranges(model: keras.Model, float_model: keras.Model, dataset: tf.data.Dataset, num_batches: int) -> int:
@@ -264,45 +267,62 @@ def _output_range(layer) -> tuple[tf.Variable, tf.Variable] | None:
     return None
 
 
+def _fed_range(layer) -> tuple[tf.Variable, tf.Variable] | None:
+    """The range of the int8 tensor a wrapped layer feeds: its own output range, or that of
+    the one layer right after it."""
+    bounds = _output_range(layer)
+    if bounds is None:
+        after = [node.outbound_layer for node in layer._outbound_nodes]
+        bounds = _output_range(after[0]) if len(after) == 1 else None
+    return bounds
+
+
 @contextlib.contextmanager
-def rounding_noise(model: keras.Model, amplitude: float):
+def rounding_noise(model: keras.Model, amplitude: float, batch_size: int = 32):
     """Within the block, each batch norm of a QAT model adds uniform noise, ``amplitude``
     quantization steps wide, to its output when called in training mode.
 
-    The step is that of the int8 tensor the batch norm feeds: its own output range, or the
-    range of the activation right after it. TFLite's fixed-point kernels round a fraction of
-    a percent of values one step away from the float simulation, and depthwise channels whose
-    batch norm multiplies by tens amplify those steps along the network: the converted model
-    drifts from the simulated one. Trained under noise of that kind, the model stops relying
-    on exact rounding. Yields the number of layers given noise; restores them on exit.
+    The step is that of the int8 tensor the batch norm feeds (:func:`_fed_range`). TFLite's
+    fixed-point kernels round a fraction of a percent of values one step away from the float
+    simulation, and depthwise channels whose batch norm multiplies by tens amplify those steps
+    along the network: the converted model drifts from the simulated one. Trained under noise
+    of that kind, the model stops relying on exact rounding. Yields the number of layers given
+    noise; restores them on exit.
+
+    Drawing fresh random numbers for every value made a QAT step about 30 % slower than
+    reading them (README: export time). So one bank of uniform noise, twice the largest
+    batch-norm output of a ``batch_size`` batch, serves every layer and step: each call reads
+    a window of it at a random offset, and within a batch every value still has its own draw.
+    Calls of up to ``2 * batch_size`` images are served.
     """
-    patched = []
+    noisy = []
     for layer in model.layers:
         inner = getattr(layer, "layer", None)
-        if not isinstance(inner, keras.layers.BatchNormalization) or amplitude <= 0:
-            continue
-        bounds = _output_range(layer)
-        if bounds is None:
-            after = [node.outbound_layer for node in layer._outbound_nodes]
-            bounds = _output_range(after[0]) if len(after) == 1 else None
-        if bounds is None:
-            continue
-        low, high = bounds
+        bounds = _fed_range(layer) if isinstance(inner, keras.layers.BatchNormalization) and amplitude > 0 else None
+        if bounds is not None:
+            noisy.append((inner, *bounds))
+    if noisy:
+        largest = max(int(np.prod(inner.output_shape[1:])) for inner, *_ in noisy)
+        bank = tf.Variable(tf.random.uniform([2 * batch_size * largest], -0.5, 0.5), trainable=False)
+    for inner, low, high in noisy:
 
         def call(inputs, training=None, _call=inner.call, _low=low, _high=high):
             outputs = _call(inputs, training=training)
             if training is None or training is False:
                 return outputs
+            size = tf.size(outputs)
+            tf.debugging.assert_less_equal(size, tf.size(bank), message=(
+                f"rounding_noise serves batches of up to {2 * batch_size} images: pass a larger batch_size"))
+            offset = tf.random.uniform([], 0, tf.size(bank) - size + 1, dtype=tf.int32)
+            noise = tf.reshape(bank[offset:offset + size], tf.shape(outputs))
             step = (_high - _low) / 255.0
-            noise = tf.random.uniform(tf.shape(outputs), -0.5, 0.5) * (amplitude * step)
-            return outputs + noise * tf.cast(training, outputs.dtype)
+            return outputs + noise * (amplitude * step) * tf.cast(training, outputs.dtype)
 
         inner.call = call
-        patched.append(inner)
     try:
-        yield len(patched)
+        yield len(noisy)
     finally:
-        for inner in patched:
+        for inner, *_ in noisy:
             del inner.call
 
 
@@ -392,7 +412,7 @@ def fit_qat(float_model: keras.Model, float_val: np.ndarray, data, config, seed:
         batches = [slice(i, i + config.qat_batch_size) for i in range(0, len(train), config.qat_batch_size)]
         train_step = _make_train_step(qat, config, len(batches))
         rng = np.random.default_rng(seed)
-        with rounding_noise(qat, config.qat_noise):
+        with rounding_noise(qat, config.qat_noise, config.qat_batch_size):
             for epoch in range(1, config.qat_epochs + 1):
                 order = rng.permutation(len(train))
                 with progress(len(batches), f"QAT epoch {epoch}/{config.qat_epochs}") as update:
