@@ -41,15 +41,17 @@ from common import machine, machine_line, write_results
 SETTINGS = (
     ("QAT, calibrated, no step", dict(qat_epochs=0, qat_noise=0.0)),
     ("QAT, logit matching, 1e-5, 1 epoch", dict(qat_epochs=1, qat_learning_rate=1e-5, qat_noise=0.0)),
-    ("QAT, logit matching, 1e-5, 2 epochs", dict(qat_epochs=2, qat_learning_rate=1e-5, qat_noise=0.0)),
-    ("QAT, logit matching, 3e-5, 2 epochs", dict(qat_epochs=2, qat_learning_rate=3e-5, qat_noise=0.0)),
-    ("QAT, logit matching, 1e-5, 3 epochs", dict(qat_epochs=3, qat_learning_rate=1e-5, qat_noise=0.0)),
+    ("QAT, logit matching, 1e-5, 2 epochs", dict(qat_epochs=2, qat_learning_rate=1e-5, qat_noise=0.0, qat_focus=1.0)),
+    ("QAT, logit matching, 3e-5, 2 epochs", dict(qat_epochs=2, qat_learning_rate=3e-5, qat_noise=0.0, qat_focus=1.0)),
+    ("QAT, logit matching, 1e-5, 3 epochs", dict(qat_epochs=3, qat_learning_rate=1e-5, qat_noise=0.0, qat_focus=1.0)),
     ("QAT, logit matching, 3e-5, 3 epochs, rounding noise of 1 step", dict(qat_epochs=3, qat_learning_rate=3e-5,
-                                                                            qat_noise=1.0)),
+                                                                            qat_noise=1.0, qat_focus=1.0)),
     ("QAT, logit matching, 1e-5, 5 epochs, rounding noise of 1 step", dict(qat_epochs=5, qat_learning_rate=1e-5,
-                                                                            qat_noise=1.0)),
-    ("QAT, logit matching, 1e-5, 3 epochs, rounding noise of 1 step (default)",
-     dict(qat_epochs=3, qat_learning_rate=1e-5, qat_noise=1.0)),
+                                                                            qat_noise=1.0, qat_focus=1.0)),
+    ("QAT, logit matching, 1e-5, 3 epochs, rounding noise of 1 step", dict(qat_epochs=3, qat_learning_rate=1e-5,
+                                                                            qat_noise=1.0, qat_focus=1.0)),
+    ("QAT, logit matching, 1e-5, 3 epochs, rounding noise of 1 step, epochs 2 and 3 on the half of the images "
+     "furthest from float (default)", dict(qat_epochs=3, qat_learning_rate=1e-5, qat_noise=1.0, qat_focus=0.5)),
 )
 # What a run directory holds that an export reads; its export/ and lock are left out.
 RUN_FILES = ("config.json", "labels.txt", "split.json", "model.h5", "history.json", "metrics.json", "metrics.md",
@@ -88,7 +90,7 @@ def export_setting(run_dir: Path, folder: Path, overrides: dict, tiny: bool) -> 
             "test_agreement": report["variants"][variant]["agreement"],
         }
     return {
-        "settings": {key: config.to_dict()[key] for key in ("qat_epochs", "qat_learning_rate", "qat_noise")},
+        "settings": {key: config.to_dict()[key] for key in ("qat_epochs", "qat_learning_rate", "qat_noise", "qat_focus")},
         "qat": scores["qat"],
         "ptq": scores["ptq"],
         "simulation_val_logit_distance": [report["qat_history_val"][str(e)]["logit_distance"]

@@ -269,6 +269,35 @@ def test_logit_distance_sees_logits_through_the_softmax():
     shifted[:, 0] += 0.3
     # centred logits differ by (0.2, -0.1, -0.1) per row: mean square 0.02
     assert abs(float(logit_distance(softmax(shifted), softmax(logits))) - 0.02) < 1e-5
+    shifted[1, 0] += 0.3  # the second row now differs by (0.4, -0.2, -0.2): 0.08
+    np.testing.assert_allclose(logit_distance(softmax(shifted), softmax(logits), per_image=True).numpy(), [0.02, 0.08],
+                               atol=1e-5)
+
+
+def test_qat_epochs_after_the_first_revisit_the_images_furthest_from_float():
+    from edgeship.export.qat import _epoch_pools, _furthest
+
+    assert _epoch_pools(1000, ExportConfig(qat_epochs=3, qat_focus=0.5)) == [1000, 500, 500]
+    assert _epoch_pools(1000, ExportConfig(qat_epochs=3, qat_focus=1.0)) == [1000, 1000, 1000]
+    assert _epoch_pools(3, ExportConfig(qat_epochs=2, qat_focus=0.1)) == [3, 1]  # never an empty epoch
+    distances = np.array([0.1, 0.9, 0.0, 0.5, 0.5, 0.2], np.float32)
+    np.testing.assert_array_equal(_furthest(distances, 3), [1, 3, 4])
+    np.testing.assert_array_equal(_furthest(np.zeros(4, np.float32), 4), np.arange(4))  # the first epoch: all
+    for bad in (0.0, 1.5):
+        with pytest.raises(ConfigError, match="qat_focus"):
+            ExportConfig(qat_focus=bad)
+
+
+def test_qat_with_focus_runs_every_epoch_and_keeps_the_closest(tiny_run):
+    from edgeship.export.qat import fit_qat
+    from edgeship.train import load_data, load_float_model, load_run_config, predict_probabilities
+
+    data = load_data(tiny_run, load_run_config(tiny_run))
+    float_model = load_float_model(tiny_run)
+    float_val = predict_probabilities(float_model, data, "val", 8)
+    qat, history, best = fit_qat(float_model, float_val, data, ExportConfig.tiny(qat_epochs=3, qat_focus=0.5), seed=0)
+    assert sorted(history) == [0, 1, 2, 3]
+    assert history[best]["logit_distance"] == min(row["logit_distance"] for row in history.values())
 
 
 def test_rounding_noise_perturbs_training_passes_only_and_is_undone(tiny_run):
