@@ -288,6 +288,21 @@ def test_qat_epochs_after_the_first_revisit_the_images_furthest_from_float():
             ExportConfig(qat_focus=bad)
 
 
+def test_qat_int8_file_does_not_depend_on_its_calibration_samples(tiny_run):
+    """Every tensor's range comes from fake quantization: the export converts QAT with a few samples."""
+    from edgeship.export import exporter
+    from edgeship.export.convert import convert
+    from edgeship.export.qat import _calibrated_qat_model
+    from edgeship.runtime.rundir import RunDir
+
+    config = ExportConfig.tiny(run_dir=str(tiny_run), representative_samples=64)
+    run = exporter._load_run(RunDir(tiny_run), config)
+    qat = _calibrated_qat_model(run.float_model, run.data, config, seed=0)
+    files = [convert(qat, "int8", representative=exporter._representative(run, samples), io="uint8")
+             for samples in (exporter.QAT_REPRESENTATIVE_SAMPLES, config.representative_samples)]
+    assert files[0] == files[1]
+
+
 def test_qat_with_focus_runs_every_epoch_and_keeps_the_closest(tiny_run):
     from edgeship.export.qat import fit_qat
     from edgeship.train import load_data, load_float_model, load_run_config, predict_probabilities

@@ -58,7 +58,8 @@ def _val_agreement(run, config: ExportConfig, float_tensors: list[str], tmp_path
     loaded = exporter._load_run(RunDir(run), config)
     data = loaded.data
     val = data.indices["val"]
-    calibrated, _ = layer_sensitivity(loaded.float_model, exporter._representative(loaded, config),
+    representative = exporter._representative(loaded, config.representative_samples)
+    calibrated, _ = layer_sensitivity(loaded.float_model, representative,
                                       lambda: ([normalize_tf(data.pixels[i : i + 1], data.normalization).numpy()] for i in val))
     path = tmp_path / "candidate.tflite"
     path.write_bytes(loaded.file_bytes(INT8_MIXED, quantize_keeping_float(calibrated, float_tensors, config.io)))

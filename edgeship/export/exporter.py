@@ -112,11 +112,17 @@ def _inputs(data: DecodedSplit, indices: np.ndarray):
     return samples
 
 
-def _representative(run: _Run, config: ExportConfig):
+# Every tensor of a QAT model has its range from fake quantization, so calibration cannot change
+# its int8 file (byte-identical from 1 sample and from 256 on every backbone; a test holds it):
+# TensorFlow only insists on some samples.
+QAT_REPRESENTATIVE_SAMPLES = 8
+
+
+def _representative(run: _Run, samples: int):
+    """``samples`` train images drawn with the run's seed, as TensorFlow's quantizer takes them."""
     train = run.data.indices["train"]
     rng = np.random.default_rng(run.train_config.seed)
-    return _inputs(run.data, np.sort(rng.choice(train, size=min(config.representative_samples, len(train)),
-                                                replace=False)))
+    return _inputs(run.data, np.sort(rng.choice(train, size=min(samples, len(train)), replace=False)))
 
 
 def _convert_variants(run: _Run, config: ExportConfig, staging: Path) -> tuple[dict[str, bytes], dict]:
@@ -124,7 +130,7 @@ def _convert_variants(run: _Run, config: ExportConfig, staging: Path) -> tuple[d
     one :func:`choose_int8` picks on the validation split ships."""
     # edgetpu compiles int8 afterwards; int8-mixed is searched afterwards (_int8_mixed)
     wanted = [kind for kind in config.formats if kind not in (EDGETPU, INT8_MIXED)]
-    representative = _representative(run, config)
+    representative = _representative(run, config.representative_samples)
     plain = [k for k in wanted if k not in FULL_INTEGER] + ([INT8_PTQ] if set(FULL_INTEGER) & set(wanted) else [])
     logger.info("Converting %s ...", ", ".join(plain))
     with progress(None, f"converting {', '.join(plain)}"), run.timed("convert_float_model"):
@@ -135,7 +141,8 @@ def _convert_variants(run: _Run, config: ExportConfig, staging: Path) -> tuple[d
         qat, history, best_epoch = fit_qat(run.float_model, run.float_val, run.data, config, run.train_config.seed)
     logger.info("Converting int8 (QAT) ...")
     with progress(None, "converting int8 (QAT)"), run.timed("convert_qat_model"):
-        qat_bytes = convert(qat, INT8, representative=representative, io=config.io)
+        qat_bytes = convert(qat, INT8, representative=_representative(run, QAT_REPRESENTATIVE_SAMPLES),
+                            io=config.io)
     candidates = {}
     with run.timed("choose_int8"):
         for name, candidate in (("qat", qat_bytes), ("ptq", built[INT8_PTQ])):
@@ -217,8 +224,8 @@ def _int8_mixed(run: _Run, config: ExportConfig, staging: Path) -> tuple[bytes, 
         path.unlink()
         return float(np.mean(top == float_top))
 
-    return build_int8_mixed(run.float_model, _representative(run, config), _inputs(data, data.indices["val"]), agreement,
-                            config.min_agreement, config.io)
+    return build_int8_mixed(run.float_model, _representative(run, config.representative_samples),
+                            _inputs(data, data.indices["val"]), agreement, config.min_agreement, config.io)
 
 
 def export(config: ExportConfig) -> ExportResult:
