@@ -90,7 +90,8 @@ def export_setting(run_dir: Path, folder: Path, overrides: dict, tiny: bool) -> 
             "test_agreement": report["variants"][variant]["agreement"],
         }
     return {
-        "settings": {key: config.to_dict()[key] for key in ("qat_epochs", "qat_learning_rate", "qat_noise", "qat_focus")},
+        "settings": {key: config.to_dict()[key]
+                     for key in ("qat_epochs", "qat_learning_rate", "qat_noise", "qat_focus")},
         "qat": scores["qat"],
         "ptq": scores["ptq"],
         "simulation_val_logit_distance": [report["qat_history_val"][str(e)]["logit_distance"]

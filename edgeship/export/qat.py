@@ -295,10 +295,10 @@ def rounding_noise(model: keras.Model, amplitude: float, batch_size: int = 32):
     noise; restores them on exit.
 
     Drawing fresh random numbers for every value made a QAT step 30 % slower than reading
-    them (18.0 against 13.8 ms an image on MobileNetV2 at 160, interleaved). So one bank of uniform noise, twice the largest
-    batch-norm output of a ``batch_size`` batch, serves every layer and step: each call reads
-    a window of it at a random offset, and within a batch every value still has its own draw.
-    Calls of up to ``2 * batch_size`` images are served.
+    them (18.0 against 13.8 ms an image on MobileNetV2 at 160, interleaved). So one bank of
+    uniform noise, twice the largest batch-norm output of a ``batch_size`` batch, serves every
+    layer and step: each call reads a window of it at a random offset, and within a batch every
+    value still has its own draw. Calls of up to ``2 * batch_size`` images are served.
     """
     noisy = []
     for layer in model.layers:
@@ -408,9 +408,9 @@ def fit_qat(float_model: keras.Model, float_val: np.ndarray, data, config, seed:
 
     Causes 3 and 4 of the module docstring: the quantized model learns the float model's
     logits on the train images under rounding noise (after the first epoch, on the
-    ``qat_focus`` share of them still furthest from float); the epoch kept is the one closest to the
-    float model's logits on validation (a smooth measure; agreement on a few hundred images
-    moves in whole images), the calibrated model before any step included.
+    ``qat_focus`` share of them still furthest from float); the epoch kept is the one closest
+    to the float model's logits on validation (a smooth measure; agreement on a few hundred
+    images moves in whole images), the calibrated model before any step included.
 
     Args:
         float_model: the run's float Keras model.
