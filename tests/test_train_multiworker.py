@@ -76,8 +76,9 @@ def test_two_workers_survive_a_killed_worker_and_resume(demo_data, tmp_path):
     scratch.mkdir()
     workers = _launch(demo_data, out, logs, scratch, resume=False)
     try:
-        # The chief logs an epoch after Keras backed it up: from then on, resuming skips it.
-        _wait_for(logs / "worker0.log", "phase 1 epoch 1/3", workers, LAUNCH_TIMEOUT)
+        # The chief logs an epoch's summary after Keras backed it up: from then on, resuming skips
+        # it. (Its progress lines carry the same words, every 10 s while the epoch runs.)
+        _wait_for(logs / "worker0.log", "phase 1 epoch 1/3  loss", workers, LAUNCH_TIMEOUT)
         os.killpg(workers[1].pid, signal.SIGKILL)
         workers[0].wait(timeout=60)  # its collective ops fail once the peer's socket closes
     finally:
