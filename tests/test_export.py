@@ -310,9 +310,18 @@ def test_qat_with_focus_runs_every_epoch_and_keeps_the_closest(tiny_run):
     data = load_data(tiny_run, load_run_config(tiny_run))
     float_model = load_float_model(tiny_run)
     float_val = predict_probabilities(float_model, data, "val", 8)
-    qat, history, best = fit_qat(float_model, float_val, data, ExportConfig.tiny(qat_epochs=3, qat_focus=0.5), seed=0)
-    assert sorted(history) == [0, 1, 2, 3]
+    config = ExportConfig.tiny(qat_epochs=3, qat_focus=0.5)
+    qat, history, best = fit_qat(float_model, float_val, data, config, seed=0)
+    assert sorted(history) == [0, 1, 2, 3] and best > 0
     assert history[best]["logit_distance"] == min(row["logit_distance"] for row in history.values())
+
+    # The seed fixes the batches and the rounding noise: the same run exports the same model.
+    again, history_again, _ = fit_qat(float_model, float_val, data, config, seed=0)
+    assert history_again == history
+    for a, b in zip(qat.get_weights(), again.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    other = fit_qat(float_model, float_val, data, config, seed=1)[1]
+    assert other[best] != history[best]
 
 
 def test_rounding_noise_perturbs_training_passes_only_and_is_undone(tiny_run):

@@ -283,7 +283,7 @@ def _fed_range(layer) -> tuple[tf.Variable, tf.Variable] | None:
 
 
 @contextlib.contextmanager
-def rounding_noise(model: keras.Model, amplitude: float, batch_size: int = 32):
+def rounding_noise(model: keras.Model, amplitude: float, batch_size: int = 32, seed: int | None = None):
     """Within the block, each batch norm of a QAT model adds uniform noise, ``amplitude``
     quantization steps wide, to its output when called in training mode.
 
@@ -298,7 +298,8 @@ def rounding_noise(model: keras.Model, amplitude: float, batch_size: int = 32):
     them (18.0 against 13.8 ms an image on MobileNetV2 at 160, interleaved). So one bank of
     uniform noise, twice the largest batch-norm output of a ``batch_size`` batch, serves every
     layer and step: each call reads a window of it at a random offset, and within a batch every
-    value still has its own draw. Calls of up to ``2 * batch_size`` images are served.
+    value still has its own draw. Calls of up to ``2 * batch_size`` images are served. With a
+    ``seed``, the bank and the offsets are the same on every run.
     """
     noisy = []
     for layer in model.layers:
@@ -308,7 +309,9 @@ def rounding_noise(model: keras.Model, amplitude: float, batch_size: int = 32):
             noisy.append((inner, *bounds))
     if noisy:
         largest = max(int(np.prod(inner.output_shape[1:])) for inner, *_ in noisy)
-        bank = tf.Variable(tf.random.uniform([2 * batch_size * largest], -0.5, 0.5), trainable=False)
+        draws = (tf.random.Generator.from_non_deterministic_state() if seed is None
+                 else tf.random.Generator.from_seed(seed))
+        bank = tf.Variable(draws.uniform([2 * batch_size * largest], -0.5, 0.5), trainable=False)
     for inner, low, high in noisy:
 
         def call(inputs, training=None, _call=inner.call, _low=low, _high=high):
@@ -318,7 +321,7 @@ def rounding_noise(model: keras.Model, amplitude: float, batch_size: int = 32):
             size = tf.size(outputs)
             tf.debugging.assert_less_equal(size, tf.size(bank), message=(
                 f"rounding_noise serves batches of up to {2 * batch_size} images: pass a larger batch_size"))
-            offset = tf.random.uniform([], 0, tf.size(bank) - size + 1, dtype=tf.int32)
+            offset = draws.uniform([], 0, tf.size(bank) - size + 1, dtype=tf.int32)
             noise = tf.reshape(bank[offset:offset + size], tf.shape(outputs))
             step = (_high - _low) / 255.0
             return outputs + noise * (amplitude * step) * tf.cast(training, outputs.dtype)
@@ -417,7 +420,7 @@ def fit_qat(float_model: keras.Model, float_val: np.ndarray, data, config, seed:
         float_val: its class probabilities on the validation split.
         data: the run's decoded split (:func:`edgeship.train.load_data`).
         config: an ``ExportConfig``.
-        seed: the run's seed (batch order).
+        seed: the run's seed (batch order and rounding noise: a re-export gives the same model).
     """
     from edgeship.train import normalize_tf, predict_probabilities
 
@@ -432,7 +435,7 @@ def fit_qat(float_model: keras.Model, float_val: np.ndarray, data, config, seed:
         train_step = _make_train_step(qat, config, sum(-(-pool // size) for pool in pools))
         rng = np.random.default_rng(seed)
         distances = np.zeros(len(train), np.float32)  # each image's, when last visited
-        with rounding_noise(qat, config.qat_noise, size):
+        with rounding_noise(qat, config.qat_noise, size, seed):
             for epoch, pool in enumerate(pools, start=1):
                 # Then the images furthest from the float model: the close calls int8 flips.
                 visited = _furthest(distances, pool)
