@@ -24,7 +24,7 @@ def flowers_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("flowers") / "v2"
     config = TrainConfig(
         data_dir=str(FLOWERS), out_dir=str(out), backbone="mobilenet_v2", alpha=1.0, image_size=160,
-        weights=str(WEIGHTS / "mobilenet_v2_1.0_224_no_top.h5"),
+        weights=str(WEIGHTS / "mobilenet_v2_1.0_224_no_top.h5"), deterministic=True,
     )
     train(config)
     return out

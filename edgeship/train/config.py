@@ -98,6 +98,8 @@ class TrainConfig:
     patience: int = option(3, "Early stopping on validation loss: epochs without improvement, per phase.")
     class_weights: str = option("balanced", "balanced | none: weight losses by inverse class frequency.")
     strategy: str = option("default", "default | mirrored | multi-worker (tf.distribute; TF_CONFIG).")
+    deterministic: bool = option(False, "The same data, seed and machine give the same model, bit for bit "
+                                        "(TensorFlow's deterministic ops, for the rest of the process).")
 
     def __post_init__(self) -> None:
         _choice("backbone", self.backbone, BACKBONES)

@@ -302,6 +302,8 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
     with run.lock("train"):
         start = time.perf_counter()
         keras.utils.set_random_seed(config.seed)
+        if config.deterministic:  # parallel input pipelines and kernels otherwise sum in varying order
+            tf.config.experimental.enable_op_determinism()
         data = load_data(run.path, config) if resume and run.is_started else prepare_data(config, run.path)
         run.write_config(config.to_dict())  # from here on the run exists and --resume continues it
         run.write_labels(data.split.classes)
