@@ -82,8 +82,8 @@ class Layer:
 def _noise_to_signal(float_values: np.ndarray, quantized: np.ndarray, scale: float, zero_point: int) -> float:
     # float64: squares of large float32 activations overflow. The debugger averages with nanmean,
     # so an image whose values are not finite is left out rather than poisoning the layer.
-    reference = float_values.astype(np.float64)
     with np.errstate(over="ignore", invalid="ignore"):
+        reference = float_values.astype(np.float64)
         error = reference - (quantized.astype(np.float64) - zero_point) * scale
         value = np.sqrt(np.mean(np.square(error))) / (np.std(reference) + 1e-12)
     return float(value) if np.isfinite(value) else float("nan")
