@@ -45,6 +45,7 @@ bench: install
 	$(BIN)/python benchmarks/throughput.py
 	$(BIN)/python benchmarks/input_pipeline.py --rounds 7
 	$(BIN)/python benchmarks/accuracy.py
+	$(BIN)/python benchmarks/fine_tune_depth.py
 	$(BIN)/python benchmarks/keras_vs_tflite.py --run runs/bench-accuracy/mobilenet_v2_1.0-160-seed1
 	$(BIN)/python benchmarks/layer_drift.py runs/bench-accuracy/mobilenet_v1_0.25-160-seed1 runs/bench-accuracy/mobilenet_v2_1.0-160-seed1
 	$(BIN)/python benchmarks/int8_mixed.py

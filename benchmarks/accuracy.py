@@ -46,7 +46,9 @@ COLUMNS = ("test_accuracy", "delta_pp", "agreement", "probability_distance")
 LATENCY_ROUNDS = 5
 
 
-def _train_and_export(name: str, seed: int, data: Path, weights_dir: Path, runs_dir: Path) -> Path:
+def train_and_export(name: str, seed: int, data: Path, weights_dir: Path, runs_dir: Path, **overrides) -> Path:
+    """The run of backbone ``name`` on ``seed``, trained (with ``overrides`` of edgeship's
+    defaults) and exported unless the runs folder holds it finished."""
     from edgeship.export import ExportConfig, export
     from edgeship.train import TrainConfig, train
 
@@ -55,7 +57,7 @@ def _train_and_export(name: str, seed: int, data: Path, weights_dir: Path, runs_
     weights = str(weights_dir / spec["weights_file"]) if spec["weights_file"] else "imagenet"
     if not (run_dir / "metrics.json").exists():
         config = TrainConfig(data_dir=str(data), out_dir=str(run_dir), backbone=spec["backbone"], alpha=spec["alpha"],
-                             image_size=spec["image_size"], weights=weights, seed=seed)
+                             image_size=spec["image_size"], weights=weights, seed=seed, **overrides)
         train(config, resume=(run_dir / "config.json").exists())
     if not (run_dir / "export" / "report.json").exists():
         export(ExportConfig(run_dir=str(run_dir)))
@@ -251,7 +253,7 @@ def main() -> None:
     rows = []
     for name in args.models:
         for seed in args.seeds:
-            rows.append(run_row(name, seed, _train_and_export(name, seed, args.data, args.weights_dir, args.runs_dir)))
+            rows.append(run_row(name, seed, train_and_export(name, seed, args.data, args.weights_dir, args.runs_dir)))
     result = {"benchmark": "accuracy", "machine": machine(), "seeds": args.seeds, "rows": rows}
     result["latency"] = _interleaved_latency(rows)
     write_results("accuracy", result, render(result))

@@ -31,6 +31,7 @@ SECTIONS = {
     "throughput": ("throughput", "Folder throughput: `predict` / `eval` vs invoke-only"),
     "input_pipeline": ("input_pipeline", "Training input pipeline vs in-memory tensors"),
     "accuracy": ("accuracy", "Shipped int8 vs float on real photos, over seeds and backbones"),
+    "fine_tune_depth": ("fine_tune_depth", "Small models: fine-tuning the whole backbone"),
     "qat_recipe": ("qat_recipe", "QAT settings: how close each converted int8 model stays to the float model"),
     "export_time": ("export_time", "Export time against training time"),
     "convert_time": ("convert_time", "Export: converting from the inference function, saved once"),
