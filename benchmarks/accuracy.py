@@ -170,8 +170,9 @@ def discussion(name: str, s: dict) -> str:
             f"on average (post-training int8: {100 * ptq['agreement'][0]:.1f} %), short of "
             f"{100 * MIN_AGREEMENT:.0f} %. A small network with many close calls: quantization moves every logit a "
             "little, and the photos whose two best classes are closer than that change class. The layer-drift table "
-            "shows the drift growing layer after layer rather than at one layer, and the QAT-settings table what "
-            "longer or faster QAT and rounding noise changed: none of it closed the gap. For a CPU target that needs "
+            "shows the drift growing layer after layer rather than at one layer, the QAT-settings table what "
+            "longer or faster QAT and rounding noise changed, and the fine-tuning table what training the whole "
+            "backbone changed: none of it closed the gap. For a CPU target that needs "
             "the agreement, `int8-mixed` keeps the layers that cost it in float (its table below)"
         )
     if shipped["delta_pp"][0] < -MAX_DROP_PP:
