@@ -167,6 +167,18 @@ def test_read_embedded_keeps_what_is_readable():
     assert read_embedded(model) == (None, None)  # a bare flatbuffer is no damage
 
 
+def test_the_same_model_embeds_to_the_same_bytes_at_any_time(monkeypatch):
+    import time
+    import zipfile
+
+    model = colour_model(8 * __import__("numpy").eye(3))
+    manifest = Manifest(labels=tuple(LABELS), image_size=(8, 8))
+    first = embed(model, LABELS, manifest)
+    later = time.localtime(time.time() + 3600)
+    monkeypatch.setattr(zipfile.time, "localtime", lambda *_: later)  # what a zip member is dated by
+    assert embed(model, LABELS, manifest) == first
+
+
 def _edited(edit) -> bytes:
     """The colour model with one field of its object tree changed by ``edit(model)``."""
     import flatbuffers

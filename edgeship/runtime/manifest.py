@@ -139,6 +139,9 @@ def _zip_start(data: bytes) -> int | None:
         return None
 
 
+_ARCHIVE_DATE = (1980, 1, 1, 0, 0, 0)  # the earliest a zip can record
+
+
 def strip_embedded(data: bytes) -> bytes:
     """The bare flatbuffer, without an appended archive."""
     start = _zip_start(data)
@@ -148,13 +151,16 @@ def strip_embedded(data: bytes) -> bytes:
 def embed(model: bytes, labels: list[str] | tuple[str, ...], manifest: Manifest | None = None) -> bytes:
     """Returns ``model`` with labels (and the manifest) appended as a zip archive.
 
-    An archive already present is replaced, so embedding twice does not stack archives.
+    An archive already present is replaced, so embedding twice does not stack archives. The
+    members carry a fixed date, so the same model, labels and manifest give the same bytes.
     """
     buffer = io.BytesIO()
+    members = [(LABELS_NAME, "\n".join(labels) + "\n")]
+    if manifest is not None:
+        members.append((MANIFEST_NAME, manifest.to_json()))
     with zipfile.ZipFile(buffer, "w", compression=zipfile.ZIP_STORED) as archive:
-        archive.writestr(LABELS_NAME, "\n".join(labels) + "\n")
-        if manifest is not None:
-            archive.writestr(MANIFEST_NAME, manifest.to_json())
+        for name, text in members:
+            archive.writestr(zipfile.ZipInfo(name, date_time=_ARCHIVE_DATE), text)
     return strip_embedded(model) + buffer.getvalue()
 
 
