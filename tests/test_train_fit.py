@@ -183,21 +183,28 @@ def test_mirrored_strategy_on_two_logical_cpus(demo_data, tmp_path):
     assert metrics["strategy"] == "mirrored" and metrics["num_replicas"] == 2
 
 
-def test_deterministic_runs_give_the_same_model_bit_for_bit(demo_data, tmp_path):
+def test_deterministic_runs_give_the_same_model_and_files_bit_for_bit(demo_data, tmp_path):
     """Without --deterministic, two runs of this very command differ in their weights (parallel
-    augmentation and kernels sum in varying order); each run is its own process, as a user's is."""
+    augmentation and kernels sum in varying order); each run is its own process, as a user's is.
+    The export is seeded by the run's seed: the two runs' files are the same bytes."""
     from edgeship.train import load_float_model
 
     flags = ["--backbone", "mobilenet_v1", "--alpha", "0.25", "--image-size", "32", "--weights", "none",
              "--batch-size", "8", "--epochs", "2", "--fine-tune-epochs", "1", "--augment", "light", "--deterministic"]
+    tiny_export = ["--formats", "int8,float32", "--qat-epochs", "2", "--qat-batch-size", "8",
+                   "--calibration-batches", "2", "--representative-samples", "16"]
     for name in ("a", "b"):
-        done = subprocess.run([sys.executable, "-m", "edgeship.cli", "train", str(demo_data), "--out",
-                               str(tmp_path / name), *flags], cwd=ROOT, capture_output=True, text=True, timeout=300)
-        assert done.returncode == 0, done.stderr[-3000:]
+        for command in (["train", str(demo_data), "--out", str(tmp_path / name), *flags],
+                        ["export", str(tmp_path / name), *tiny_export]):
+            done = subprocess.run([sys.executable, "-m", "edgeship.cli", *command], cwd=ROOT, capture_output=True,
+                                  text=True, timeout=300)
+            assert done.returncode == 0, done.stderr[-3000:]
     assert json.loads((tmp_path / "a" / "config.json").read_text())["deterministic"] is True
     weights = [load_float_model(tmp_path / name).get_weights() for name in ("a", "b")]
     for a, b in zip(*weights):
         np.testing.assert_array_equal(a, b)
+    for file in ("model_int8.tflite", "model_float32.tflite"):
+        assert (tmp_path / "a" / "export" / file).read_bytes() == (tmp_path / "b" / "export" / file).read_bytes()
 
 
 # --------------------------------------------------------------------------- CLI
