@@ -102,7 +102,8 @@ def _interleaved_latency(rows: list[dict]) -> dict:
             for model, kinds in samples.items()}
 
 
-def _spread(values: list[float]) -> tuple[float, float]:
+def spread(values: list[float]) -> tuple[float, float]:
+    """Mean and standard deviation (0 for a single value)."""
     return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
 
 
@@ -111,7 +112,7 @@ def summary(result: dict) -> dict:
     out = {}
     for name in dict.fromkeys(row["model"] for row in result["rows"]):
         rows = [row for row in result["rows"] if row["model"] == name]
-        scores = {kind: {col: _spread([r["scores"][kind][col] for r in rows]) for col in COLUMNS}
+        scores = {kind: {col: spread([r["scores"][kind][col] for r in rows]) for col in COLUMNS}
                   for kind in rows[0]["scores"]}
         out[name] = {
             "seeds": [r["seed"] for r in rows], "scores": scores, "num_test_images": rows[0]["num_test_images"],

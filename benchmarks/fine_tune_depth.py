@@ -12,33 +12,28 @@ run's training seconds are kept in the JSON; the runs were not trained side by s
 
 from __future__ import annotations
 
-import statistics
 import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from accuracy import RUNS_DIR, SEEDS, run_row, train_and_export, training_arguments  # noqa: E402
+from accuracy import RUNS_DIR, SEEDS, run_row, spread, train_and_export, training_arguments  # noqa: E402
 from common import machine, machine_line, write_results  # noqa: E402
 
 SMALL = ("mobilenet_v1_0.25@128", "mobilenet_v1_0.25@160")
 FRACTIONS = {0.25: RUNS_DIR, 1.0: Path("runs") / "bench-fine-tune"}  # the default's runs are accuracy.py's
 
 
-def _mean_sd(values: list[float]) -> tuple[float, float]:
-    return statistics.fmean(values), (statistics.stdev(values) if len(values) > 1 else 0.0)
-
-
 def summarize(rows: list[dict]) -> dict:
     """Mean and spread over the seeds of one model and fraction."""
     shipped = [r["scores"]["int8 shipped"] for r in rows]
     return {
-        "float_accuracy": _mean_sd([r["scores"]["float"]["test_accuracy"] for r in rows]),
-        "delta_pp": _mean_sd([s["delta_pp"] for s in shipped]),
-        "agreement": _mean_sd([s["agreement"] for s in shipped]),
-        "probability_distance": _mean_sd([s["probability_distance"] for s in shipped]),
-        "ptq_agreement": _mean_sd([r["scores"]["int8-ptq"]["agreement"] for r in rows]),
-        "train_seconds": _mean_sd([r["train_seconds"] for r in rows]),
+        "float_accuracy": spread([r["scores"]["float"]["test_accuracy"] for r in rows]),
+        "delta_pp": spread([s["delta_pp"] for s in shipped]),
+        "agreement": spread([s["agreement"] for s in shipped]),
+        "probability_distance": spread([s["probability_distance"] for s in shipped]),
+        "ptq_agreement": spread([r["scores"]["int8-ptq"]["agreement"] for r in rows]),
+        "train_seconds": spread([r["train_seconds"] for r in rows]),
     }
 
 
