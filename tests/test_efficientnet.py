@@ -108,5 +108,5 @@ def test_weights_path_loads_a_no_top_file_and_refuses_another_networks(converted
     stem = model.get_layer("stem_conv").get_weights()[0]
     assert stem.shape == (3, 3, 3, 32) and np.abs(stem).max() > 0.5  # Glorot init of 3x3x3x32 stays below 0.14
     mobilenet = str(embedded_weights("mobilenet_v1", 0.25))
-    with pytest.raises(ConfigError, match="Cannot load .* into efficientnet_lite0"):
+    with pytest.raises(ConfigError, match="cannot be loaded into efficientnet_lite0"):
         build_model(TrainConfig(backbone=EFFICIENTNET_LITE0, image_size=64, weights=mobilenet), 2)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 from edgeship.errors import ConfigError
 from edgeship.train.config import EFFICIENTNET_LITE0, MOBILENET_V1, WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainConfig
+from edgeship.train.h5weights import load_h5_weights
 from edgeship.train.tfkeras import keras
 from edgeship.weights import resolve_imagenet
 
@@ -55,16 +56,20 @@ def _efficientnet(inputs, weights: str | None) -> keras.Model:
 
     base = efficientnet_lite0(inputs)
     if weights is not None:
-        try:
-            base.load_weights(weights)
-        except (ValueError, OSError) as e:
-            raise ConfigError(f"Cannot load {weights} into {EFFICIENTNET_LITE0}: {e}. Pass --weights imagenet, "
-                              "--weights none, or the no-top .h5 weights of an EfficientNet-Lite0.") from e
+        load_h5_weights(base, weights, "Pass --weights imagenet, --weights none, or the no-top .h5 weights of an "
+                                       "EfficientNet-Lite0.")
     return base
 
 
 def _mobilenet(config: TrainConfig, inputs, weights: str | None) -> keras.Model:
     app = keras.applications.MobileNet if config.backbone == MOBILENET_V1 else keras.applications.MobileNetV2
+    if weights not in (None, "imagenet"):
+        # A weights file (shipped, cached or passed) is read as arrays of checked shapes, never
+        # at the sizes it declares.
+        base = _mobilenet(config, inputs, None)
+        load_h5_weights(base, weights, f"Pass --weights imagenet, --weights none, or the no-top .h5 weights of a "
+                                       f"{config.backbone} with alpha {config.alpha:g}.")
+        return base
     try:
         return app(input_tensor=inputs, include_top=False, weights=weights, alpha=config.alpha)
     except ValueError as e:
@@ -79,16 +84,20 @@ def _mobilenet(config: TrainConfig, inputs, weights: str | None) -> keras.Model:
         ) from e
 
 
-def build_model(config: TrainConfig, num_classes: int) -> keras.Model:
-    """The backbone (no top) + global pooling, dropout and a softmax classifier, one flat graph."""
+def build_model(config: TrainConfig, num_classes: int, pretrained: bool = True) -> keras.Model:
+    """The backbone (no top) + global pooling, dropout and a softmax classifier, one flat graph.
+
+    ``pretrained=False`` builds the same network without loading ``config.weights``, for
+    weights that are loaded next (a finished run's, with ``load_h5_weights``).
+    """
     size = config.image_size
     inputs = keras.Input((size, size, 3), name="image")
-    weights = _weights_argument(config)
+    weights = _weights_argument(config) if pretrained else None
     if config.backbone == EFFICIENTNET_LITE0:
         base = _efficientnet(inputs, weights)
     else:
         base = _mobilenet(config, inputs, weights)
-    if weights is None:
+    if config.weights == WEIGHTS_NONE:
         # Keras' MobileNets use batch-norm momentum 0.999, made for fine-tuning: from random
         # init the moving statistics would lag for thousands of steps and validation would see
         # a different network than training does.

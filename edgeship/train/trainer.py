@@ -28,6 +28,7 @@ from edgeship.train.augment import make_augmenter
 from edgeship.runtime.rundir import RunDir
 from edgeship.train.config import WEIGHTS_NONE, TrainConfig, load_run_config
 from edgeship.train.data import DecodedSplit, load_data, prepare_data
+from edgeship.train.h5weights import load_h5_weights
 from edgeship.train.model import build_model, describe_weights, set_trainable
 from edgeship.train.progress import EpochProgress
 from edgeship.train.tfdata import class_weights, make_dataset
@@ -93,6 +94,7 @@ def is_chief(strategy: tf.distribute.Strategy) -> bool:
 def _worker_dir(run_dir: Path, resume: bool) -> Path:
     """A scratch run directory for a worker that is not the chief. Resuming, it starts from the
     chief's state (phases done, best weights), so that every worker rebuilds the same model."""
+    RunDir(run_dir).check_links()
     scratch = Path(tempfile.mkdtemp(prefix="edgeship-worker-"))
     for source in RunDir(run_dir).resume_files:
         if resume and source.exists():
@@ -103,14 +105,22 @@ def _worker_dir(run_dir: Path, resume: bool) -> Path:
 
 
 def load_float_model(run_dir: str | Path) -> keras.Model:
-    """The best float Keras model of a finished run."""
-    path = RunDir(run_dir).model_path
-    if not path.is_file():
-        raise ConfigError(f"No {path.name} in {run_dir}: train first (`edgeship train DATA --out {run_dir}`).")
-    try:
-        return keras.models.load_model(path, compile=False)
-    except (OSError, ValueError) as e:
-        raise ConfigError(f"{path} cannot be read ({e}); train the run again.") from e
+    """The best float Keras model of a finished run.
+
+    The network is rebuilt from the recorded config by edgeship's own builders and only the
+    weights are read from ``model.h5`` (:func:`load_h5_weights`): a run directory from
+    someone else is data, and Keras' ``load_model`` would run the code a ``Lambda`` layer in
+    the file carries. The layers train as after the run's last phase, as QAT expects.
+    """
+    run = RunDir(run_dir)
+    if not run.model_path.is_file():
+        raise ConfigError(f"No {run.model_path.name} in {run_dir}: train first (`edgeship train DATA --out {run_dir}`).")
+    config = load_run_config(run.path)
+    model = build_model(config, len(run.read_split().classes), pretrained=False)
+    load_h5_weights(model, run.model_path)
+    last = _phases(config)[-1]
+    set_trainable(model, last.trainable_fraction, train_batch_norm=config.weights == WEIGHTS_NONE)
+    return model
 
 
 class _KeepBest(keras.callbacks.Callback):
@@ -238,7 +248,7 @@ def _fit(config: TrainConfig, data: DecodedSplit, run: RunDir, resume: bool, str
                 logger.info("Phase %d finished before; skipping it", phase.number)
                 continue
             if best_path.exists():
-                model.load_weights(str(best_path))  # phase 2 starts from phase 1's best
+                load_h5_weights(model, best_path)  # phase 2 starts from phase 1's best
             trained = set_trainable(model, phase.trainable_fraction, train_batch_norm=config.weights == WEIGHTS_NONE)
             logger.info("Phase %d: %d epoch(s) at lr %g, %d backbone layer(s) with weights training",
                         phase.number, phase.epochs, phase.learning_rate, trained)
@@ -248,7 +258,7 @@ def _fit(config: TrainConfig, data: DecodedSplit, run: RunDir, resume: bool, str
             state["phases_done"] = phase.number
             atomic_write_json(state_path, state)
         if best_path.exists():
-            model.load_weights(str(best_path))
+            load_h5_weights(model, best_path)
     return model
 
 
