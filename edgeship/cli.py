@@ -321,7 +321,7 @@ def evaluate(
     with _progress(len(data.samples), f"eval {model.name}") as bar:
         report = run_evaluate(loaded, data, progress=bar.update)
     if out is None and run is not None and data_dir is None:
-        out = RunDir(run).eval_dir(model.stem)
+        out = RunDir(run).eval_output_dir(model.stem)
     if out is not None:
         paths = write_report(report, out)
         logging.getLogger("edgeship").info("Wrote %s", ", ".join(map(str, paths.values())))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import json
 import os
+import stat
 import tempfile
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["display_path", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "sha256_file"]
+__all__ = ["display_path", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_regular_file",
+           "sha256_file"]
 
 
 def display_path(path: str | os.PathLike | bytes) -> str:
@@ -68,6 +70,30 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
 
 def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
+
+
+def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+    """The bytes of ``path``, a regular file of at most ``max_bytes``, opened without
+    following a link.
+
+    For files that come from other people (a run directory's records): a planted link, FIFO
+    or device must not be read through, and a huge file must not be read into memory.
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        OSError: it is a link, not a regular file, larger than ``max_bytes``, or unreadable.
+    """
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as file:
+        info = os.fstat(fd)
+        if not stat.S_ISREG(info.st_mode):
+            raise OSError(f"{display_path(path)} is not a regular file")
+        if info.st_size > max_bytes:
+            raise OSError(f"{display_path(path)} has {info.st_size} bytes, more than the {max_bytes} allowed")
+        data = file.read(max_bytes + 1)
+    if len(data) > max_bytes:
+        raise OSError(f"{display_path(path)} grew past {max_bytes} bytes while being read")
+    return data
 
 
 def sha256_file(path: str | os.PathLike) -> str:

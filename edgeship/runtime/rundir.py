@@ -25,19 +25,25 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import stat
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from edgeship.errors import ConfigError, DataError, EdgeshipError, RunBusyError
-from edgeship.runtime.files import atomic_write_json, atomic_write_text, sha256_file
+from edgeship.runtime.files import atomic_write_json, atomic_write_text, read_regular_file, sha256_file
 
 __all__ = ["SPLIT_PARTS", "RunDir", "Split", "split_digest"]
 
 SPLIT_PARTS = ("train", "val", "test")
 _LOCK = ".lock"
 _EXPORT = "export"
+_STAGING_PREFIX = ".export-"       # one version of the export folder; ``export`` links to one
+_EXPORT_LINK = ".export-link-"     # the new link, before it is renamed over ``export``
+_STAGING = re.compile(r"\.export-[0-9a-f]{12}")
+_MAX_JSON_BYTES = 1 << 30          # a split of a million images is about 200 MB
 
 
 @dataclass
@@ -79,9 +85,28 @@ class Split:
             entries = [(str(e[0]), int(e[1]), str(e[2]) if len(e) > 2 else "") for e in data[name]]
             if any(not 0 <= label < len(classes) for _, label, _ in entries):
                 raise ValueError(f"class indices of the {name} part outside the {len(classes)} classes")
+            outside = [rel for rel, _, _ in entries if not is_inside_relative(rel)]
+            if outside:
+                raise ValueError(f"{len(outside)} path(s) of the {name} part leave the data root "
+                                 f"({', '.join(map(repr, outside[:3]))}): entries must be relative, without '..'")
             parts[name] = entries
         return cls(str(data["data_root"]), classes, **parts, digest=str(data.get("digest", "")),
                    skipped=list(data.get("skipped", [])))
+
+
+def is_inside_relative(rel: str) -> bool:
+    """Whether ``rel`` names a file below the folder it is joined to: relative, no ``..``.
+
+    A recorded split comes from whoever made the run; an absolute entry or one with ``..``
+    would make later stages open (and hash) any file on the machine.
+
+    Example:
+        >>> is_inside_relative("roses/1.jpg"), is_inside_relative("../etc/hostname"), is_inside_relative("/etc/hostname")
+        (True, False, False)
+    """
+    path = PurePosixPath(rel.replace("\\", "/"))
+    return bool(rel) and "\0" not in rel and not path.is_absolute() and not PureWindowsPath(rel).drive \
+        and ".." not in path.parts
 
 
 def split_digest(entries) -> str:
@@ -102,6 +127,7 @@ class RunDir:
 
     def __init__(self, path: str | os.PathLike):
         self.path = Path(path)
+        self._links_checked = False
 
     def __repr__(self) -> str:
         return f"RunDir({str(self.path)!r})"
@@ -149,13 +175,16 @@ class RunDir:
     # ----------------------------------------------------------------------------- JSON files
 
     def _read_json(self, path: Path, what: str, error: type[EdgeshipError] = ConfigError) -> dict:
+        if not self._links_checked:
+            self.check_links()
+            self._links_checked = True
         try:
-            data = json.loads(path.read_text(encoding="utf-8"))
+            data = json.loads(read_regular_file(path, _MAX_JSON_BYTES).decode("utf-8"))
         except FileNotFoundError as e:
             raise error(
                 f"No {path.name} in {self.path}: it is not {what}. Run `edgeship train DATA --out {self.path}` first."
             ) from e
-        except (OSError, UnicodeDecodeError, ValueError) as e:
+        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
             raise error(f"{path} is damaged ({e}); train a new run, or restore the file.") from e
         if not isinstance(data, dict):
             raise error(f"{path} is damaged (not a JSON object); train a new run, or restore the file.")
@@ -222,17 +251,20 @@ class RunDir:
 
         The lock is an advisory ``flock`` on ``RUN/.lock``: the operating system releases it
         when the holder exits, even when killed, so a crashed run never blocks the next one.
+        The folder is checked for links first (:meth:`check_links`), and the lock file is
+        opened without following one: the stage then writes only inside the run.
 
         Raises:
             RunBusyError: another process holds the run.
+            DataError: the run holds a link edgeship did not make.
         """
         self.path.mkdir(parents=True, exist_ok=True)
-        path = self.path / _LOCK
-        handle = open(path, "a+", encoding="utf-8")
+        self.check_links()
+        handle = _open_lock(self.path / _LOCK)
         try:
             if not _try_flock(handle):
                 handle.seek(0)
-                holder = handle.read().strip() or "another process"
+                holder = handle.read(200).strip() or "another process"
                 raise RunBusyError(
                     f"{self.path} is in use ({holder}). Wait for that to finish, or pass another --out."
                 )
@@ -244,12 +276,56 @@ class RunDir:
         finally:
             handle.close()
 
+    # ----------------------------------------------------------------------------- links
+
+    def check_links(self) -> None:
+        """Refuses a run directory that holds a symbolic link edgeship did not make.
+
+        edgeship writes only to real folders inside the run directory. A run from someone
+        else (a CI artifact, a shared drive) could otherwise carry ``eval -> /home/me`` or a
+        ``.lock`` pointing at a file of the user's, and have later stages write or truncate
+        there. The only links allowed are ``export`` and an interrupted swap's
+        ``.export-link-*``, each naming a real ``.export-*`` folder beside it. The run
+        directory itself may be a link: the user pointed at it.
+
+        Raises:
+            DataError: naming the first links found.
+        """
+        if not self.path.is_dir():
+            return
+        found = []
+        for folder, dirs, files in os.walk(self.path):
+            for name in dirs + files:
+                path = Path(folder) / name
+                if path.is_symlink() and not self._is_own_link(path):
+                    found.append(path)
+            if len(found) >= 5:
+                break
+        if found:
+            shown = ", ".join(f"{p} -> {os.readlink(p)}" for p in found[:5])
+            raise DataError(
+                f"{self.path} holds symbolic links edgeship did not make ({shown}). edgeship writes only to real "
+                "folders inside a run directory: remove the links, or copy the run without them (cp -rL)."
+            )
+
+    def _is_own_link(self, path: Path) -> bool:
+        if path.parent != self.path or not (path.name == _EXPORT or path.name.startswith(_EXPORT_LINK)):
+            return False
+        target = os.readlink(path)
+        return (_STAGING.fullmatch(target) is not None and (self.path / target).is_dir()
+                and not (self.path / target).is_symlink())
+
+    def eval_output_dir(self, model_stem: str) -> Path:
+        """``RUN/eval/<model>``, checked for links, for ``eval --run`` to write its reports into."""
+        self.check_links()
+        return self.eval_dir(model_stem)
+
     # ----------------------------------------------------------------------------- export swap
 
     def new_export_staging(self) -> Path:
         """A fresh, uniquely named folder to write a new export into (see :meth:`publish_export`)."""
         self.remove_stale_exports()
-        path = self.path / f".export-{uuid.uuid4().hex[:12]}"
+        path = self.path / f"{_STAGING_PREFIX}{uuid.uuid4().hex[:12]}"
         path.mkdir(parents=True)
         return path
 
@@ -261,8 +337,8 @@ class RunDir:
         """
         link = self.export_dir
         if link.is_dir() and not link.is_symlink():  # a plain folder from an older layout
-            link.rename(self.path / f".export-{uuid.uuid4().hex[:12]}")
-        temporary = self.path / f".export-link-{uuid.uuid4().hex[:12]}"
+            link.rename(self.path / f"{_STAGING_PREFIX}{uuid.uuid4().hex[:12]}")
+        temporary = self.path / f"{_EXPORT_LINK}{uuid.uuid4().hex[:12]}"
         temporary.symlink_to(staging.name, target_is_directory=True)
         os.replace(temporary, link)
         self.remove_stale_exports()
@@ -272,12 +348,27 @@ class RunDir:
         import shutil
 
         current = os.readlink(self.export_dir) if self.export_dir.is_symlink() else None
-        for path in self.path.glob(".export-*"):
+        for path in self.path.glob(f"{_STAGING_PREFIX}*"):
             if path.name != current:
                 if path.is_symlink() or path.is_file():
                     path.unlink(missing_ok=True)
                 else:
                     shutil.rmtree(path, ignore_errors=True)
+
+
+def _open_lock(path: Path):
+    """Opens ``RUN/.lock`` for reading and writing without following a link, and only as a
+    regular file: a planted link or FIFO must not make the lock truncate or block on it."""
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        raise DataError(f"{path} cannot be opened as the run's lock file ({e.strerror or e}); it must be a plain "
+                        "file edgeship made: remove it and run again.") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError(f"{path} is not a regular file; remove it and run again.")
+    return os.fdopen(fd, "r+", encoding="utf-8")
 
 
 def _try_flock(handle) -> bool:
