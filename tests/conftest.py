@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -72,3 +73,18 @@ def tiny_export(tiny_run) -> Path:
 
     export(ExportConfig.tiny(run_dir=str(tiny_run), formats=FORMATS))
     return tiny_run / "export"
+
+
+@pytest.fixture
+def standin_compiler(tmp_path, monkeypatch) -> Path:
+    """Puts a stand-in ``edgetpu_compiler`` (tests/edgetpu_standin.py) first on PATH; returns
+    the file it records its arguments in."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    script = bin_dir / "edgetpu_compiler"
+    script.write_text(f"#!/bin/sh\nexec {sys.executable} {Path(__file__).with_name('edgetpu_standin.py')} \"$@\"\n")
+    script.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
+    args = tmp_path / "compiler_args.json"
+    monkeypatch.setenv("EDGETPU_STANDIN_ARGS", str(args))
+    return args

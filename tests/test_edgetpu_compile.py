@@ -5,9 +5,7 @@ and with the real one where it is installed."""
 from __future__ import annotations
 
 import json
-import os
 import shutil
-import sys
 from pathlib import Path
 
 import pytest
@@ -21,22 +19,7 @@ from edgeship.errors import EXIT_COMPILER_NOT_FOUND, CompilerNotFoundError
 from edgeship.runtime.graph import read_graph
 from edgeship.runtime.manifest import Manifest, embed, read_embedded
 
-STANDIN = Path(__file__).with_name("edgetpu_standin.py")
 LABELS = ["a", "b", "c", "d"]
-
-
-@pytest.fixture
-def standin_compiler(tmp_path, monkeypatch) -> Path:
-    """Puts a stand-in ``edgetpu_compiler`` first on PATH; returns the file it records its arguments in."""
-    bin_dir = tmp_path / "bin"
-    bin_dir.mkdir()
-    script = bin_dir / "edgetpu_compiler"
-    script.write_text(f"#!/bin/sh\nexec {sys.executable} {STANDIN} \"$@\"\n")
-    script.chmod(0o755)
-    monkeypatch.setenv("PATH", f"{bin_dir}:{os.environ['PATH']}")
-    args = tmp_path / "compiler_args.json"
-    monkeypatch.setenv("EDGETPU_STANDIN_ARGS", str(args))
-    return args
 
 
 @pytest.fixture

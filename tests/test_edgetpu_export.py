@@ -16,7 +16,7 @@ from edgeship.errors import ConfigError
 from edgeship.export.config import FILE_NAMES, FULL_INTEGER, ExportConfig
 from edgeship.runtime.graph import read_graph
 from edgeship.runtime.manifest import read_embedded
-from test_edgetpu_compile import labelled_model, standin_compiler  # noqa: F401  (fixtures)
+from test_edgetpu_compile import labelled_model  # noqa: F401  (a fixture)
 
 
 def _assert_fully_mapped(path: Path, runtime: int) -> None:

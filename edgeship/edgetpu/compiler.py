@@ -102,7 +102,8 @@ def _run(compiler: str, model: Path, out_dir: Path, min_runtime_version: int | N
     command = [compiler, "--show_operations", "--out_dir", str(out_dir)]
     if min_runtime_version is not None:
         command += ["--min_runtime_version", str(min_runtime_version)]
-    command.append(str(model))
+    # An absolute path: a file named like an option (``./--out_dir=x.tflite``) stays a file name.
+    command.append(str(model.absolute()))
     logger.info("Running %s", " ".join(command))
     try:
         done = subprocess.run(command, capture_output=True, text=True, timeout=_TIMEOUT_S)

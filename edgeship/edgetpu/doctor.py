@@ -21,6 +21,7 @@ import platform
 import signal
 import subprocess
 import sys
+import tempfile
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
@@ -55,10 +56,17 @@ def _system() -> dict:
 
 
 def _probe(args: list[str], timeout: float, python_args: tuple[str, ...] = ("-m", "edgeship.edgetpu.probe")) -> dict:
-    """Runs one probe in a child process; a crash or a hang is reported, not suffered."""
-    command = [sys.executable, *python_args, *args]
+    """Runs one probe in a child process; a crash or a hang is reported, not suffered.
+
+    ``python -m`` puts the working directory first on ``sys.path``: run where a cloned
+    repository holds an ``edgeship/`` folder, it would import that instead of the installed
+    package. The child starts in an empty folder of its own, and with ``-P`` where Python has it.
+    """
+    safe_path = ("-P",) if sys.version_info >= (3, 11) else ()
+    command = [sys.executable, *safe_path, *python_args, *args]
     try:
-        done = subprocess.run(command, capture_output=True, text=True, timeout=timeout)
+        with tempfile.TemporaryDirectory(prefix="edgeship-probe-") as empty:
+            done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=empty)
     except subprocess.TimeoutExpired:
         return {"error": f"no answer within {timeout:g} s (a device that does not enumerate?)"}
     if done.returncode < 0:

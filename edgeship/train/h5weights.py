@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
 
 import numpy as np
@@ -25,6 +26,7 @@ from edgeship.runtime.files import display_path
 __all__ = ["load_h5_weights"]
 
 _MAX_LAYERS = 10_000  # far beyond any backbone edgeship builds (EfficientNet-Lite0: ~250)
+_MAX_CONFIG_CHARS = 16 << 20  # MobileNetV2's recorded architecture is about 100 KB
 
 
 _RUN_HINT = "It must be the file edgeship train wrote for the recorded config: train the run again, or restore it."
@@ -46,6 +48,7 @@ def load_h5_weights(model, path: str | os.PathLike, hint: str = _RUN_HINT) -> No
     name = display_path(path)
     try:
         with h5py.File(os.fspath(path), "r") as file:
+            _check_layer_classes(file, model)
             group = _child(file, "model_weights", name) if "model_weights" in file else file
             saved = [(layer, names) for layer, names in _saved_layers(group, name) if names]
             layers = [layer for layer in model.layers if layer.weights]
@@ -53,8 +56,26 @@ def load_h5_weights(model, path: str | os.PathLike, hint: str = _RUN_HINT) -> No
                 raise ValueError(f"it holds weights for {len(saved)} layers; this model has {len(layers)}")
             for layer, (saved_name, weight_names) in zip(layers, saved):
                 layer.set_weights(_layer_values(layer, _child(group, saved_name, name), weight_names, name))
-    except (OSError, KeyError, TypeError, ValueError, UnicodeDecodeError) as e:
+    except (OSError, KeyError, TypeError, ValueError, UnicodeDecodeError, AttributeError, RecursionError) as e:
         raise ConfigError(f"{name} cannot be loaded into {model.name} ({e}). {hint}") from e
+
+
+def _check_layer_classes(file, model) -> None:
+    """Refuses a whole-model file whose recorded architecture has a layer class the rebuilt
+    model lacks (``Lambda``, a custom class): it is not a file edgeship wrote, whatever its
+    weights. The architecture is read as JSON text, never deserialised."""
+    text = file.attrs.get("model_config")
+    if text is None:  # weights saved with save_weights carry no architecture
+        return
+    text = text.decode("utf-8") if isinstance(text, bytes) else str(text)
+    if len(text) > _MAX_CONFIG_CHARS:
+        raise ValueError(f"its recorded architecture has {len(text)} characters, more than any edgeship model")
+    layers = json.loads(text).get("config", {}).get("layers", [])
+    known = {type(layer).__name__ for layer in model.layers}
+    foreign = [f"{layer.get('class_name')} {layer.get('name')!r}" for layer in layers
+               if layer.get("class_name") not in known]
+    if foreign:
+        raise ValueError(f"it records layers edgeship does not build ({', '.join(foreign[:3])}); none of it was run")
 
 
 def _text(values) -> list[str]:
