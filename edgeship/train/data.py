@@ -214,6 +214,31 @@ def _save_cache(run: RunDir, config, pixels: np.ndarray, labels: np.ndarray) -> 
             np.save(tmp, array)
 
 
+def _load_cache(run: RunDir, config, labels: np.ndarray) -> np.ndarray | None:
+    """The cached pixels, memory-mapped, when the cache fits the split; else None (decode again).
+
+    The cache comes with the run directory, whoever made it: both arrays are mapped (numpy
+    refuses a header that declares more than the file holds, so nothing is allocated at a size
+    the file states), and they must have the split's length, the configured size and its labels.
+    """
+    pixels_path, labels_path = _cache_paths(run, config)
+    if not (pixels_path.exists() and labels_path.exists()):
+        return None
+    size = config.image_size
+    try:
+        pixels, cached_labels = np.load(pixels_path, mmap_mode="r"), np.load(labels_path, mmap_mode="r")
+        fits = (pixels.dtype == np.uint8 and pixels.shape == (len(labels), size, size, 3)
+                and cached_labels.shape == labels.shape and np.array_equal(cached_labels, labels))
+    except (OSError, ValueError) as e:
+        fits, reason = False, str(e)
+    else:
+        reason = "its arrays do not match the recorded split"
+    if fits:
+        return pixels
+    logger.warning("The decoded cache in %s cannot be used (%s); decoding the images again", run.cache_dir, reason)
+    return None
+
+
 def _indices(split: Split) -> dict[str, np.ndarray]:
     offsets = np.cumsum([0] + [len(split.part(name)) for name in SPLIT_PARTS])
     return {name: np.arange(offsets[i], offsets[i + 1]) for i, name in enumerate(SPLIT_PARTS)}
@@ -229,18 +254,17 @@ def load_data(run_dir: str | os.PathLike, config) -> DecodedSplit:
     run = RunDir(run_dir)
     split = run.read_split()
     run.verify_split(split)
-    pixels_path, labels_path = _cache_paths(run, config)
-    if pixels_path.exists() and labels_path.exists():
-        logger.info("Reusing the recorded split and decoded cache in %s", run_dir)
-        return DecodedSplit(np.load(pixels_path, mmap_mode="r"), np.load(labels_path), _indices(split), split,
-                            input_normalization(config.backbone))
     samples = [sample for name in SPLIT_PARTS for sample in split.samples(name)]
+    labels = np.array([label for _, label in samples], dtype=np.int64)
+    cached = _load_cache(run, config, labels)
+    if cached is not None:
+        logger.info("Reusing the recorded split and decoded cache in %s", run_dir)
+        return DecodedSplit(cached, labels, _indices(split), split, input_normalization(config.backbone))
     logger.info("Decoding the %d images of the recorded split ...", len(samples))
     decoded = _decode_all([path for path, _ in samples], (config.image_size,) * 2, config.resize_method)
     for (path, _), (pixels, _, reason) in zip(samples, decoded):
         if pixels is None:
             raise DataError(f"{path}, recorded in {run.split_path}, cannot be read now: {reason}")
     pixels = np.stack([item[0] for item in decoded])
-    labels = np.array([label for _, label in samples], dtype=np.int64)
     _save_cache(run, config, pixels, labels)
     return DecodedSplit(pixels, labels, _indices(split), split, input_normalization(config.backbone))

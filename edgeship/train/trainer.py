@@ -134,7 +134,9 @@ class _KeepBest(keras.callbacks.Callback):
         self.path = run.best_weights_path
         self.record_path = run.best_record_path
         self.phase = phase
-        self.best = json.loads(self.record_path.read_text())["val_loss"] if self.record_path.exists() else np.inf
+        record = run.read_json(self.record_path) if self.record_path.exists() else {}
+        value = record.get("val_loss")
+        self.best = float(value) if isinstance(value, (int, float)) else np.inf
 
     def on_epoch_end(self, epoch, logs=None):
         value = (logs or {}).get("val_loss")
