@@ -44,6 +44,7 @@ else:  # pragma: no cover
 __all__ = ["TABLES", "field_help", "field_type", "from_values", "option", "read_config_file"]
 
 TABLES = ("train", "export", "run")
+_MAX_CONFIG_BYTES = 1 << 20  # a config file is a few dozen lines
 
 
 def option(default: Any, help: str, type: type | None = None) -> Any:
@@ -112,13 +113,15 @@ def read_config_file(path: str | Path | None) -> dict[str, dict[str, Any]]:
         ConfigError: the file is missing or not TOML, has fields outside the tables, or a
             table other than ``[train]``, ``[export]`` and ``[run]``.
     """
+    from edgeship.runtime.files import read_regular_file  # runtime/ imports this module
+
     if path is None:
         return {}
     try:
-        data = tomllib.loads(Path(path).read_text(encoding="utf-8"))
+        data = tomllib.loads(read_regular_file(path, _MAX_CONFIG_BYTES, follow_links=True).decode("utf-8"))
     except FileNotFoundError as e:
         raise ConfigError(f"Config file not found: {path}.") from e
-    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError) as e:
+    except (OSError, UnicodeDecodeError, tomllib.TOMLDecodeError, RecursionError) as e:
         raise ConfigError(f"Config file {path} is not valid TOML: {e}.") from e
     loose = sorted(k for k, v in data.items() if not isinstance(v, dict))
     if loose:

@@ -208,3 +208,29 @@ def test_a_model_named_like_an_option_reaches_the_compiler_as_a_file(standin_com
     passed = json.loads(standin_compiler.read_text())
     assert passed[-1] == str(tmp_path / "--out_dir=x.tflite")
     assert (tmp_path / "--out_dir=x_edgetpu.tflite").exists() and not (tmp_path / "x.tflite").exists()
+
+
+def test_a_run_record_that_is_a_fifo_or_huge_is_refused_without_reading_it(runtime_setup, tmp_path):
+    models, _, source = runtime_setup
+    run = tmp_path / "run"
+    shutil.copytree(source, run, symlinks=True)
+    (run / "split.json").unlink()
+    os.mkfifo(run / "split.json")  # opening it for reading would block forever
+    result = runner.invoke(app, ["eval", str(models["float"]), "--run", str(run)])
+    assert result.exit_code == 1 and "not a regular file" in result.output, result.output
+    (run / "split.json").unlink()
+    with open(run / "split.json", "wb") as file:  # sparse: 2 GiB declared, nothing stored
+        file.truncate(2 << 30)
+    result = runner.invoke(app, ["eval", str(models["float"]), "--run", str(run)])
+    assert result.exit_code == 1 and "more than the" in result.output, result.output
+
+
+@pytest.mark.parametrize("content", ["/dev/zero", "huge"])
+def test_a_config_file_is_read_within_a_bound(tmp_path, content):
+    config = tmp_path / "edgeship.toml"
+    if content == "huge":
+        config.write_text("[train]\n" + "# padding\n" * 200_000)
+    else:
+        config.symlink_to(content)  # a path the user typed may be a link; its size still counts
+    result = runner.invoke(app, ["train", str(tmp_path), "--config", str(config)])
+    assert result.exit_code == 1 and "is not valid TOML" in result.output, result.output

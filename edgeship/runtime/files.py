@@ -72,18 +72,20 @@ def atomic_write_json(path: str | os.PathLike, data: Any) -> Path:
     return atomic_write_text(path, json.dumps(data, indent=2, sort_keys=False, default=str) + "\n")
 
 
-def read_regular_file(path: str | os.PathLike, max_bytes: int) -> bytes:
+def read_regular_file(path: str | os.PathLike, max_bytes: int, follow_links: bool = False) -> bytes:
     """The bytes of ``path``, a regular file of at most ``max_bytes``, opened without
-    following a link.
+    following a link unless ``follow_links`` (a path the user typed may be a link).
 
-    For files that come from other people (a run directory's records): a planted link, FIFO
-    or device must not be read through, and a huge file must not be read into memory.
+    For files that come from other people (a run directory's records, config files): a
+    planted link, FIFO or device must not be read through, and a huge file must not be read
+    into memory.
 
     Raises:
         FileNotFoundError: there is no such file.
         OSError: it is a link, not a regular file, larger than ``max_bytes``, or unreadable.
     """
-    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0))
+    no_follow = 0 if follow_links else getattr(os, "O_NOFOLLOW", 0)
+    fd = os.open(path, os.O_RDONLY | no_follow | getattr(os, "O_NONBLOCK", 0))
     with os.fdopen(fd, "rb") as file:
         info = os.fstat(fd)
         if not stat.S_ISREG(info.st_mode):
