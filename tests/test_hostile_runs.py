@@ -234,3 +234,18 @@ def test_a_config_file_is_read_within_a_bound(tmp_path, content):
         config.symlink_to(content)  # a path the user typed may be a link; its size still counts
     result = runner.invoke(app, ["train", str(tmp_path), "--config", str(config)])
     assert result.exit_code == 1 and "is not valid TOML" in result.output, result.output
+
+
+def test_a_fifo_among_the_recorded_images_is_named_not_waited_on(runtime_setup, tmp_path):
+    models, data, source = runtime_setup
+    run, root = tmp_path / "run", tmp_path / "data"
+    shutil.copytree(source, run, symlinks=True)
+    shutil.copytree(data, root)
+    split = json.loads((run / "split.json").read_text())
+    split["data_root"] = str(root)
+    (run / "split.json").write_text(json.dumps(split))
+    fifo = root / split["test"][0][0]
+    fifo.unlink()
+    os.mkfifo(fifo)
+    result = runner.invoke(app, ["eval", str(models["float"]), "--run", str(run)])
+    assert result.exit_code == 1 and "missing or unreadable" in result.output, result.output

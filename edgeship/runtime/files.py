@@ -102,7 +102,11 @@ def sha256_file(path: str | os.PathLike) -> str:
     import hashlib
 
     digest = hashlib.sha256()
-    with open(path, "rb") as f:
+    # Non-blocking open, then only a regular file is read: a FIFO among the images would hang.
+    fd = os.open(path, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0))
+    with os.fdopen(fd, "rb") as f:
+        if not stat.S_ISREG(os.fstat(fd).st_mode):
+            raise OSError(f"{display_path(path)} is not a regular file")
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
