@@ -20,7 +20,7 @@ import numpy as np
 import pytest
 
 from edgeship.errors import ConfigError
-from edgeship.weights import torch_legacy
+from edgeship.weights import restricted_pickle, torch_legacy
 from edgeship.weights.torch_legacy import read_legacy_checkpoint
 
 PEAK_BOUND_MB = 200          # importing numpy and the reader takes about 35 MB
@@ -141,7 +141,7 @@ def _assert_refused(message: str, path, reason: str) -> None:
 
 # What a checkpoint could change for the rest of the process, if BUILD reached it.
 def _module_state() -> dict:
-    owned = {**vars(torch_legacy), "OrderedDict": collections.OrderedDict}
+    owned = {**vars(restricted_pickle), **vars(torch_legacy), "OrderedDict": collections.OrderedDict}
     return {name: (id(value), dict(getattr(value, "__dict__", {})), getattr(value, "__defaults__", None),
                    getattr(value, "__kwdefaults__", None))
             for name, value in owned.items() if not isinstance(value, types.ModuleType)}
