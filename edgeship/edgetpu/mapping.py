@@ -146,10 +146,15 @@ def _float_body_ops(graph: Graph) -> tuple[list[int], bool]:
     after_int = [False] * len(ops)    # some integer op runs before it (an ancestor)
     for i, op in enumerate(ops):
         after_int[i] = any(integer[p] or after_int[p] for p in (producers.get(t) for t in op.inputs) if p is not None)
+    # Per tensor rather than per (op, reader) pair: ops that all feed the same readers would
+    # otherwise cost the product of their numbers.
+    read_by_int = {t: any(integer[c] for c in readers) for t, readers in consumers.items()}
+    read_before_int: set[int] = set()  # tensors read by a later op that some integer op needs
     before_int = [False] * len(ops)   # some integer op needs its result (a descendant)
     for i in reversed(range(len(ops))):
-        users = [c for t in ops[i].outputs for c in consumers.get(t, [])]
-        before_int[i] = any(integer[c] or before_int[c] for c in users)
+        before_int[i] = any(read_by_int.get(t, False) or t in read_before_int for t in ops[i].outputs)
+        if before_int[i]:
+            read_before_int.update(ops[i].inputs)
     body = [i for i, op in enumerate(ops)
             if not op.custom and _is_float_op(op, tensors) and after_int[i] and before_int[i]]
     return body, any(integer)
@@ -225,8 +230,7 @@ def _notes(graph: Graph, placements: list[OpPlacement]) -> list[str]:
         names = ", ".join(f"{graph.ops[i].name} (op {i})" for i in body[:5])
         notes.append(f"{len(body)} op(s) compute in float between integer ops ({names}); they run on the CPU. "
                      "A full-integer conversion (representative dataset, TFLITE_BUILTINS_INT8 only) would let them map.")
-    cut = next((p for p in placements if not p.on_edgetpu and p.status != STATUS_SUBGRAPH
-                and any(q.on_edgetpu for q in placements[: p.index])), None)
+    cut = _first_cut(placements)
     if cut is not None:
         notes.append(f"the Edge TPU segment is cut at op {cut.index} ({cut.name}: {cut.status.lower()}); "
                      "every op that depends on it runs on the CPU.")
@@ -234,6 +238,17 @@ def _notes(graph: Graph, placements: list[OpPlacement]) -> list[str]:
         notes.append("some verdicts depend on undocumented compiler criteria (see 'uncertain'); "
                      "compile with edgetpu_compiler to confirm.")
     return notes
+
+
+def _first_cut(placements: list[OpPlacement]) -> OpPlacement | None:
+    """The first op the Edge TPU cannot run after one it can: where its segment ends. One pass,
+    since a hostile model can have as many ops as its file has bytes."""
+    mapped_before = False
+    for placement in placements:
+        if not placement.on_edgetpu and placement.status != STATUS_SUBGRAPH and mapped_before:
+            return placement
+        mapped_before = mapped_before or placement.on_edgetpu
+    return None
 
 
 def _for_runtime(verdict: Verdict, runtime: int | None) -> Verdict:

@@ -26,7 +26,7 @@ from typing import Callable
 
 import numpy as np
 
-from edgeship.runtime.graph import Graph, OpInfo, TensorInfo
+from edgeship.runtime.graph import MAX_RANK, Graph, OpInfo, TensorInfo
 
 __all__ = [
     "LATEST_RUNTIME",
@@ -89,6 +89,12 @@ def _tensors(op: OpInfo, graph: Graph, indices) -> list[TensorInfo]:
     return [tensors[i] for i in indices if i >= 0]
 
 
+def _shape(op: OpInfo, graph: Graph, indices) -> tuple[int, ...]:
+    """The shape of the first tensor of ``indices``; () when the op has none there (a damaged op)."""
+    tensors = _tensors(op, graph, indices)
+    return tensors[0].shape if tensors else ()
+
+
 def _activations(op: OpInfo, graph: Graph) -> list[TensorInfo]:
     return [t for t in _tensors(op, graph, op.inputs + op.outputs) if not t.constant]
 
@@ -104,10 +110,11 @@ def _axes(op: OpInfo, graph: Graph, position: int) -> list[int] | None:
         return None
     tensor = graph.subgraph_tensors[op.subgraph][op.inputs[position]]
     values = graph.constant_values(tensor)
-    if values is None:
+    data = _tensors(op, graph, op.inputs[1:2] if position == 0 else op.inputs[:1])
+    # More axes than any rank is damage, and each would cost a Python int.
+    if values is None or not data or values.size > MAX_RANK:
         return None
-    data = op.inputs[1:2] if position == 0 else op.inputs[:1]
-    rank = len(_tensors(op, graph, data)[0].shape)
+    rank = len(data[0].shape)
     return [int(v) % rank if rank else int(v) for v in np.ravel(values)]
 
 
@@ -120,10 +127,8 @@ def _no_fused_activation(op: OpInfo, graph: Graph) -> Verdict | None:
 def _concatenation(op: OpInfo, graph: Graph) -> Verdict | None:
     inputs = _tensors(op, graph, op.inputs)
     constants = [t for t in inputs if t.constant]
-    if constants:
-        zeros = all(not np.any(graph.constant_values(t)) for t in constants)
-        if len(inputs) != 2 or not zeros:
-            return _not_mapped("a constant input is allowed only as the all-zero half of a two-input concatenation.")
+    if constants and (len(inputs) != 2 or not all(graph.is_all_zero(t) for t in constants)):
+        return _not_mapped("a constant input is allowed only as the all-zero half of a two-input concatenation.")
     return _no_fused_activation(op, graph)
 
 
@@ -174,7 +179,7 @@ def _not_on_batch(position: int) -> Check:
 def _mean(op: OpInfo, graph: Graph) -> Verdict | None:
     verdict = _not_on_batch(1)(op, graph)
     axes = _axes(op, graph, 1) or []
-    shape = _tensors(op, graph, op.inputs[:1])[0].shape
+    shape = _shape(op, graph, op.inputs[:1])
     if verdict is None and shape and len(shape) - 1 in axes and shape[-1] % 4:
         return _not_mapped(f"a reduction over channels needs a multiple of 4 channels; it has {shape[-1]}.")
     return verdict
@@ -204,7 +209,7 @@ def _prelu(op: OpInfo, graph: Graph) -> Verdict | None:
 
 
 def _softmax(op: OpInfo, graph: Graph) -> Verdict | None:
-    shape = _tensors(op, graph, op.inputs[:1])[0].shape
+    shape = _shape(op, graph, op.inputs[:1])
     if any(d > 1 for d in shape[:-1]) or (shape and shape[-1] > _SOFTMAX_MAX_ELEMENTS):
         return _not_mapped(f"softmax maps only on a 1-D input of at most {_SOFTMAX_MAX_ELEMENTS} values; it has {list(shape)}.")
     return None
@@ -213,7 +218,7 @@ def _softmax(op: OpInfo, graph: Graph) -> Verdict | None:
 def _strided_slice(op: OpInfo, graph: Graph) -> Verdict | None:
     strides = _tensors(op, graph, op.inputs[3:4])
     values = graph.constant_values(strides[0]) if strides else None
-    if values is None or np.any(np.ravel(values) != 1):
+    if values is None or values.size > MAX_RANK or np.any(np.ravel(values) != 1):
         return _not_mapped("only strides of 1 are supported.")
     if op.options.get("ellipsisMask", 0) or op.options.get("newAxisMask", 0):
         return _not_mapped("an ellipsis or new-axis mask is not supported.")
@@ -223,8 +228,8 @@ def _strided_slice(op: OpInfo, graph: Graph) -> Verdict | None:
 def _resize(op: OpInfo, graph: Graph) -> Verdict | None:
     """Coral: mapped "depending on input/output size", to avoid a loss of precision; the
     criteria are not published (github.com/google-coral/edgetpu/issues/31)."""
-    source = _tensors(op, graph, op.inputs[:1])[0].shape
-    target = _tensors(op, graph, op.outputs[:1])[0].shape
+    source = _shape(op, graph, op.inputs[:1])
+    target = _shape(op, graph, op.outputs[:1])
     if len(source) != 4 or len(target) != 4:
         return None
     factor = max(target[1] / max(source[1], 1), target[2] / max(source[2], 1))

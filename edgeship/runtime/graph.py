@@ -24,6 +24,7 @@ import flatbuffers
 from ai_edge_litert import schema_py_generated as schema
 
 from edgeship.errors import ModelFormatError
+from edgeship.runtime.flatbuffer_bounds import DamagedFlatbuffer, ReadBudget, read_string, vector_length
 
 __all__ = [
     "EDGETPU_CUSTOM_OP",
@@ -63,6 +64,17 @@ MAX_TENSOR_BYTES = 2 << 30
 MAX_INPUT_VALUES = 1 << 24
 # Builtin codes above 127 live in a newer field; the old byte field then holds this marker.
 _PLACEHOLDER_FOR_GREATER_OP_CODES = 127
+# LiteRT's kernels take at most 8 dimensions (BROADCAST_TO); a longer shape is damage, and its
+# product (the tensor's size) would be arithmetic on numbers of millions of digits.
+MAX_RANK = 32
+# Vtable offsets of the fields read by hand (4 + 2 x the field's id in LiteRT's schema.fbs), so
+# that their lengths are checked before the generated reader walks them.
+_MODEL_CODES, _MODEL_SUBGRAPHS, _MODEL_DESCRIPTION, _MODEL_BUFFERS = 6, 8, 10, 12
+_SUBGRAPH_TENSORS, _SUBGRAPH_INPUTS, _SUBGRAPH_OUTPUTS, _SUBGRAPH_OPERATORS = 4, 6, 8, 10
+_TENSOR_SHAPE, _TENSOR_NAME, _TENSOR_SHAPE_SIGNATURE = 4, 10, 18
+_OPERATOR_INPUTS, _OPERATOR_OUTPUTS = 6, 8
+_QUANTIZATION_SCALE, _QUANTIZATION_ZERO_POINT = 8, 10
+_CODE_CUSTOM = 6
 
 
 @dataclass(frozen=True)
@@ -116,6 +128,8 @@ class Graph:
     description: str = ""
     # Constant tensor data by buffer index, for rules that look at values (zero padding, alphas).
     buffers: tuple[memoryview, ...] = field(default=(), repr=False, compare=False)
+    # is_all_zero's answers by (buffer, type): a model can feed one large constant to every op.
+    _all_zero: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
     @property
     def tensors(self) -> tuple[TensorInfo, ...]:
@@ -147,14 +161,30 @@ class Graph:
     def output_tensors(self) -> list[TensorInfo]:
         return [self.tensors[i] for i in self.outputs]
 
+    def is_all_zero(self, tensor: TensorInfo) -> bool:
+        """Whether a constant tensor's values are all zero (also when they cannot be viewed), worked
+        out once per buffer and type."""
+        import numpy as np
+
+        key = (tensor.buffer, tensor.dtype)
+        if key not in self._all_zero:
+            self._all_zero[key] = not np.any(self.constant_values(tensor))
+        return self._all_zero[key]
+
     def constant_values(self, tensor: TensorInfo):
         """A constant tensor's values as a numpy array in its shape (None when not constant)."""
         import numpy as np
 
         if not tensor.constant or tensor.buffer >= len(self.buffers):
             return None
-        dtype = np.dtype("bool" if tensor.dtype == "bool" else tensor.dtype)
-        values = np.frombuffer(self.buffers[tensor.buffer], dtype=dtype)
+        try:
+            dtype = np.dtype(tensor.dtype)
+        except TypeError:
+            return None  # int4, bfloat16, float8, strings: no numpy type to view them as
+        data = self.buffers[tensor.buffer]
+        if len(data) % dtype.itemsize:
+            return None  # a sparse tensor's buffer holds its compressed form, not its values
+        values = np.frombuffer(data, dtype=dtype)
         return values.reshape(tensor.shape) if values.size == int(np.prod(tensor.shape)) else values
 
 
@@ -196,9 +226,15 @@ def parse_graph(data: bytes, name: str = "model") -> Graph:
     omit only the inputs it can do without, quantization must fit its type, and the tensors
     must add up to a size an edge model can have.
 
+    Every vector and string length is checked against the file before it is read, and the
+    whole read is charged to a budget proportional to the file's size
+    (:mod:`edgeship.runtime.flatbuffer_bounds`), so a hostile file costs no more than a real one
+    of its size.
+
     Raises:
         ModelFormatError: the bytes are not a TFLite model (wrong identifier, e.g. a JPEG
-            or a SavedModel), are truncated, or fail one of the checks above (named).
+            or a SavedModel), are truncated, fail one of the checks above (named), or share
+            offsets so that reading them would take work out of proportion to their size.
     """
     if len(data) < 8 or not schema.Model.ModelBufferHasIdentifier(data, 0):
         raise ModelFormatError(
@@ -210,6 +246,11 @@ def parse_graph(data: bytes, name: str = "model") -> Graph:
     except _Corrupt as e:
         raise ModelFormatError(
             f"{name} is corrupt: {e}. The interpreter would fail or crash on it; copy or export the model again."
+        ) from e
+    except DamagedFlatbuffer as e:
+        raise ModelFormatError(
+            f"{name} is corrupt or hostile: {e}. It is refused before it costs unbounded time or memory; export "
+            "the model again with a TFLite converter, or download it again from its source."
         ) from e
     except (struct.error, IndexError, ValueError, TypeError, UnicodeDecodeError, OverflowError) as e:
         raise ModelFormatError(
@@ -239,62 +280,78 @@ class _Corrupt(ValueError):
     """A model part that parses but points nowhere or does not add up."""
 
 
-def _count(length: int, data: bytes, what: str) -> int:
-    # Each element takes at least 4 bytes, so a damaged length cannot send a loop for ages.
-    if not 0 <= length <= len(data) // 4:
-        raise _Corrupt(f"it claims {length} {what} in a file of {len(data)} bytes")
-    return length
-
-
 def _parse(data: bytes) -> Graph:
+    budget = ReadBudget(len(data))  # entries sharing offsets would make the work grow as the size squared
     model = schema.Model.GetRootAs(data, 0)
     # Bounds-check the root: the generated reader trusts offsets, so a cut file would
     # otherwise read garbage instead of failing.
     root = flatbuffers.encode.Get(flatbuffers.packer.uoffset, data, 0)
     if root >= len(data):
         raise ValueError("root offset past the end of the file")
-    codes = [_op_code(model.OperatorCodes(i)) for i in range(_count(model.OperatorCodesLength(), data, "op codes"))]
-    buffer_sizes = [_buffer_size(model.Buffers(b), data, b) for b in range(_count(model.BuffersLength(), data, "buffers"))]
-    if _count(model.SubgraphsLength(), data, "subgraphs") < 1:
+    table = model._tab
+    num_codes = vector_length(table, _MODEL_CODES, 4, "op codes", budget)
+    codes = [_op_code(model.OperatorCodes(i), budget) for i in range(num_codes)]
+    num_buffers = vector_length(table, _MODEL_BUFFERS, 4, "buffers", budget)
+    buffer_sizes = [_buffer_size(model.Buffers(b), data, b) for b in range(num_buffers)]
+    num_subgraphs = vector_length(table, _MODEL_SUBGRAPHS, 4, "subgraphs", budget)
+    if num_subgraphs < 1:
         raise _Corrupt("it has no subgraph")
-    buffers = tuple(_buffer_bytes(data, model.Buffers(b)) for b in range(len(buffer_sizes)))
+    buffers = tuple(_buffer_bytes(data, model.Buffers(b)) for b in range(num_buffers))
     ops: list[OpInfo] = []
     tensors_by_subgraph = []
-    for s in range(model.SubgraphsLength()):
-        subgraph = model.Subgraphs(s)
-        num_tensors = _count(subgraph.TensorsLength(), data, "tensors")
-        tensors = tuple(_tensor(subgraph.Tensors(t), t, buffers) for t in range(num_tensors))
+    for s in range(num_subgraphs):
+        tensors, subgraph_ops, io = _subgraph(model.Subgraphs(s), s, codes, buffers, budget)
+        _check_subgraph(s, tensors, subgraph_ops, io, buffer_sizes)
         tensors_by_subgraph.append(tensors)
-        for o in range(_count(subgraph.OperatorsLength(), data, "operators")):
-            op = subgraph.Operators(o)
-            if not 0 <= op.OpcodeIndex() < len(codes):
-                raise _Corrupt(f"operator {o} of subgraph {s} names op code {op.OpcodeIndex()} of {len(codes)}")
-            op_name, custom, version = codes[op.OpcodeIndex()]
-            ops.append(OpInfo(op_name, custom, _ints(op.InputsAsNumpy()), _ints(op.OutputsAsNumpy()), s,
-                              version, _options(op)))
-        io = (_ints(subgraph.InputsAsNumpy()), _ints(subgraph.OutputsAsNumpy()))
-        _check_subgraph(s, tensors, [op for op in ops if op.subgraph == s], io, buffer_sizes)
+        ops.extend(subgraph_ops)
         if s == 0:
             inputs, outputs = io
     total = sum(t.num_bytes or 0 for tensors in tensors_by_subgraph for t in tensors)
     if total > MAX_TENSOR_BYTES:
         raise _Corrupt(f"its tensor shapes add up to {total / 2**30:.1f} GiB (a damaged shape?)")
-    description = (model.Description() or b"").decode("utf-8", errors="replace")
+    description = read_string(table, _MODEL_DESCRIPTION, "description", budget) or b""
     return Graph(
         version=model.Version(),
         subgraph_tensors=tuple(tensors_by_subgraph),
         ops=tuple(ops),
         inputs=inputs,
         outputs=outputs,
-        description=description,
+        description=description.decode("utf-8", errors="replace"),
         buffers=buffers,
     )
 
 
-def _op_code(code) -> tuple[str, bool, int]:
+def _subgraph(subgraph, s: int, codes: list[tuple[str, bool, int]], buffers: tuple[memoryview, ...],
+              budget: ReadBudget) -> tuple[tuple[TensorInfo, ...], list[OpInfo], tuple[tuple[int, ...], ...]]:
+    """One subgraph's tensors, operators, and (inputs, outputs), every vector checked and charged."""
+    table = subgraph._tab
+    num_tensors = vector_length(table, _SUBGRAPH_TENSORS, 4, "tensors", budget)
+    tensors = tuple(_tensor(subgraph.Tensors(t), t, buffers, budget) for t in range(num_tensors))
+    ops = []
+    for o in range(vector_length(table, _SUBGRAPH_OPERATORS, 4, "operators", budget)):
+        op = subgraph.Operators(o)
+        if not 0 <= op.OpcodeIndex() < len(codes):
+            raise _Corrupt(f"operator {o} of subgraph {s} names op code {op.OpcodeIndex()} of {len(codes)}")
+        op_name, custom, version = codes[op.OpcodeIndex()]
+        op_inputs = _numbers(op.InputsAsNumpy, op._tab, _OPERATOR_INPUTS, 4, "operator inputs", budget)
+        op_outputs = _numbers(op.OutputsAsNumpy, op._tab, _OPERATOR_OUTPUTS, 4, "operator outputs", budget)
+        ops.append(OpInfo(op_name, custom, op_inputs, op_outputs, s, version, _options(op)))
+    io = (_numbers(subgraph.InputsAsNumpy, table, _SUBGRAPH_INPUTS, 4, "subgraph inputs", budget),
+          _numbers(subgraph.OutputsAsNumpy, table, _SUBGRAPH_OUTPUTS, 4, "subgraph outputs", budget))
+    return tensors, ops, io
+
+
+def _numbers(as_numpy, table, field: int, item_bytes: int, what: str, budget: ReadBudget, kind=int) -> tuple:
+    """A vector of numbers as a tuple of ``kind``, its length checked and charged before it is read."""
+    if not vector_length(table, field, item_bytes, what, budget):
+        return ()  # absent or empty (the generated reader gives 0, not an array, for an absent one)
+    return tuple(kind(v) for v in as_numpy())
+
+
+def _op_code(code, budget: ReadBudget) -> tuple[str, bool, int]:
     builtin = max(code.BuiltinCode(), code.DeprecatedBuiltinCode())
     if builtin == schema.BuiltinOperator.CUSTOM:
-        custom = code.CustomCode()
+        custom = read_string(code._tab, _CODE_CUSTOM, "custom op names", budget)
         return (custom or b"<unnamed>").decode("utf-8", errors="replace"), True, code.Version()
     return _OP_NAMES.get(builtin, f"BUILTIN_{builtin}"), False, code.Version()
 
@@ -311,10 +368,12 @@ def _buffer_bytes(data: bytes, buffer) -> memoryview:
     """A view of one buffer's bytes (no copy: weights can be hundreds of megabytes)."""
     if buffer is None:
         return memoryview(b"")
-    if buffer.Offset():  # large models keep weights outside the flatbuffer, at an absolute offset
+    if buffer.Offset() > 1:  # large models keep weights outside the flatbuffer, at an absolute offset
         return memoryview(data)[buffer.Offset(): buffer.Offset() + buffer.Size()]
     values = buffer.DataAsNumpy()
     return memoryview(b"") if isinstance(values, int) else memoryview(values)
+
+
 def _buffer_size(buffer, data: bytes, index: int) -> int:
     """Bytes a buffer holds, inline or (models over 2 GB) at an offset past the flatbuffer."""
     inline = buffer.DataLength()
@@ -380,31 +439,34 @@ def _may_omit(op_name: str, position: int) -> bool:
     return position > 0 and any(part in op_name for part in ("LSTM", "RNN", "SVDF"))
 
 
-def _ints(values) -> tuple[int, ...]:
-    # The generated reader returns 0 (not an empty array) for an absent vector.
-    return () if isinstance(values, int) else tuple(int(v) for v in values)
-
-
-def _tensor(tensor, index: int, buffers: tuple[memoryview, ...] = ()) -> TensorInfo:
+def _tensor(tensor, index: int, buffers: tuple[memoryview, ...], budget: ReadBudget) -> TensorInfo:
+    table = tensor._tab
+    shape = _numbers(tensor.ShapeAsNumpy, table, _TENSOR_SHAPE, 4, "tensor shapes", budget)
+    signature = _numbers(tensor.ShapeSignatureAsNumpy, table, _TENSOR_SHAPE_SIGNATURE, 4, "tensor shapes", budget)
+    if max(len(shape), len(signature)) > MAX_RANK:
+        raise _Corrupt(f"tensor {index} has {max(len(shape), len(signature)):,} dimensions; LiteRT takes at most 8")
     quantization = tensor.Quantization()
     scale: tuple[float, ...] = ()
     zero_point: tuple[int, ...] = ()
-    if quantization is not None and quantization.ScaleLength():
-        scale = tuple(float(v) for v in quantization.ScaleAsNumpy())
-        zero_point = _ints(quantization.ZeroPointAsNumpy())
+    if quantization is not None:
+        scale = _numbers(quantization.ScaleAsNumpy, quantization._tab, _QUANTIZATION_SCALE, 4, "quantization scales",
+                         budget, float)
+        if scale:
+            zero_point = _numbers(quantization.ZeroPointAsNumpy, quantization._tab, _QUANTIZATION_ZERO_POINT, 8,
+                                  "quantization zero points", budget)
     try:
         # LiteRT's own Python wrapper decodes tensor names strictly.
-        name = (tensor.Name() or b"").decode("utf-8")
+        name = (read_string(table, _TENSOR_NAME, "tensor names", budget) or b"").decode("utf-8")
     except UnicodeDecodeError as e:
         raise _Corrupt(f"the name of tensor {index} is not UTF-8 text") from e
     return TensorInfo(
         index=index,
         name=name,
         dtype=_TYPE_NAMES.get(tensor.Type(), f"type_{tensor.Type()}"),
-        shape=_ints(tensor.ShapeAsNumpy()),
+        shape=shape,
         scale=scale,
         zero_point=zero_point,
-        shape_signature=_ints(tensor.ShapeSignatureAsNumpy()),
+        shape_signature=signature,
         buffer=tensor.Buffer(),
         constant=0 < tensor.Buffer() < len(buffers) and len(buffers[tensor.Buffer()]) > 0,
         is_variable=bool(tensor.IsVariable()),

@@ -62,7 +62,9 @@ RESIZE_AREA = "area"
 RESIZE_BILINEAR_ASYMMETRIC = "bilinear-asymmetric"
 RESIZE_METHODS = (RESIZE_BILINEAR, RESIZE_NEAREST, RESIZE_AREA, RESIZE_BILINEAR_ASYMMETRIC)
 
-# Decompression-bomb guard stays on, but at a size real camera photos never reach.
+# Decompression-bomb guard stays on, but at a size real camera photos never reach. Pillow itself
+# only warns up to twice this (1.2 GB of RGB from a file of a few hundred KB); load_image refuses
+# anything over it, from the header, before decoding.
 Image.MAX_IMAGE_PIXELS = 200_000_000
 
 
@@ -87,6 +89,7 @@ def load_image(path: str | os.PathLike | BinaryIO) -> np.ndarray:
         _check_regular_file(Path(path), name)
     try:
         with Image.open(path if is_stream else Path(path)) as image:
+            _check_pixels(image)
             image.load()
             image = ImageOps.exif_transpose(image)
             return _to_rgb(image)
@@ -96,6 +99,9 @@ def load_image(path: str | os.PathLike | BinaryIO) -> np.ndarray:
         raise DataError(f"{name} is a folder, not an image file; pass the folder itself to read the images in it.") from e
     except PermissionError as e:
         raise DataError(f"Cannot read image {name}: permission denied. Make it readable (chmod) or remove it.") from e
+    except Image.DecompressionBombError as e:
+        raise DataError(f"Image {name} is too large to decode: {_reason(e).rstrip('.')}. Downscale it, or remove it "
+                        "from the folder.") from e
     except UnidentifiedImageError as e:
         raise DataError(
             f"Cannot decode image {name}: not an image format Pillow reads (a text or other file named "
@@ -106,6 +112,15 @@ def load_image(path: str | os.PathLike | BinaryIO) -> np.ndarray:
             f"Cannot decode image {name}: {_reason(e)}. The file is empty, truncated or damaged; "
             "re-export it or remove it from the folder."
         ) from e
+
+
+def _check_pixels(image: Image.Image) -> None:
+    """Refuses, from the header alone, more pixels than Pillow's guard allows (it only warns below twice that)."""
+    width, height = image.size
+    if Image.MAX_IMAGE_PIXELS is not None and width * height > Image.MAX_IMAGE_PIXELS:
+        raise Image.DecompressionBombError(
+            f"{width}x{height} = {width * height:,} pixels, more than the {Image.MAX_IMAGE_PIXELS:,} a photo has "
+            "(a decompression bomb?)")
 
 
 def _check_regular_file(path: Path, name: str) -> None:

@@ -12,12 +12,13 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import math
 import os
 from dataclasses import asdict
 
 from edgeship.errors import EdgeshipError
 from edgeship.runtime.graph import TensorInfo, float_tensors, parse_graph, read_model_bytes
-from edgeship.runtime.labels import parse_labels
+from edgeship.runtime.labels import embedded_labels
 from edgeship.runtime.manifest import read_embedded
 from edgeship.runtime.input_feed import make_input_feed
 from edgeship.runtime.tflite_metadata import metadata_defaults
@@ -51,13 +52,17 @@ def inspect_model(path: str | os.PathLike) -> dict:
     data = read_model_bytes(path)
     graph = parse_graph(data, str(path))
     labels, manifest = read_embedded(data, str(path))
-    standard = metadata_defaults(data, str(path), graph.input_tensors()[0].dtype)
+    inputs = graph.input_tensors()  # a file may declare none: inspect still describes it
+    standard = metadata_defaults(data, str(path), inputs[0].dtype if inputs else "")
     if not (manifest is not None and manifest.labels):
         labels = standard.labels or labels
     source = None
-    if labels is not None:
-        source = "manifest" if manifest is not None and manifest.labels else "embedded"
-        labels = labels if source == "manifest" else parse_labels("\n".join(labels))
+    if manifest is not None and manifest.labels:
+        source = "manifest"
+    elif labels is not None:
+        outputs = graph.output_tensors()
+        labels = embedded_labels(labels, math.prod(outputs[0].shape) if outputs else None, str(path))
+        source = "embedded" if labels is not None else None
     floats = float_tensors(graph)
     info = {
         "model": str(path),

@@ -23,17 +23,21 @@ import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field, fields
 
-from edgeship.errors import ModelFormatError
+from edgeship.errors import DataError, ModelFormatError
 from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_METHODS
+from edgeship.runtime.labels import MAX_CLASSES, MAX_LABEL_BYTES, label_lines
 
 __all__ = [
+    "ARCHIVE_ERRORS",
     "LABELS_NAME",
     "MANIFEST_NAME",
+    "MAX_MEMBER_BYTES",
     "MEAN",
     "STD",
     "Manifest",
     "embed",
     "read_embedded",
+    "read_member",
     "strip_embedded",
 ]
 
@@ -44,10 +48,15 @@ MANIFEST_NAME = "edgeship.json"
 
 # What a damaged or hostile appended archive raises from zipfile and zlib (bad CRC, cut central
 # directory, negative seeks, unsupported compression, encryption...).
-_ARCHIVE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, RuntimeError,
-                   ValueError, OSError, EOFError, KeyError, struct.error, OverflowError, UnicodeDecodeError)
-# A label file or manifest larger than this is not one (a damaged size field, or a zip bomb).
-_MAX_MEMBER_BYTES = 16 << 20
+ARCHIVE_ERRORS = (zipfile.BadZipFile, zipfile.LargeZipFile, zlib.error, NotImplementedError, RuntimeError,
+                  ValueError, OSError, EOFError, KeyError, struct.error, OverflowError, UnicodeDecodeError)
+# A member larger than this is neither a label file nor a manifest (whose labels make most of it):
+# a damaged size field, or a zip bomb.
+MAX_MEMBER_BYTES = MAX_LABEL_BYTES
+# The compressions whose reader zipfile can stop after a given number of bytes. It decompresses
+# bzip2 and LZMA a whole read at a time (a 2 KB member gives gigabytes), and no TFLite Metadata
+# writer uses them: phone apps' readers take stored and deflated members only.
+_BOUNDED_COMPRESSIONS = (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED)
 
 # MobileNet expects inputs in [-1, 1]. (x - 128) / 128 rather than Keras' x / 127.5 - 1:
 # the uint8 input quantization of a full-integer model is then exactly scale 1/128, zero
@@ -120,6 +129,8 @@ class Manifest:
             return f"std must be positive, not {self.std}"
         if not isinstance(self.quantization, str) or not isinstance(self.extra, dict):
             return "quantization must be a string and extra an object"
+        if len(self.labels) > MAX_CLASSES:
+            return f"it lists {len(self.labels):,} labels; a classifier has at most {MAX_CLASSES:,} classes"
         return None
 
 
@@ -135,7 +146,7 @@ def _zip_start(data: bytes) -> int | None:
             # header is where the archive begins.
             start = min(info.header_offset for info in infos)
             return start if 0 < start < len(data) else None
-    except _ARCHIVE_ERRORS:
+    except ARCHIVE_ERRORS:
         return None
 
 
@@ -174,7 +185,7 @@ def read_embedded(data: bytes, name: str = "the model") -> tuple[list[str] | Non
     """
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
-    except _ARCHIVE_ERRORS as e:
+    except ARCHIVE_ERRORS as e:
         if _has_no_archive(data, e):
             return None, None
         _warn_unreadable(name, "the appended archive", e)
@@ -184,8 +195,8 @@ def read_embedded(data: bytes, name: str = "the model") -> tuple[list[str] | Non
         manifest = None
         if MANIFEST_NAME in names:
             try:
-                manifest = Manifest.from_json(_read_member(archive, MANIFEST_NAME))
-            except (ModelFormatError, *_ARCHIVE_ERRORS) as e:
+                manifest = Manifest.from_json(read_member(archive, MANIFEST_NAME))
+            except (ModelFormatError, *ARCHIVE_ERRORS) as e:
                 _warn_unreadable(name, f"its {MANIFEST_NAME}", e)
             if manifest is not None and manifest.labels:
                 return list(manifest.labels), manifest
@@ -194,14 +205,11 @@ def read_embedded(data: bytes, name: str = "the model") -> tuple[list[str] | Non
         if not preferred:
             return None, manifest
         try:
-            text = _read_member(archive, preferred[0]).decode("utf-8", errors="replace")
-        except _ARCHIVE_ERRORS as e:
+            text = read_member(archive, preferred[0]).decode("utf-8", errors="replace")
+            return label_lines(text, preferred[0]), manifest
+        except (DataError, *ARCHIVE_ERRORS) as e:
             _warn_unreadable(name, f"its {preferred[0]}", e)
             return None, manifest
-        labels = [line.strip() for line in text.splitlines()]
-        while labels and not labels[-1]:
-            labels.pop()
-        return labels, manifest
 
 
 # A zip local file header: signature, version needed (1.0-6.3), flags, method (stored, deflate,
@@ -216,10 +224,31 @@ def _has_no_archive(data: bytes, error: Exception) -> bool:
     return isinstance(error, zipfile.BadZipFile) and "not a zip file" in str(error) and not _LOCAL_HEADER.search(data)
 
 
-def _read_member(archive: zipfile.ZipFile, member: str) -> bytes:
-    if archive.getinfo(member).file_size > _MAX_MEMBER_BYTES:
-        raise ValueError(f"{member} claims more than {_MAX_MEMBER_BYTES >> 20} MB")
-    return archive.read(member)
+def read_member(archive: zipfile.ZipFile, member: str) -> bytes:
+    """One member of a model's appended archive, refused beyond :data:`MAX_MEMBER_BYTES`.
+
+    The size the archive claims is checked first, then the bytes actually decompressed: a header
+    can claim a few bytes while its data inflates to gigabytes, and zipfile decompresses all of
+    a read before cutting it to the claimed size. Both the manifest and the TFLite Metadata's
+    label file are read through here, so one rule holds for every associated file.
+
+    Raises:
+        KeyError: the archive has no such member.
+        ValueError: the member is larger than the cap, or compressed with bzip2 or LZMA.
+        zipfile.BadZipFile: its data does not match its CRC (a header that lied about its size).
+    """
+    info = archive.getinfo(member)
+    if info.compress_type not in _BOUNDED_COMPRESSIONS:
+        raise ValueError(f"{member} is compressed with zip method {info.compress_type}; associated files are stored "
+                         "or deflated")
+    if info.file_size > MAX_MEMBER_BYTES:
+        raise ValueError(f"{member} claims {info.file_size:,} bytes, more than the {MAX_MEMBER_BYTES >> 20} MB "
+                         "a label file or manifest can have")
+    with archive.open(info) as stream:
+        data = stream.read(MAX_MEMBER_BYTES + 1)  # never more, whatever the header claims
+    if len(data) > MAX_MEMBER_BYTES:
+        raise ValueError(f"{member} inflates to more than {MAX_MEMBER_BYTES >> 20} MB (a zip bomb?)")
+    return data
 
 
 def _warn_unreadable(name: str, what: str, error: Exception) -> None:

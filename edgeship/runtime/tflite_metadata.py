@@ -33,7 +33,6 @@ import logging
 import math
 import struct
 import zipfile
-import zlib
 from dataclasses import dataclass
 
 import flatbuffers
@@ -41,7 +40,10 @@ from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import number_types as N
 from flatbuffers.table import Table
 
-from edgeship.errors import ModelFormatError
+from edgeship.errors import DataError, ModelFormatError
+from edgeship.runtime.flatbuffer_bounds import ReadBudget, read_string, vector_length
+from edgeship.runtime.labels import label_lines
+from edgeship.runtime.manifest import ARCHIVE_ERRORS, read_member
 
 __all__ = [
     "METADATA_NAME",
@@ -93,6 +95,8 @@ _NORM_MEAN, _NORM_STD, _STATS_MAX, _STATS_MIN = 0, 1, 0, 1
 # AssociatedFile: name, description, type (enum: UNKNOWN 0, DESCRIPTIONS 1, TENSOR_AXIS_LABELS 2)
 _FILE_NAME, _FILE_DESCRIPTION, _FILE_TYPE = 0, 1, 2
 _UNKNOWN_FILE, _TENSOR_AXIS_LABELS = 0, 2
+# In the TFLite model itself (LiteRT's schema.fbs), as vtable offsets: Model.metadata, Metadata.name.
+_TFLITE_MODEL_METADATA, _TFLITE_METADATA_NAME = 16, 4
 
 
 @dataclass(frozen=True)
@@ -120,17 +124,20 @@ class StandardMetadata:
 
 
 class _Reader:
-    """One table of a flatbuffer, read by slot. Offsets are trusted, so callers catch errors."""
+    """One table of a flatbuffer, read by slot. Vectors and strings are checked against the bytes and
+    charged to the budget of the whole read (so entries that share one table cannot multiply the
+    work); other offsets are trusted, so callers catch errors."""
 
-    def __init__(self, buf: bytes, pos: int):
+    def __init__(self, buf: bytes, pos: int, budget: ReadBudget):
         self._table = Table(buf, pos)
+        self._budget = budget
 
     def _field(self, slot: int) -> int:
         return self._table.Offset(4 + 2 * slot)
 
     def string(self, slot: int) -> str:
-        at = self._field(slot)
-        return self._table.String(at + self._table.Pos).decode("utf-8") if at else ""
+        raw = read_string(self._table, 4 + 2 * slot, "strings", self._budget)
+        return "" if raw is None else raw.decode("utf-8")
 
     def byte(self, slot: int) -> int:
         at = self._field(slot)
@@ -142,23 +149,20 @@ class _Reader:
 
     def table(self, slot: int) -> "_Reader | None":
         at = self._field(slot)
-        return _Reader(self._table.Bytes, self._table.Indirect(at + self._table.Pos)) if at else None
+        return _Reader(self._table.Bytes, self._table.Indirect(at + self._table.Pos), self._budget) if at else None
 
     def tables(self, slot: int) -> list["_Reader"]:
-        at = self._field(slot)
-        if not at:
+        count = vector_length(self._table, 4 + 2 * slot, 4, "tables", self._budget)
+        if not count:
             return []
-        start, count = self._table.Vector(at), self._table.VectorLen(at)
-        if count * 4 > len(self._table.Bytes):
-            raise ValueError("vector longer than the buffer")
-        return [_Reader(self._table.Bytes, self._table.Indirect(start + 4 * i)) for i in range(count)]
+        start = self._table.Vector(self._field(slot))
+        return [_Reader(self._table.Bytes, self._table.Indirect(start + 4 * i), self._budget) for i in range(count)]
 
     def floats(self, slot: int) -> tuple[float, ...]:
-        at = self._field(slot)
-        if not at:
+        count = vector_length(self._table, 4 + 2 * slot, 4, "numbers", self._budget)
+        if not count:
             return ()
-        start, count = self._table.Vector(at), self._table.VectorLen(at)
-        return struct.unpack_from(f"<{count}f", self._table.Bytes, start)
+        return struct.unpack_from(f"<{count}f", self._table.Bytes, self._table.Vector(self._field(slot)))
 
 
 def find_metadata(flatbuffer: bytes) -> bytes | None:
@@ -168,11 +172,14 @@ def find_metadata(flatbuffer: bytes) -> bytes | None:
         ModelFormatError: the model's metadata list points at a buffer it does not have.
     """
     try:
+        budget = ReadBudget(len(flatbuffer))
         model = schema.Model.GetRootAs(flatbuffer, 0)
-        for i in range(model.MetadataLength()):
+        for i in range(vector_length(model._tab, _TFLITE_MODEL_METADATA, 4, "metadata entries", budget)):
             entry = model.Metadata(i)
-            if entry.Name() != METADATA_NAME:
+            if read_string(entry._tab, _TFLITE_METADATA_NAME, "metadata names", budget) != METADATA_NAME:
                 continue
+            if not 0 <= entry.Buffer() < model.BuffersLength():
+                raise ValueError(f"it names buffer {entry.Buffer()}; the model has {model.BuffersLength()}")
             buffer = model.Buffers(entry.Buffer())
             if buffer.DataLength():
                 return buffer.DataAsNumpy().tobytes()
@@ -194,7 +201,8 @@ def parse_metadata(metadata: bytes) -> StandardMetadata:
         raise ModelFormatError(f"{METADATA_NAME.decode()} is not TFLite Metadata (its identifier is not "
                                f"{_IDENTIFIER.decode()}).")
     try:
-        root = _Reader(metadata, flatbuffers.encode.Get(N.UOffsetTFlags.packer_type, metadata, 0))
+        budget = ReadBudget(len(metadata))
+        root = _Reader(metadata, flatbuffers.encode.Get(N.UOffsetTFlags.packer_type, metadata, 0), budget)
         fields = {"name": root.string(_MODEL_NAME), "description": root.string(_MODEL_DESCRIPTION),
                   "version": root.string(_MODEL_VERSION), "author": root.string(_MODEL_AUTHOR),
                   "min_parser_version": root.string(_MODEL_MIN_PARSER)}
@@ -253,23 +261,20 @@ def read_metadata_or_warn(data: bytes, name: str) -> StandardMetadata | None:
         return None
 
 
-def associated_labels(data: bytes, metadata: StandardMetadata) -> list[str] | None:
+def associated_labels(data: bytes, metadata: StandardMetadata, name: str = "the model") -> list[str] | None:
     """The lines of the label file the metadata names (the output's ``TENSOR_AXIS_LABELS``), read
-    from the archive appended to the model; None when absent or unreadable."""
+    from the archive appended to the model within the archive's caps (see
+    :func:`edgeship.runtime.manifest.read_member`); None when absent or unreadable."""
     if not metadata.labels_file:
         return None
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            text = archive.read(metadata.labels_file).decode("utf-8", errors="replace")
-    except (zipfile.BadZipFile, KeyError, OSError, EOFError, ValueError, NotImplementedError, struct.error,
-            zlib.error) as e:
-        logger.warning("The metadata names %s as the label file, but it cannot be read from the model (%s).",
-                       metadata.labels_file, e)
+            text = read_member(archive, metadata.labels_file).decode("utf-8", errors="replace")
+        return label_lines(text, metadata.labels_file)
+    except (DataError, *ARCHIVE_ERRORS) as e:
+        logger.warning("%s: its TFLite Metadata names %s as the label file, but it cannot be read from the model "
+                       "(%s). Labels may show as numbers; pass --labels FILE.", name, metadata.labels_file, e)
         return None
-    lines = [line.strip() for line in text.splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
 
 
 def normalization(metadata: StandardMetadata) -> tuple[float, float] | None:
@@ -327,4 +332,4 @@ def metadata_defaults(data: bytes, name: str, input_dtype: str) -> MetadataDefau
     mean, std = None, None
     if input_dtype in ("float32", "float16"):
         mean, std = normalization(metadata) or (None, None)
-    return MetadataDefaults(metadata, associated_labels(data, metadata), mean, std)
+    return MetadataDefaults(metadata, associated_labels(data, metadata, name), mean, std)
