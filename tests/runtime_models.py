@@ -153,3 +153,12 @@ def write_run(run_dir: Path, data_root: Path, float_model: Path) -> Path:
     run.export_dir.mkdir(parents=True, exist_ok=True)
     (run.export_dir / "model_float32.tflite").write_bytes(float_model.read_bytes())
     return run_dir
+
+
+def edited_colour_model(edit) -> bytes:
+    """The colour model with its object tree changed by ``edit(model)`` (a ``schema.ModelT``)."""
+    model = schema.ModelT.InitFromPackedBuf(colour_model(8 * np.eye(3)), 0)
+    edit(model)
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())

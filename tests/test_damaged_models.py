@@ -21,7 +21,7 @@ from edgeship.runtime.graph import parse_graph
 from edgeship.runtime.manifest import MANIFEST_NAME, Manifest, embed, read_embedded, strip_embedded
 
 from model_mutations import KINDS, mutate, structure_positions
-from runtime_models import LABELS, colour_model, write_images, write_models
+from runtime_models import LABELS, colour_model, edited_colour_model, write_images, write_models
 
 TESTS = Path(__file__).resolve().parent
 ROOT = TESTS.parent
@@ -179,19 +179,6 @@ def test_the_same_model_embeds_to_the_same_bytes_at_any_time(monkeypatch):
     assert embed(model, LABELS, manifest) == first
 
 
-def _edited(edit) -> bytes:
-    """The colour model with one field of its object tree changed by ``edit(model)``."""
-    import flatbuffers
-    import numpy as np
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(colour_model(8 * np.eye(3)), 0)
-    edit(model)
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 def _set_tensor(index, **fields):
     def edit(model):
         for name, value in fields.items():
@@ -213,7 +200,7 @@ def _set_tensor(index, **fields):
 ], ids=["omitted weights", "huge shape", "buffer size", "huge input", "buffer index", "negative dim", "name",
         "op output", "op code", "graph output"])
 def test_graph_check_refuses_what_litert_trusts(tmp_path, edit, phrase):
-    data = _edited(edit)
+    data = edited_colour_model(edit)
     with pytest.raises(ModelFormatError, match="corrupt") as error:
         parse_graph(data, "edited.tflite")
     assert phrase in str(error.value)
@@ -234,7 +221,7 @@ def test_graph_check_accepts_every_real_model():
 def test_what_litert_refuses_only_at_run_time_is_a_clear_error(colour, tmp_path, command):
     _, image = colour
     path = tmp_path / "no_weights.tflite"
-    path.write_bytes(_edited(_set_tensor(3, buffer=0)))  # the dense layer's weights lose their data
+    path.write_bytes(edited_colour_model(_set_tensor(3, buffer=0)))  # the dense layer's weights lose their data
     args = {"predict": (path, image), "bench": (path, "--num-runs", 1)}[command]
     result = run(command, *args)
     assert result.exit_code == 1 and "Traceback" not in result.output

@@ -41,7 +41,7 @@ from edgeship.runtime.manifest import MANIFEST_NAME, MAX_MEMBER_BYTES, Manifest,
 from edgeship.runtime.metadata_writer import build_metadata, with_metadata
 from edgeship.runtime.tflite_metadata import _FILE_NAME, _MODEL_FILES
 
-from runtime_models import LABELS, colour_model
+from runtime_models import LABELS, colour_model, edited_colour_model
 
 TESTS = Path(__file__).resolve().parent
 IMAGE = TESTS / "data" / "coral" / "cat.bmp"
@@ -215,15 +215,6 @@ def shared_tensor_ops(num_ops: int) -> bytes:
     return _model(builder, _repeated(builder, subgraph, 1), codes)
 
 
-def _edited(edit) -> bytes:
-    """The colour model with its object tree changed by ``edit(model)``."""
-    model = schema.ModelT.InitFromPackedBuf(colour_model(8 * np.eye(3)), 0)
-    edit(model)
-    builder = flatbuffers.Builder(1024)
-    builder.Finish(model.Pack(builder), file_identifier=b"TFL3")
-    return bytes(builder.Output())
-
-
 def _patched(data: bytes, at: int, value: int) -> bytes:
     return data[:at] + struct.pack("<I", value) + data[at + 4 :]
 
@@ -367,7 +358,7 @@ def test_a_shape_of_a_thousand_dimensions_is_refused():
     def edit(model):
         model.subgraphs[0].tensors[2].shape = [2**31 - 1] * 1000  # its size would be a 31,000-bit number
     with pytest.raises(ModelFormatError, match="tensor 2 has 1,000 dimensions; LiteRT takes at most 8"):
-        parse_graph(_edited(edit), "rank.tflite")
+        parse_graph(edited_colour_model(edit), "rank.tflite")
 
 
 def test_real_models_use_a_small_part_of_the_budget(monkeypatch):
