@@ -10,7 +10,8 @@ the float32 one on the same photos is reported beside, to show what the drift co
     python benchmarks/layer_drift.py runs/bench-accuracy/mobilenet_v1_0.25-160-seed1 \\
         runs/bench-accuracy/mobilenet_v2_1.0-160-seed1 [--images 96]
 
-Writes benchmarks/results/layer_drift.json and layer_drift.md.
+Writes benchmarks/results/layer_drift.json and layer_drift.md, and each run's own table to
+``RUN/layer_drift.json``, which the run's report page (``edgeship report``) shows.
 """
 
 from __future__ import annotations
@@ -26,6 +27,9 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import machine, machine_line, write_results  # noqa: E402
+
+from edgeship.runtime.files import atomic_write_json  # noqa: E402
+from edgeship.runtime.rundir import RunDir  # noqa: E402
 
 VARIANTS = ("float16", "dynamic", "int8-ptq", "int8")
 FILES = {"float32": "model_float32.tflite", "float16": "model_fp16.tflite", "dynamic": "model_dynamic.tflite",
@@ -148,6 +152,8 @@ def main() -> None:
     args = parser.parse_args()
     result = {"benchmark": "layer_drift", "machine": machine(), "runs": [drift(run, args.images) for run in args.runs]}
     write_results("layer_drift", result, render(result))
+    for run, measured in zip(args.runs, result["runs"]):
+        atomic_write_json(RunDir(run).layer_drift_path, {**measured, "machine": result["machine"]})
     print(render(result))
     print(json.dumps({r["run"]: {v: r["variants"][v]["agreement"] for v in VARIANTS} for r in result["runs"]}))
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import shutil
+import xml.etree.ElementTree as ET
 
 import numpy as np
 import pytest
@@ -12,6 +13,7 @@ from typer.testing import CliRunner
 from edgeship.cli import app
 from edgeship.errors import ConfigError
 from edgeship.export.config import FILE_NAMES, ExportConfig
+from edgeship.runtime.gate_report import GateReports
 from edgeship.runtime.graph import is_full_integer, read_graph
 from edgeship.runtime.manifest import read_embedded
 from edgeship.runtime.model import load_model
@@ -223,7 +225,8 @@ def test_run_takes_a_trained_run_through_export_validate_and_bench(tiny_run, tmp
     summary = run(RunConfig(
         train=TrainConfig.tiny(data_dir=data_root, out_dir=str(out), epochs=2),
         export=ExportConfig.tiny(formats=("int8", "float32")),
-        max_drop=100.0, bench_runs=5,
+        max_drop=100.0, max_class_drop=100.0, bench_runs=5,
+        reports=GateReports(junit=str(tmp_path / "gate.xml"), summary=str(tmp_path / "gate.md"), no_step_summary=True),
     ))
     assert set(summary["variants"]) == {"int8", "float32"}
     int8 = summary["variants"]["int8"]
@@ -233,6 +236,11 @@ def test_run_takes_a_trained_run_through_export_validate_and_bench(tiny_run, tmp
     table = render_summary(summary)
     assert "| int8 |" in table and "| float32 |" in table
     assert json.loads((out / "summary.json").read_text())["variants"]["int8"]["file"] == "model_int8.tflite"
+    # validate's reports, from the export's own scores: one test case per class of the split
+    classes = json.loads((out / "split.json").read_text())["classes"]
+    cases = [case.get("name") for case in ET.parse(tmp_path / "gate.xml").getroot().iter("testcase")]
+    assert cases == ["accuracy drop"] + [f"recall drop: {name}" for name in classes]
+    assert (tmp_path / "gate.md").read_text().startswith("### ✅ edgeship gate passed: model_int8.tflite vs model.h5")
 
 
 def test_int8_choice_needs_evidence_beyond_chance_before_dropping_qat():

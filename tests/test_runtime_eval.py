@@ -11,8 +11,10 @@ from PIL import Image
 
 from edgeship.errors import ConfigError, DataError
 from edgeship.runtime import (
-    ValidationGate, evaluate, folder_dataset, load_model, paired_difference_ci, run_dataset, validate, write_report,
+    ValidationGate, evaluate, folder_dataset, load_model, mcnemar_exact_p, paired_difference_ci, run_dataset, validate,
+    write_report,
 )
+from edgeship.runtime.validation import apply_gate
 from edgeship.runtime.dataset import match_classes
 from edgeship.runtime.evaluation import OTHER_CLASS
 from edgeship.runtime.prefetch import prefetch
@@ -103,6 +105,55 @@ def test_paired_interval_matches_newcombes_worked_example():
     # Fagerland, Lydersen & Laake's paired example (Cavo et al. 2012): 59, 6, 16, 80.
     low, high = paired_difference_ci(*table(59, 6, 16, 80))
     assert low == pytest.approx(-0.1186, abs=5e-5) and high == pytest.approx(-0.0046, abs=5e-5)
+
+
+def test_mcnemar_exact_p_matches_published_examples():
+    # Fagerland, Lydersen & Laake (2013), BMC Med Res Methodol 13:91, Table 1 (Bentur et al.):
+    # 1 and 7 discordant pairs, exact conditional p = 0.070.
+    assert mcnemar_exact_p(1, 7) == pytest.approx(0.0703, abs=5e-5)
+    # Armitage & Berry (1994, p. 127), two culture media, 12 and 2 discordant specimens:
+    # exact two-sided P = 0.0129 (as StatsDirect's manual reproduces it).
+    assert mcnemar_exact_p(12, 2) == pytest.approx(0.0129, abs=5e-5)
+    assert mcnemar_exact_p(2, 12) == mcnemar_exact_p(12, 2) and mcnemar_exact_p(0, 0) == 1.0
+    assert mcnemar_exact_p(5, 5) == 1.0  # doubling the tail never exceeds 1
+    assert 0 < mcnemar_exact_p(2000, 2150) < 0.05  # thousands of discordant images: no underflow to 0
+    with pytest.raises(ValueError):
+        mcnemar_exact_p(-1, 3)
+
+
+def test_class_recall_drops_fail_the_gate_naming_the_class():
+    targets = np.repeat([0, 1, 2], 10)
+    baseline = np.ones(30, bool)
+    model = baseline.copy()
+    model[10:13] = False  # "dog" loses 3 of 10: 30 pp; overall only 10 pp
+    gate = ValidationGate(max_drop=20, max_class_drop=25)
+    result = apply_gate(model, baseline, 0.9, gate, targets, ["cat", "dog", "fox", "unseen"])
+    assert not result["passed"] and len(result["failures"]) == 1
+    assert result["failures"][0].startswith("class 'dog': recall dropped 30.00 pp (100.00 % -> 70.00 % of 10 images)")
+    assert set(result["class_recall"]) == {"cat", "dog", "fox"}  # no image of "unseen": no recall
+    dog = result["class_recall"]["dog"]
+    assert (dog["baseline_recall"], dog["recall"], dog["support"]) == (1.0, 0.7, 10)
+    assert dog["drop_pp"] == pytest.approx(30.0) and dog["mcnemar_p"] == pytest.approx(0.25)
+    assert [c["name"] for c in result["checks"]] == ["accuracy drop", "recall drop: cat", "recall drop: dog",
+                                                     "recall drop: fox"]
+    assert apply_gate(model, baseline, 0.9, ValidationGate(max_drop=20, max_class_drop=30), targets,
+                      ["cat", "dog", "fox"])["passed"]
+    with pytest.raises(ConfigError, match="targets"):
+        apply_gate(model, baseline, 0.9, gate)
+    with pytest.raises(ConfigError, match="max_class_drop"):
+        ValidationGate(max_class_drop=-1)
+
+
+def test_validate_reports_class_recalls_and_mcnemar(setup):
+    models, data, _ = setup
+    result = validate(load_model(models["wrong"]), load_model(models["float"]), folder_dataset(data),
+                      ValidationGate(max_drop=100, max_class_drop=50))
+    assert result["mcnemar_p"] == pytest.approx(2 / 2**12)
+    red = result["class_recall"]["red"]
+    assert (red["baseline_recall"], red["recall"], red["drop_pp"], red["support"]) == (1.0, 0.0, 100.0, 4)
+    assert red["mcnemar_p"] == 0.125 and red["ci_pp"][0] == -100.0 < red["ci_pp"][1] < 0
+    assert [f.split(":")[0] for f in result["failures"]] == ["class 'blue'", "class 'green'", "class 'red'"]
+    assert result["seconds"] > 0
 
 
 def test_paired_interval_properties():

@@ -31,6 +31,7 @@ from edgeship.runtime.files import atomic_write_bytes, atomic_write_json, atomic
 from edgeship.runtime.manifest import Manifest
 from edgeship.runtime.rundir import RunDir
 from edgeship.runtime.metadata_writer import embed_with_metadata
+from edgeship.runtime.report_page import write_report_page_or_warn
 from edgeship.train import DecodedSplit, TrainConfig, load_data, load_float_model, load_run_config, normalize_tf
 from edgeship.train import predict_probabilities
 
@@ -271,4 +272,5 @@ def export(config: ExportConfig) -> ExportResult:
         atomic_write_json(staging / run_dir.predictions_path.name, predictions)
         run_dir.publish_export(staging)
     logger.info("Exported %d variant(s) to %s in %.0f s", len(variants), run_dir.export_dir, report["export_seconds"])
+    write_report_page_or_warn(run_dir.path)  # after the lock: the page reads the published export
     return report
