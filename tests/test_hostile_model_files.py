@@ -51,7 +51,7 @@ BOMB_BYTES = 200 << 20         # what the inflating label files expand to: 12x t
 
 # The child runs each command line through the CLI, then reports the results and its own peak.
 CHILD = """
-import json, logging, resource, sys
+import json, logging, sys
 from typer.testing import CliRunner
 from edgeship.cli import app
 results = []
@@ -61,8 +61,11 @@ for args in json.loads(sys.argv[1]):
     crashed = result.exception is not None and not isinstance(result.exception, SystemExit)
     results.append({"exit_code": result.exit_code, "output": result.output,
                     "exception": repr(result.exception) if crashed else None})
-print(json.dumps({"results": results, "peak_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-                  "tensorflow": "tensorflow" in sys.modules}))
+# VmHWM, not ru_maxrss: on Linux the latter keeps the peak of the parent it was forked from (a
+# pytest process holding TensorFlow) across exec.
+status = dict(line.split(":", 1) for line in open("/proc/self/status") if ":" in line)
+peak_mb = int(status["VmHWM"].split()[0]) / 1024
+print(json.dumps({"results": results, "peak_mb": peak_mb, "tensorflow": "tensorflow" in sys.modules}))
 """
 
 
