@@ -27,7 +27,7 @@ from edgeship.errors import ConfigError, EdgeshipError
 from edgeship.runtime.device import interpreter_for_graph, invoke_error, parse_device
 from edgeship.runtime.graph import parse_graph, read_model_bytes
 
-__all__ = ["BenchConfig", "benchmark", "benchmark_models", "peak_memory_mb"]
+__all__ = ["BenchConfig", "benchmark", "benchmark_models", "latency_stats", "peak_memory_mb", "prepare"]
 
 logger = logging.getLogger(__name__)
 
@@ -87,6 +87,24 @@ def benchmark(path: str | os.PathLike, config: BenchConfig = BenchConfig()) -> d
         ModelFormatError: see :func:`edgeship.runtime.device.make_interpreter`.
         DelegateError: see :func:`edgeship.runtime.device.make_interpreter`.
     """
+    interpreter, loaded = prepare(path, config)
+    try:
+        first_ms, times = _time_invokes(interpreter.invoke, config)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise invoke_error(path, loaded["device"], e) from e
+    return {
+        **loaded,
+        "first_inference_ms": first_ms,
+        "num_warmup_runs": config.num_warmup_runs,
+        "num_runs": config.num_runs,
+        **latency_stats(times),
+        "peak_memory_mb": peak_memory_mb(),
+    }
+
+
+def prepare(path: str | os.PathLike, config: BenchConfig) -> tuple[object, dict]:
+    """Loads and allocates ``path`` (timed) and sets its fixed input; returns the interpreter and
+    ``model``, ``size_bytes``, ``device``, ``note``, ``num_threads`` and ``init_ms``."""
     data = read_model_bytes(path)
     graph = parse_graph(data, str(path))
     start = time.perf_counter()
@@ -95,26 +113,29 @@ def benchmark(path: str | os.PathLike, config: BenchConfig = BenchConfig()) -> d
     # A model not compiled for the Edge TPU runs every op on the CPU whatever device was asked for.
     asked_edgetpu = parse_device(config.device) is not None
     on_edgetpu = asked_edgetpu and graph.is_edgetpu_compiled
-    ran_on = config.device if on_edgetpu else "cpu"
-
     rng = np.random.default_rng(config.seed)
     for detail in interpreter.get_input_details():
         interpreter.set_tensor(detail["index"], _fixed_input(detail, rng))
-    try:
-        first_ms, times = _time_invokes(interpreter.invoke, config)
-    except (RuntimeError, ValueError, TypeError) as e:
-        raise invoke_error(path, ran_on, e) from e
-    return {
+    return interpreter, {
         "model": str(path),
-        "size_bytes": os.path.getsize(path),
-        "device": ran_on,
+        "size_bytes": len(data),
+        "device": config.device if on_edgetpu else "cpu",
         "note": f"not compiled for the Edge TPU: ran on the CPU although {config.device} was asked for"
         if asked_edgetpu and not on_edgetpu else "",
         "num_threads": config.num_threads,
         "init_ms": init_ms,
-        "first_inference_ms": first_ms,
-        "num_warmup_runs": config.num_warmup_runs,
-        "num_runs": config.num_runs,
+    }
+
+
+def latency_stats(times_ms: np.ndarray) -> dict:
+    """Median, mean, standard deviation, extremes and tail percentiles of invoke times in ms.
+
+    Example:
+        >>> latency_stats(np.array([1.0, 2.0, 3.0, 4.0]))["median_ms"]
+        2.5
+    """
+    times = np.asarray(times_ms, dtype=np.float64)
+    return {
         "median_ms": float(np.median(times)),
         "mean_ms": float(times.mean()),
         "std_ms": float(times.std(ddof=1)) if times.size > 1 else 0.0,
@@ -122,7 +143,6 @@ def benchmark(path: str | os.PathLike, config: BenchConfig = BenchConfig()) -> d
         "max_ms": float(times.max()),
         "p90_ms": float(np.percentile(times, 90)),
         "p99_ms": float(np.percentile(times, 99)),
-        "peak_memory_mb": peak_memory_mb(),
     }
 
 

@@ -1,4 +1,5 @@
-"""A confusion-matrix picture drawn with Pillow (the runtime carries no plotting library).
+"""Pictures drawn with Pillow (the runtime carries no plotting library): a confusion matrix, and
+accuracy against latency with its Pareto front.
 
 Example:
     >>> image = confusion_image([[5, 1], [0, 6]], ["cat", "dog"])
@@ -13,7 +14,7 @@ from typing import Sequence
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
 
-__all__ = ["confusion_image"]
+__all__ = ["confusion_image", "tradeoff_image"]
 
 _BACKGROUND = (255, 255, 255)
 _INK = (20, 20, 20)
@@ -75,4 +76,89 @@ def confusion_image(matrix: Sequence[Sequence[int]], labels: Sequence[str], titl
         label_draw.text((4, cell // 3), names[column], fill=_INK, font=font)
         rotated = label_image.rotate(90, expand=True)
         image.paste(rotated, (margin + column * cell, top - margin))
+    return image
+
+
+_SERIES = [(31, 119, 180), (255, 127, 14), (44, 160, 44), (214, 39, 40), (148, 103, 189), (140, 86, 75)]
+
+
+def _axis(values: Sequence[float], log: bool) -> tuple[float, float]:
+    low, high = min(values), max(values)
+    if log:
+        return np.log10(low) - 0.05, np.log10(high) + 0.05
+    pad = (high - low) * 0.08 or max(abs(high) * 0.05, 0.5)
+    return low - pad, high + pad
+
+
+def _label(draw: ImageDraw.ImageDraw, text: str, x: int, y: int, font, taken: list) -> None:
+    """Writes ``text`` beside the dot at ``(x, y)`` where it overlaps no earlier label; skips it
+    when every place is taken (points that close read as one in the table anyway)."""
+    width = _width(draw, text, font)
+    for dx, dy in ((7, -14), (7, 2), (-7 - width, -14), (-7 - width, 2), (7, -28), (7, 16)):
+        box = (x + dx, y + dy, x + dx + width, y + dy + 12)
+        if not any(box[0] < b[2] and b[0] < box[2] and box[1] < b[3] and b[1] < box[3] for b in taken):
+            taken.append(box)
+            draw.text(box[:2], text, fill=_INK, font=font)
+            return
+
+
+def tradeoff_image(points: Sequence[dict], title: str = "") -> Image.Image:
+    """Accuracy against latency, one dot per point; the Pareto front joined and filled.
+
+    Args:
+        points: ``label``, ``latency_ms``, ``accuracy`` (percent), ``series`` (colour key, e.g.
+            the thread count) and ``front`` (no other point is as fast and as accurate).
+        title: drawn above the plot.
+
+    Example:
+        >>> image = tradeoff_image([{"label": "int8", "latency_ms": 2.0, "accuracy": 91.0, "series": "1 thread",
+        ...                          "front": True}, {"label": "float32", "latency_ms": 6.0, "accuracy": 91.5,
+        ...                          "series": "1 thread", "front": True}])
+        >>> image.size
+        (760, 480)
+    """
+    width, height, left, right, top, bottom = 760, 480, 70, 170, 66, 56
+    image = Image.new("RGB", (width, height), _BACKGROUND)
+    draw = ImageDraw.Draw(image)
+    font, small = _font(13), _font(11)
+    latencies = [p["latency_ms"] for p in points]
+    log = min(latencies) > 0 and max(latencies) / min(latencies) > 8  # spans an order of magnitude: log axis
+    (x0, x1), (y0, y1) = _axis(latencies, log), _axis([p["accuracy"] for p in points], False)
+    plot_w, plot_h = width - left - right, height - top - bottom
+
+    def place(point: dict) -> tuple[int, int]:
+        x = np.log10(point["latency_ms"]) if log else point["latency_ms"]
+        return (int(left + (x - x0) / (x1 - x0) * plot_w), int(top + (y1 - point["accuracy"]) / (y1 - y0) * plot_h))
+
+    draw.text((8, 8), title or "Accuracy against latency", fill=_INK, font=font)
+    draw.text((8, 28), "filled and joined: the Pareto front (nothing else is both faster and more accurate)",
+              fill=_INK, font=small)
+    draw.rectangle((left, top, left + plot_w, top + plot_h), outline=(160, 160, 160))
+    for i in range(5):
+        fraction = i / 4
+        x_value, y_value = x0 + (x1 - x0) * fraction, y1 - (y1 - y0) * fraction
+        tick = f"{10 ** x_value:.3g}" if log else f"{x_value:.3g}"
+        draw.text((left + int(fraction * plot_w) - _width(draw, tick, small) // 2, top + plot_h + 6), tick, fill=_INK,
+                  font=small)
+        draw.text((left - 8 - _width(draw, f"{y_value:.1f}", small), top + int(fraction * plot_h) - 6),
+                  f"{y_value:.1f}", fill=_INK, font=small)
+    x_title = "median latency, ms" + (" (log scale)" if log else "")
+    draw.text((left + (plot_w - _width(draw, x_title, small)) // 2, height - 22), x_title, fill=_INK, font=small)
+    draw.text((8, top - 16), "test accuracy %", fill=_INK, font=small)
+    series = list(dict.fromkeys(str(p["series"]) for p in points))
+    colours = {name: _SERIES[i % len(_SERIES)] for i, name in enumerate(series)}
+    front = sorted((p for p in points if p.get("front")), key=lambda p: p["latency_ms"])
+    if len(front) > 1:
+        draw.line([place(p) for p in front], fill=(120, 120, 120), width=2)
+    taken: list[tuple[int, int, int, int]] = []
+    for point in sorted(points, key=lambda p: not p.get("front")):  # the front's labels get the free places
+        x, y = place(point)
+        colour = colours[str(point["series"])]
+        draw.ellipse((x - 5, y - 5, x + 5, y + 5), fill=colour if point.get("front") else _BACKGROUND,
+                     outline=colour, width=2)
+        _label(draw, str(point["label"]), x, y, small, taken)
+    for i, name in enumerate(series):
+        y = top + 6 + 20 * i
+        draw.ellipse((width - right + 16, y, width - right + 26, y + 10), fill=colours[name])
+        draw.text((width - right + 32, y - 2), name, fill=_INK, font=small)
     return image
