@@ -18,6 +18,7 @@ __all__ = [
     "DelegateError",
     "EdgeshipError",
     "ModelFormatError",
+    "RemoteError",
     "RunBusyError",
 ]
 
@@ -65,3 +66,17 @@ class CompilerNotFoundError(EdgeshipError, RuntimeError):
     exit_code = EXIT_COMPILER_NOT_FOUND
 class ClusterError(EdgeshipError, RuntimeError):
     """A multi-worker training cluster lost a worker or cannot reach one."""
+
+
+class RemoteError(EdgeshipError, RuntimeError):
+    """A device reached over ssh could not run edgeship: ssh failed, or the device's edgeship is
+    missing, of another version, or failed.
+
+    ``result`` holds the JSON the device printed before failing (a bench with one broken model
+    still times the others), ``remote_exit_code`` the device's own exit code; both may be None.
+    """
+
+    def __init__(self, message: str, *, result: dict | None = None, remote_exit_code: int | None = None):
+        super().__init__(message)
+        self.result = result
+        self.remote_exit_code = remote_exit_code
