@@ -1,0 +1,608 @@
+"""Where a model's time goes, op by op, measured with LiteRT on this device.
+
+LiteRT's Python interpreter exposes no op profiler, so each op's time is measured as a
+difference. For every op ``i`` (in execution order, the order of the operators in the file)
+the model is cut after it: the same ops ``0..i``, whose outputs are every tensor those ops
+produce that a later op or the model's output still reads (for a chain: op ``i``'s output;
+past a branch: the other branch's tensors too, as the full model keeps them). An empty cut
+(no ops; the inputs are the outputs) measures what an invoke costs by itself. Each cut is
+written as a model of its own and loaded with the model's own device and threads.
+
+All cuts and the whole model are then timed in interleaved rounds, round-robin, the direction
+alternating from round to round, so that a busy spell of a shared machine hits every cut
+alike. In a round each model runs ``runs_per_round`` invokes and keeps their median; op
+``i``'s time in that round is the cut after it minus the cut before it, and its time is the
+median of that difference over the rounds. Pairing within a round cancels the slow drift
+that a difference of two overall medians would keep.
+
+Noise makes the difference of an op that costs next to nothing negative now and then. Such an
+op's ``ms`` is clamped to 0 (a time cannot be negative); its measured value stays in
+``raw_ms``, and the report counts them (``num_clamped``) and totals what was clamped away
+(``clamped_ms``), so that a reader sees how much of the sum is noise. Each row's ``spread_ms``
+(half the interquartile range of its per-round differences) says how sure its time is.
+
+The check that the method holds: the per-op times plus the invoke's own cost add up to the
+whole model's median (``sum_ratio``; ``benchmarks/profile_sum.py`` measures it).
+
+Example:
+    >>> report = profile_model("model_int8.tflite", ProfileConfig(num_threads=1, num_rounds=31))  # doctest: +SKIP
+    >>> print(render_profile(report, top=2))                                                   # doctest: +SKIP
+    model_int8.tflite: 67 ops on cpu, 1 thread(s); 31 interleaved rounds of 5 invokes, wall clock
+    <BLANKLINE>
+      op  type                     output shape           ms   share
+       2  DEPTHWISE_CONV_2D        1x48x48x16          0.055   10.9%
+       0  QUANTIZE                 1x96x96x3           0.037    7.2%
+    ...
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import json
+import logging
+import os
+import re
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Mapping, Sequence
+
+import flatbuffers
+import numpy as np
+from ai_edge_litert import schema_py_generated as schema
+
+from edgeship.config import option
+from edgeship.errors import ConfigError, ModelFormatError
+from edgeship.runtime.device import interpreter_for_graph, invoke_error, parse_device
+from edgeship.runtime.graph import Graph, parse_graph, read_model_bytes
+
+__all__ = ["CLOCKS", "CLOCK_CPU", "CLOCK_WALL", "FLAG_CPU", "FLAG_NOISY", "FLAG_SLOW", "ProfileConfig", "annotate",
+           "cut_models", "drift_by_op", "join_run", "live_outputs", "model_variant", "profile_model", "read_drift",
+           "render_profile", "run_of_model"]
+
+logger = logging.getLogger(__name__)
+
+FLAG_SLOW = "slow"      # among the costliest ops that together take ``slow_share`` of the op time
+FLAG_NOISY = "noisy"    # the layer's int8 output drifts from the float model's by more than ``noisy_drift``
+FLAG_CPU = "cpu"        # predicted to fall back to the CPU when compiled for the Edge TPU
+CLOCK_WALL = "wall"      # time.perf_counter: the latency a user sees
+CLOCK_CPU = "cpu"        # time.thread_time: the invoking thread's CPU time, blind to other processes
+CLOCKS = (CLOCK_WALL, CLOCK_CPU)
+_MAX_DRIFT_BYTES = 64 << 20  # a drift table is a few kB per variant
+
+
+@dataclass(frozen=True)
+class ProfileConfig:
+    """How to time each op of one model."""
+
+    num_rounds: int = option(15, "Interleaved rounds; each op's time is the median over them.")
+    runs_per_round: int = option(5, "Invokes of each cut model per round; the round keeps their median.")
+    num_warmup_runs: int = option(3, "Untimed invokes of each cut model first (caches, lazy weight packing).")
+    num_threads: int | None = option(None, "CPU threads [LiteRT's default].", int)
+    device: str = option("cpu", "cpu | edgetpu | edgetpu:N | usb | usb:N | pci | pci:N.")
+    seed: int = option(0, "Seed of the fixed random input.")
+    clock: str = option("wall", "wall | cpu. cpu counts only the time the invoking thread ran, so that other "
+                                "processes on a shared machine do not inflate it (needs --threads 1, no Edge TPU).")
+    slow_share: float = option(0.5, "Flag as slow the costliest ops that together take this share of the op "
+                                    "time.")
+    # int8 layers of the benchmarked MobileNets drift 0.08-0.12 at the median (layer_drift.json);
+    # above 0.15 a layer is among the worst quarter.
+    noisy_drift: float = option(0.15, "Flag as noisy a layer whose int8 output drifts from the float model's by "
+                                      "more than this (RMS difference / float std).")
+
+    def __post_init__(self):
+        for name in ("num_rounds", "runs_per_round"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"{name} must be at least 1; received {getattr(self, name)}.")
+        if self.num_warmup_runs < 0:
+            raise ConfigError(f"num_warmup_runs must be >= 0; received {self.num_warmup_runs}.")
+        if self.num_threads is not None and self.num_threads < 1:
+            raise ConfigError(f"num_threads must be at least 1; received {self.num_threads}.")
+        if not 0 < self.slow_share <= 1:
+            raise ConfigError(f"slow_share must be in (0, 1]; received {self.slow_share}.")
+        if not self.noisy_drift >= 0:
+            raise ConfigError(f"noisy_drift must be >= 0; received {self.noisy_drift}.")
+        if self.clock not in CLOCKS:
+            raise ConfigError(f"clock must be one of {', '.join(CLOCKS)}; received {self.clock!r}.")
+        if self.clock == CLOCK_CPU and (self.num_threads != 1 or parse_device(self.device) is not None):
+            raise ConfigError("clock 'cpu' measures the invoking thread only: pass --threads 1 and --device cpu "
+                              "with it, or use the wall clock.")
+        parse_device(self.device)
+
+
+# --------------------------------------------------------------------------- cut models
+
+
+def live_outputs(graph: Graph) -> list[tuple[int, ...]]:
+    """For each op of the main subgraph, the tensors still needed once it has run: those the ops
+    up to it produced that a later op or the model's output reads.
+
+    Example:
+        >>> live_outputs(read_graph("chain.tflite"))  # input 0 -> CONV -> 3 -> CONV -> 6   # doctest: +SKIP
+        [(3,), (6,)]
+    """
+    ops = [op for op in graph.ops if op.subgraph == 0]
+    last_use = {t: len(ops) for t in graph.outputs}  # the model's outputs are read after the last op
+    for index, op in enumerate(ops):
+        for t in op.inputs:
+            last_use[t] = max(last_use.get(t, -1), index)
+    produced: list[int] = []
+    live = []
+    for index, op in enumerate(ops):
+        produced += [t for t in op.outputs if t not in produced]
+        live.append(tuple(t for t in produced if last_use.get(t, -1) > index or t in op.outputs))
+    return live
+
+
+def cut_models(data: bytes, graph: Graph | None = None) -> list[bytes]:
+    """The model cut after each op: ``cuts[k]`` runs the first ``k`` ops of the main subgraph
+    (``cuts[0]`` none: its inputs are its outputs), and outputs the tensors live after them.
+
+    Each cut keeps only the tensors and weights its ops use; signatures and metadata are left
+    out (they name tensors of the whole model). Other subgraphs (the bodies of WHILE and IF)
+    are kept as they are.
+
+    Raises:
+        ModelFormatError: see :func:`edgeship.runtime.graph.parse_graph`; or the model keeps
+            its weights outside the flatbuffer (over 2 GB), which a cut cannot rewrite.
+
+    Example:
+        >>> [len(parse_graph(cut).ops) for cut in cut_models(read_model_bytes("chain.tflite"))]  # doctest: +SKIP
+        [0, 1, 2]
+    """
+    graph = graph or parse_graph(data)
+    model = schema.ModelT.InitFromPackedBuf(data, 0)
+    if any(buffer.offset > 1 for buffer in model.buffers or ()):
+        raise ModelFormatError("The model keeps its weights outside the flatbuffer (a model over 2 GB); profile "
+                               "cannot cut it. Profile a smaller model, or time it whole with `edgeship bench`.")
+    model.signatureDefs, model.metadata, model.metadataBuffer = None, None, None
+    main = model.subgraphs[0]
+    live = live_outputs(graph)
+    cuts = [_cut(model, main, 0, _ints(main.inputs))]
+    cuts += [_cut(model, main, k, live[k - 1]) for k in range(1, len(main.operators or ()) + 1)]
+    return cuts
+
+
+def _cut(model, main, num_ops: int, outputs: Sequence[int]) -> bytes:
+    """The model with the first ``num_ops`` ops of ``main``, its tensors renumbered densely."""
+    ops = (main.operators or [])[:num_ops]
+    inputs = _ints(main.inputs)
+    used = sorted({*inputs, *outputs, *(t for op in ops for t in _tensor_refs(op) if t >= 0)})
+    number = {old: new for new, old in enumerate(used)}
+    subgraph = copy.copy(main)
+    subgraph.tensors = [main.tensors[t] for t in used]
+    subgraph.operators = [_renumbered(op, number) for op in ops]
+    subgraph.inputs = [number[t] for t in inputs]
+    subgraph.outputs = [number[t] for t in outputs]
+    subgraphs = [subgraph] + list(model.subgraphs[1:])
+    # Weights no kept tensor reads are emptied, not dropped, so that buffer numbers stay valid.
+    kept = {t.buffer for g in subgraphs for t in g.tensors or ()}
+    cut = copy.copy(model)
+    cut.subgraphs = subgraphs
+    cut.buffers = [b if i in kept or i == 0 else schema.BufferT() for i, b in enumerate(model.buffers or ())]
+    builder = flatbuffers.Builder(1024)
+    builder.Finish(cut.Pack(builder), file_identifier=b"TFL3")
+    return bytes(builder.Output())
+
+
+def _ints(values) -> list[int]:
+    """A vector of the object API as a list: it unpacks them as numpy arrays, and ``[0]`` as an
+    array is falsy, so ``values or ()`` would lose a model whose input is tensor 0."""
+    return [] if values is None else [int(v) for v in values]
+
+
+def _tensor_refs(op) -> list[int]:
+    return [*_ints(op.inputs), *_ints(op.outputs), *_ints(op.intermediates)]
+
+
+def _renumbered(op, number: dict[int, int]):
+    op = copy.copy(op)
+    for name in ("inputs", "outputs", "intermediates"):
+        if getattr(op, name) is not None:
+            setattr(op, name, [number[t] if t >= 0 else t for t in _ints(getattr(op, name))])
+    return op
+
+
+# --------------------------------------------------------------------------- timing
+
+
+def _fixed_input(detail: dict, rng: np.random.Generator) -> np.ndarray:
+    dtype, shape = np.dtype(detail["dtype"]), tuple(int(v) for v in detail["shape"])
+    if np.issubdtype(dtype, np.integer):
+        info = np.iinfo(dtype)
+        return rng.integers(max(info.min, -128), min(info.max, 255) + 1, size=shape).astype(dtype)
+    return rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
+
+
+def _ready(data: bytes, name: str, config: ProfileConfig, inputs: list[np.ndarray] | None):
+    """An interpreter with the fixed input set; returns it and the input values used."""
+    interpreter = interpreter_for_graph(data, parse_graph(data, name), name, config.device, config.num_threads)
+    details = interpreter.get_input_details()
+    if inputs is None:
+        rng = np.random.default_rng(config.seed)
+        inputs = [_fixed_input(detail, rng) for detail in details]
+    for detail, value in zip(details, inputs):
+        interpreter.set_tensor(detail["index"], value)
+    return interpreter, inputs
+
+
+def _time_rounds(invokes: list[Callable[[], None]], config: ProfileConfig,
+                 progress: Callable[[], None] | None) -> tuple[np.ndarray, np.ndarray]:
+    """Per round, each model's median invoke time (ms, shape rounds x models), and every single
+    invoke time of the last model (the whole one), as ``edgeship bench`` takes them."""
+    clock = time.thread_time if config.clock == CLOCK_CPU else time.perf_counter
+    for invoke in invokes:
+        for _ in range(config.num_warmup_runs):
+            invoke()
+    medians = np.empty((config.num_rounds, len(invokes)))
+    whole = np.empty((config.num_rounds, config.runs_per_round))
+    for r in range(config.num_rounds):
+        # Alternate the direction: whatever the previous model leaves in the caches falls on
+        # each cut from both sides.
+        order = range(len(invokes)) if r % 2 == 0 else reversed(range(len(invokes)))
+        for m in order:
+            times = whole[r] if m == len(invokes) - 1 else np.empty(config.runs_per_round)
+            invoke = invokes[m]
+            for k in range(config.runs_per_round):
+                start = clock()
+                invoke()
+                times[k] = clock() - start
+            medians[r, m] = np.median(times)
+        if progress is not None:
+            progress()
+    return medians * 1000, whole.ravel() * 1000
+
+
+def profile_model(path: str | os.PathLike, config: ProfileConfig = ProfileConfig(),
+                  progress: Callable[[], None] | None = None) -> dict:
+    """Times every op of a model on this device (see the module's description for the method).
+
+    Args:
+        path: a ``.tflite`` file.
+        config: rounds, invokes, device and threads.
+        progress: called once per round.
+
+    Returns:
+        ``model``, ``device`` (where it ran: ``cpu`` for a model not compiled for the Edge TPU,
+        with a ``note``), ``num_threads``, ``config``, ``num_ops``, ``invoke_overhead_ms`` (an
+        invoke of no op), ``ops_ms`` (the sum of the ops' times), ``total_ms`` (the two
+        together), ``whole_median_ms`` (the model itself, median of all its invokes),
+        ``sum_ratio`` (``total_ms / whole_median_ms``), ``num_clamped`` and ``clamped_ms``, and
+        ``ops``: one row per op in execution order with ``index``, ``op``, ``output_shape``,
+        ``output`` (the tensor's name), ``ms``, ``raw_ms``, ``spread_ms``, ``share`` (of
+        ``ops_ms``; the shares sum to 1) and ``rank`` (1: the costliest).
+
+    Raises:
+        ModelFormatError, DelegateError: see :func:`edgeship.runtime.device.make_interpreter`.
+
+    Example:
+        >>> report = profile_model("model_int8.tflite", ProfileConfig(num_threads=2))  # doctest: +SKIP
+        >>> report["sum_ratio"], min(report["ops"], key=lambda row: row["rank"])["op"]  # doctest: +SKIP
+        (1.01, 'CONV_2D')
+    """
+    data = read_model_bytes(path)
+    graph = parse_graph(data, str(path))
+    cuts = cut_models(data, graph)
+    interpreter, inputs = _ready(data, str(path), config, None)
+    interpreters = [_ready(cut, f"{path} (cut after op {k - 1})", config, inputs)[0] for k, cut in enumerate(cuts)]
+    on_edgetpu = parse_device(config.device) is not None and graph.is_edgetpu_compiled
+    ran_on = config.device if on_edgetpu else "cpu"
+    logger.debug("profile %s: %d cut models, %d rounds", path, len(cuts), config.num_rounds)
+    try:
+        medians, whole = _time_rounds([i.invoke for i in interpreters + [interpreter]], config, progress)
+    except (RuntimeError, ValueError, TypeError) as e:
+        raise invoke_error(path, ran_on, e) from e
+    rows = _rows(graph, np.diff(medians[:, :-1], axis=1))
+    ops_ms = sum(row["ms"] for row in rows)
+    overhead = float(np.median(medians[:, 0]))
+    whole_median = float(np.median(whole))
+    return {
+        "model": str(path),
+        "device": ran_on,
+        "note": "" if on_edgetpu or ran_on == config.device else
+        f"not compiled for the Edge TPU: ran on the CPU although {config.device} was asked for",
+        "num_threads": config.num_threads,
+        "config": dataclasses.asdict(config),
+        "num_ops": len(rows),
+        "invoke_overhead_ms": overhead,
+        "ops_ms": ops_ms,
+        "total_ms": overhead + ops_ms,
+        "whole_median_ms": whole_median,
+        "sum_ratio": (overhead + ops_ms) / whole_median if whole_median > 0 else None,
+        "num_clamped": sum(row["raw_ms"] < 0 for row in rows),
+        "clamped_ms": -sum(min(row["raw_ms"], 0.0) for row in rows),
+        "ops": rows,
+    }
+
+
+def _rows(graph: Graph, differences: np.ndarray) -> list[dict]:
+    """One row per op from its per-round time differences (rounds x ops, ms)."""
+    ops = [op for op in graph.ops if op.subgraph == 0]
+    raw = np.median(differences, axis=0)
+    low, high = np.percentile(differences, [25, 75], axis=0)
+    clamped = np.maximum(raw, 0.0)
+    total = float(clamped.sum())
+    ranks = np.empty(len(ops), dtype=int)
+    ranks[np.argsort(-clamped, kind="stable")] = np.arange(1, len(ops) + 1)
+    rows = []
+    for index, op in enumerate(ops):
+        output = graph.tensors[op.outputs[0]] if op.outputs else None
+        rows.append({
+            "index": index,
+            "op": op.name,
+            "output_shape": list(output.shape) if output else [],
+            "output": output.name if output else "",
+            "ms": float(clamped[index]),
+            "raw_ms": float(raw[index]),
+            "spread_ms": float(high[index] - low[index]) / 2,
+            "share": float(clamped[index]) / total if total > 0 else 0.0,
+            "rank": int(ranks[index]),
+        })
+    return rows
+
+
+# --------------------------------------------------------------------------- what a run knows
+
+
+def run_of_model(model: str | os.PathLike, run: str | os.PathLike | None = None):
+    """The run a model belongs to: ``run`` when given, else the run whose ``export/`` folder
+    holds the model; None for a model outside any run.
+
+    Example:
+        >>> run_of_model("runs/flowers/export/model_int8.tflite")  # doctest: +SKIP
+        RunDir('runs/flowers')
+    """
+    from edgeship.runtime.rundir import RunDir
+
+    if run is not None:
+        return RunDir(run)
+    # Not resolved: a run's export/ is a link to the folder the export wrote atomically.
+    for folder in dict.fromkeys((Path(model).parent, Path(model).absolute().parent)):
+        candidate = RunDir(folder.parent)
+        if candidate.export_dir == folder and candidate.is_started:
+            return candidate
+    return None
+
+
+def model_variant(run, model: str | os.PathLike) -> str | None:
+    """The export variant (``int8``, ``int8-ptq``...) whose file is ``model``, from the run's
+    export report; None when the run has no report or does not list the file."""
+    if not run.report_path.exists():
+        return None
+    variants = run.read_json(run.report_path).get("variants")
+    names = {row.get("file"): kind for kind, row in variants.items() if isinstance(row, dict)} \
+        if isinstance(variants, dict) else {}
+    return names.get(Path(model).name)
+
+
+def read_drift(source: str | os.PathLike | dict, variant: str | None, run_name: str | None = None,
+               ) -> tuple[list[str], dict[str, float]]:
+    """The layer drift of one variant: the layers in graph order, and each one's drift.
+
+    ``source`` is ``RUN/layer_drift.json`` (one run, as ``benchmarks/layer_drift.py`` leaves it),
+    the benchmark's ``results/layer_drift.json`` (several runs: the one named ``run_name``, or
+    the only one), or either already loaded. The drift is the RMS difference of the layer's
+    output from the float model's over the float output's standard deviation, inherited error
+    included. ``variant`` None is the table's only variant; a variant the table lacks (the
+    float32 file, the reference) has no drift: empty values.
+
+    Raises:
+        ConfigError: the file is unreadable or not a drift table, or names no such run or variant.
+    """
+    where = str(source) if not isinstance(source, dict) else "the drift table"
+    data = source if isinstance(source, dict) else _read_json_file(source)
+    if isinstance(data.get("runs"), list):
+        runs = [r for r in data["runs"] if isinstance(r, dict)]
+        named = [r for r in runs if r.get("run") == run_name] or (runs if len(runs) == 1 else [])
+        if not named:
+            raise ConfigError(f"{where} holds the drift of runs {[r.get('run') for r in runs]}, none named "
+                              f"{run_name!r}; pass the run's own RUN/layer_drift.json.")
+        data = named[0]
+    variants, layers = data.get("variants"), data.get("layers")
+    if not isinstance(variants, dict) or not isinstance(layers, list):
+        raise ConfigError(f"{where} is not a layer drift table (no 'variants' and 'layers'); write one with "
+                          "`python benchmarks/layer_drift.py RUN_DIR`.")
+    if variant is None and len(variants) == 1:
+        variant = next(iter(variants))
+    if variant is not None and variant not in variants:
+        return [str(layer) for layer in layers], {}  # the float32 reference, or a variant not measured
+    if variant not in variants:
+        raise ConfigError(f"{where} has the drift of {sorted(variants)}, not of {variant or 'this model'}; pass "
+                          "--run RUN_DIR so that the model's variant is known, or profile one of those files.")
+    entry = variants[variant]
+    drift = entry.get("drift") if isinstance(entry, dict) else None
+    values = {str(k): float(v) for k, v in drift.items() if isinstance(v, (int, float))} \
+        if isinstance(drift, dict) else {}
+    return [str(layer) for layer in layers], values
+
+
+def _read_json_file(path: str | os.PathLike) -> dict:
+    from edgeship.runtime.files import read_regular_file
+
+    try:
+        data = json.loads(read_regular_file(path, _MAX_DRIFT_BYTES).decode("utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        raise ConfigError(f"Cannot read the drift table {path}: {e}. Pass a layer_drift.json.") from e
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path} is not a layer drift table (not a JSON object).")
+    return data
+
+
+def drift_by_op(graph: Graph, layers: Sequence[str], drift: Mapping[str, float]) -> dict[int, tuple[str, float]]:
+    """Each op's layer and that layer's drift. A fused op's output tensor names every layer it
+    holds (``model/conv_pw_3_relu/Relu6;model/conv_pw_3_bn/...;model/conv_pw_3/Conv2D``): the
+    layer is the last of them in graph order, as ``benchmarks/layer_drift.py`` matches them,
+    taken from the name's first part when it names one (Coral's TF1 names list the next layer's
+    folded weights after the op's own: ``Conv2d_0/Relu6;...;Conv2d_1_depthwise/depthwise_Fold``).
+
+    Example:
+        >>> graph = read_graph("chain.tflite")  # tensors t3, t6: the two ops' outputs  # doctest: +SKIP
+        >>> drift_by_op(graph, ["t3", "t6"], {"t3": 0.02, "t6": 0.3})                 # doctest: +SKIP
+        {0: ('t3', 0.02), 1: ('t6', 0.3)}
+    """
+    order = {name: i for i, name in enumerate(layers)}
+    found = {}
+    for index, op in enumerate(op for op in graph.ops if op.subgraph == 0):
+        for t in op.outputs:
+            name = graph.tensors[t].name
+            layer = _layer_named(name.split(";")[0], order) or _layer_named(name, order)
+            if layer is not None:
+                if layer in drift:
+                    found[index] = (layer, float(drift[layer]))
+                break
+    return found
+
+
+def _layer_named(tensor_name: str, order: Mapping[str, int]) -> str | None:
+    """The last layer, in graph order, that a tensor name names (``quant_conv1`` names ``conv1``)."""
+    parts = re.split(r"[/;:]", tensor_name)
+    names = [p for p in parts if p in order] + [p[6:] for p in parts if p.startswith("quant_") and p[6:] in order]
+    return max(names, key=order.get) if names else None
+
+
+def join_run(report: dict, model: str | os.PathLike, run: str | os.PathLike | None = None,
+             drift: str | os.PathLike | None = None) -> dict:
+    """:func:`annotate` with what the model's run knows, when it has one (``run``, or the run
+    whose ``export/`` holds ``model``) or when a drift table is given: the Edge TPU prediction,
+    and the layer drift of the model's variant from ``drift`` or else ``RUN/layer_drift.json``
+    (written by ``benchmarks/layer_drift.py``). A model outside any run, without ``drift``,
+    comes back as it was.
+
+    Raises:
+        ConfigError: the drift table is unreadable, or does not say which variant the model is.
+
+    Example:
+        >>> report = join_run(profile_model(path), "runs/flowers/export/model_int8.tflite")  # doctest: +SKIP
+        >>> report["run"], report["drift_source"]                                             # doctest: +SKIP
+        ('runs/flowers', 'runs/flowers/layer_drift.json')
+    """
+    run_dir = run_of_model(model, run)
+    if run_dir is None and drift is None:
+        return report
+    graph = parse_graph(read_model_bytes(model), str(model))
+    if drift is None and run_dir.layer_drift_path.exists():
+        drift = run_dir.layer_drift_path
+    by_op, note = None, ""
+    if drift is None:
+        note = (f"no layer drift measured for {run_dir.path}: `python benchmarks/layer_drift.py {run_dir.path}` "
+                "writes it, or pass --drift FILE")
+    else:
+        variant = model_variant(run_dir, model) if run_dir is not None else None
+        layers, values = read_drift(drift, variant, run_dir.path.name if run_dir is not None else None)
+        by_op = drift_by_op(graph, layers, values) if values else None
+        if not values:
+            note = f"{drift} has no drift for {variant} (the float32 file is the reference it is measured against)"
+    if note:
+        logger.info("%s", note)
+    joined = annotate(report, graph, by_op)
+    return {**joined, "run": None if run_dir is None else str(run_dir.path),
+            "drift_source": None if drift is None else str(drift), "drift_note": note}
+
+
+def _slow_ops(rows: list[dict], share: float) -> set[int]:
+    """The costliest ops that together take ``share`` of the op time (the one crossing it included)."""
+    slow, taken = set(), 0.0
+    for row in sorted(rows, key=lambda r: r["rank"]):
+        if taken >= share or row["ms"] <= 0:
+            break
+        slow.add(row["index"])
+        taken += row["share"]
+    return slow
+
+
+def annotate(report: dict, graph: Graph, drift: Mapping[int, tuple[str, float]] | None = None,
+             config: ProfileConfig | None = None, edgetpu: bool = True) -> dict:
+    """Joins each op's time with what edgeship knows of it, and flags the ops worth a look.
+
+    Each row gains ``flags`` (a list of :data:`FLAG_SLOW`, :data:`FLAG_NOISY`, :data:`FLAG_CPU`),
+    with ``edgetpu`` and ``edgetpu_status`` (the offline prediction of the Edge TPU compiler's
+    mapping; None when the model cannot be compiled at all, e.g. a float model) and ``layer``
+    and ``drift`` (from ``drift``, see :func:`drift_by_op`; None where unmeasured). The report
+    gains ``edgetpu`` (compilable, problems, counts) and ``flag_rules`` (what each flag means).
+
+    Example:
+        >>> path = "runs/flowers/export/model_int8.tflite"
+        >>> report = annotate(profile_model(path), read_graph(path), drift_by_op(...))  # doctest: +SKIP
+        >>> report["edgetpu"]["on_edgetpu"], report["ops"][27]["flags"]                   # doctest: +SKIP
+        (31, ['slow', 'noisy'])
+    """
+    config = config or ProfileConfig(**{k: v for k, v in report.get("config", {}).items()
+                                        if k in {f.name for f in dataclasses.fields(ProfileConfig)}})
+    placements, summary = _placements(graph) if edgetpu else ({}, None)
+    slow = _slow_ops(report["ops"], config.slow_share)
+    rows = []
+    for row in report["ops"]:
+        placement = placements.get(row["index"])
+        layer, value = (drift or {}).get(row["index"], (None, None))
+        flags = [FLAG_SLOW] * (row["index"] in slow) + [FLAG_NOISY] * (value is not None and value > config.noisy_drift)
+        flags += [FLAG_CPU] * (placement is not None and not placement.on_edgetpu)
+        rows.append({**row, "edgetpu": None if placement is None else placement.on_edgetpu,
+                     "edgetpu_status": None if placement is None else placement.status,
+                     "layer": layer, "drift": value, "flags": flags})
+    rules = {FLAG_SLOW: f"among the costliest ops that together take {config.slow_share:.0%} of the op time"}
+    if drift is not None:
+        rules[FLAG_NOISY] = f"its layer's int8 output drifts from the float model's by more than {config.noisy_drift}"
+    if summary is not None and summary["compilable"]:
+        rules[FLAG_CPU] = "predicted to run on the CPU when the model is compiled for the Edge TPU"
+    return {**report, "edgetpu": summary, "flag_rules": rules, "ops": rows}
+
+
+def _placements(graph: Graph) -> tuple[dict, dict]:
+    """Each op's predicted Edge TPU placement by index (none when the model cannot be compiled)."""
+    from edgeship.edgetpu.mapping import predict_mapping
+
+    mapping = predict_mapping(graph)
+    summary = {"compilable": mapping.compilable, "problems": list(mapping.problems),
+               "on_edgetpu": mapping.on_edgetpu, "on_cpu": mapping.on_cpu}
+    if not mapping.compilable or graph.is_edgetpu_compiled:
+        return {}, summary
+    return {p.index: p for p in mapping.placements}, summary
+
+
+# --------------------------------------------------------------------------- output
+
+
+def render_profile(report: dict, top: int = 10) -> str:
+    """The ``top`` slowest ops as a table, with the totals that show whether the times add up.
+
+    Example:
+        >>> report = profile_model("model_int8.tflite")                   # doctest: +SKIP
+        >>> render_profile(report, top=3).splitlines()[2].split()[:2]  # doctest: +SKIP
+        ['op', 'type']
+    """
+    joined = "flag_rules" in report
+    rows = sorted(report["ops"], key=lambda r: r["rank"])[:max(top, 0)]
+    threads = report["num_threads"] or "default"
+    config = report["config"]
+    title = (f"{report['model']}: {report['num_ops']} ops on {report['device']}, {threads} thread(s); "
+             f"{config['num_rounds']} interleaved rounds of {config['runs_per_round']} invokes, "
+             f"{config['clock']} clock")
+    lines = [title, ""]
+    header = f"{'op':>4}  {'type':<24} {'output shape':<16} {'ms':>8} {'share':>7}"
+    lines.append(header + ("  edge tpu  drift  flags" if joined else ""))
+    for row in rows:
+        shape = "x".join(map(str, row["output_shape"])) or "-"
+        line = f"{row['index']:>4}  {row['op'][:24]:<24} {shape:<16} {row['ms']:>8.3f} {row['share']:>7.1%}"
+        if joined:
+            tpu = {True: "yes", False: "no", None: "-"}[row["edgetpu"]]
+            drift = "-" if row["drift"] is None else f"{row['drift']:.3f}"
+            line += f"  {tpu:<8}  {drift:>5}  {' '.join(row['flags'])}"
+        lines.append(line.rstrip())
+    lines += ["", _totals(report)]
+    if joined:
+        lines += [f"{flag}: {rule}" for flag, rule in report["flag_rules"].items()]
+    if report.get("note"):
+        lines.append(f"note: {report['note']}")
+    return "\n".join(lines)
+
+
+def _totals(report: dict) -> str:
+    ratio = "" if report["sum_ratio"] is None else f" = {report['sum_ratio']:.3f} x"
+    text = (f"{report['num_ops']} ops sum to {report['ops_ms']:.3f} ms, + {report['invoke_overhead_ms']:.3f} ms "
+            f"per invoke = {report['total_ms']:.3f} ms;\nthe whole model's median: {report['whole_median_ms']:.3f} "
+            f"ms{ratio}.")
+    if report["num_clamped"]:
+        text += (f"\n{report['num_clamped']} op(s) measured below 0 (noise) count as 0 ms: "
+                 f"{report['clamped_ms']:.3f} ms clamped away in all.")
+    return text
