@@ -100,3 +100,42 @@ def write_results(name: str, report: dict, markdown: str, out: Path | None = Non
     out.write_text(json.dumps({"benchmark": name, **report}, indent=2) + "\n")
     out.with_suffix(".md").write_text(markdown)
     return out
+
+
+def ratio_goal(report: dict, claim: str) -> dict:
+    """The goal row of a benchmark whose results each have a ``ratio`` held to
+    ``report["goal_ratio_at_most"]``: the claim, the goal, what was measured, met or missed."""
+    ratios = [row["ratio"] for row in report["results"]]
+    return {
+        "claim": claim,
+        "goal": f"ratio ≤ {report['goal_ratio_at_most']}",
+        "measured": " and ".join(f"{ratio:.3f}" for ratio in ratios),
+        "verdict": "met" if report["all_within_goal"] else "missed",
+    }
+
+
+def ratio_arguments(doc: str, rounds: int, runs_help: str):
+    """The command line shared by the benchmarks that time one invoke two ways, side by side."""
+    import argparse
+
+    parser = argparse.ArgumentParser(description=doc.split("\n\n")[0])
+    parser.add_argument("--model", action="append", type=Path, default=[], help="Extra .tflite (repeatable).")
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--runs", type=int, default=200, help=runs_help)
+    parser.add_argument("--warmup", type=int, default=20)
+    parser.add_argument("--rounds", type=int, default=rounds)
+    parser.add_argument("--out", type=Path, default=None)
+    return parser
+
+
+def ratio_report(description: str, args, rows: list[dict], goal_ratio: float) -> dict:
+    """The results JSON of such a benchmark: its settings, the machine, and each model's ratio."""
+    return {
+        "description": description,
+        "goal_ratio_at_most": goal_ratio,
+        "settings": {"threads": args.threads, "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds},
+        "machine": machine(),
+        "results": rows,
+        "max_ratio": max(row["ratio"] for row in rows),
+        "all_within_goal": all(row["within_goal"] for row in rows),
+    }

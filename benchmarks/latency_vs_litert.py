@@ -18,7 +18,6 @@ Writes benchmarks/results/latency.json and latency.md.
 
 from __future__ import annotations
 
-import argparse
 import json
 import statistics
 import subprocess
@@ -26,7 +25,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import CORAL, default_models, machine, machine_line, write_results
+from common import CORAL, default_models, machine_line, ratio_arguments, ratio_goal, ratio_report, write_results
 
 GOAL = 1.02
 
@@ -100,23 +99,11 @@ def render(report: dict) -> str:
 
 def goal(report: dict) -> dict:
     """Where the goal stands: the claim, the goal, what was measured, met or missed."""
-    ratios = [row["ratio"] for row in report["results"]]
-    return {
-        "claim": "`edgeship bench` median vs LiteRT's own benchmark tool",
-        "goal": f"ratio ≤ {report['goal_ratio_at_most']}",
-        "measured": " and ".join(f"{ratio:.3f}" for ratio in ratios),
-        "verdict": "met" if report["all_within_goal"] else "missed",
-    }
+    return ratio_goal(report, "`edgeship bench` median vs LiteRT's own benchmark tool")
 
 
 def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--model", action="append", type=Path, default=[], help="Extra .tflite (repeatable).")
-    parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--runs", type=int, default=200, help="Timed runs per tool per round.")
-    parser.add_argument("--warmup", type=int, default=20)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--out", type=Path, default=None)
+    parser = ratio_arguments(__doc__, rounds=5, runs_help="Timed runs per tool per round.")
     args = parser.parse_args()
 
     models = default_models() + args.model
@@ -124,16 +111,8 @@ def main() -> int:
         parser.error(f"No models: {CORAL} is absent; pass --model PATH.")
     samples = measure(models, args)
     rows = [summary_row(m, samples[str(m)]["edgeship"], samples[str(m)]["litert"]) for m in models]
-    report = {
-        "description": "Median invoke latency: `edgeship bench` vs ai_edge_litert.tools.benchmark_litert_model, "
-                       "same models and threads, interleaved rounds in one session.",
-        "goal_ratio_at_most": GOAL,
-        "settings": {"threads": args.threads, "runs": args.runs, "warmup": args.warmup, "rounds": args.rounds},
-        "machine": machine(),
-        "results": rows,
-        "max_ratio": max(row["ratio"] for row in rows),
-        "all_within_goal": all(row["within_goal"] for row in rows),
-    }
+    report = ratio_report("Median invoke latency: `edgeship bench` vs ai_edge_litert.tools.benchmark_litert_model, "
+                          "same models and threads, interleaved rounds in one session.", args, rows, GOAL)
     markdown = render(report)
     write_results("latency", report, markdown, args.out)
     print(markdown)

@@ -40,6 +40,8 @@ SECTIONS = {
     "keras_vs_tflite": ("keras_vs_tflite", "Float Keras model vs the shipped TFLite variants"),
     "edgetpu_mapping": ("edgetpu_mapping", "Edge TPU mapping: predicted offline vs Google's compiler"),
     "pi_emulation": ("pi_emulation", "ai-edge-litert on Raspberry Pi CPUs, emulated"),
+    "remote_bench": ("remote_bench", "`edgeship bench` over ssh vs here"),
+    "profile_sum": ("profile_sum", "`edgeship profile`: per-op times vs the whole model"),
 }
 
 

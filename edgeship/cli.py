@@ -178,12 +178,19 @@ def export(
 def _run_group():
     from edgeship.run_all import RunConfig
 
-    return RunConfig, ("train", "export")
+    return RunConfig, ("train", "export", "reports")
+
+
+def _reports_group():
+    """validate's and run's --junit, --summary and --no-step-summary: one definition."""
+    from edgeship.runtime.gate_report import GateReports
+
+    return GateReports, ()
 
 
 @app.command("run")
 # RunConfig's --min-agreement is also ExportConfig's (run_all._export_config): one flag, not two.
-@_config_flags(_train_group(), _export_group("min_agreement"), _run_group())
+@_config_flags(_train_group(), _export_group("min_agreement"), _run_group(), _reports_group())
 def run_all(
     data_dir: Optional[Path] = typer.Argument(None, help="Class sub-folders of images; omit for the built-in demo."),
     out: Optional[Path] = typer.Option(None, "--out", help="Run directory [runs/<data folder> or runs/demo]."),
@@ -195,6 +202,7 @@ def run_all(
     from edgeship.config import from_values, read_config_file
     from edgeship.export import ExportConfig, load_export_config
     from edgeship.run_all import DEMO_TRAIN, RunConfig, render_summary, run
+    from edgeship.runtime.gate_report import GateReports
     from edgeship.train import load_config
     from edgeship.train.config import TrainConfig
 
@@ -206,11 +214,25 @@ def run_all(
     export_config = load_export_config(config, **export_flags)
     values = {**tables.get("run", {}), **_pick(flags, RunConfig)}
     run_config = from_values(RunConfig, values, f"{config} [run]" if config else "the run options")
-    summary = run(dataclasses.replace(run_config, train=train_config, export=export_config))
+    reports = GateReports(**_pick(flags, GateReports))
+    summary = run(dataclasses.replace(run_config, train=train_config, export=export_config, reports=reports))
     typer.echo(json.dumps(summary, indent=2) if as_json else render_summary(summary))
     if summary["gate"] is not None and not summary["gate"]["passed"]:
         typer.secho("gate failed: " + "; ".join(summary["gate"]["failures"]), err=True, fg=typer.colors.RED)
         raise typer.Exit(EXIT_GATE_FAILED)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="An exported run directory."),
+    max_photos: Optional[int] = typer.Option(None, "--max-photos", help="Photos whose class int8 changed drawn on the "
+                                                                       "page, closest calls first; the JSON beside it "
+                                                                       "lists all [200].", show_default=False),
+) -> None:
+    """Write RUN/report.html: one self-contained page from float model to device (export and run write it too)."""
+    from edgeship.runtime.report_page import GALLERY_CAP, write_report_page
+
+    typer.echo(str(write_report_page(run_dir, GALLERY_CAP if max_photos is None else max_photos)))
 
 
 # --------------------------------------------------------------------------- runtime
@@ -335,7 +357,7 @@ def _gate_group():
 
 
 @app.command()
-@_config_flags(_LOAD_FLAGS, _gate_group())
+@_config_flags(_LOAD_FLAGS, _gate_group(), _reports_group())
 def validate(
     model: Path = typer.Argument(..., help="The quantized .tflite to check."),
     data_dir: Optional[Path] = typer.Argument(None, help="Folder of class sub-folders [with --run: its test split]."),
@@ -345,14 +367,18 @@ def validate(
     as_json: bool = _JSON,
     **flags,
 ) -> None:
-    """CI gate: score MODEL and a baseline on the same images; exit 3 when the gate fails."""
+    """CI gate: score MODEL and a baseline on the same images; exit 3 when the gate fails.
+    --junit and --summary write the verdict for CI; in GitHub Actions the summary is also
+    appended to the job summary."""
     from edgeship.export.config import FILE_NAMES, FLOAT32
+    from edgeship.runtime.gate_report import GateReports, write_gate_reports
     from edgeship.runtime.render import validation_text
     from edgeship.runtime.rundir import RunDir
     from edgeship.runtime.validation import ValidationGate
     from edgeship.runtime.validation import validate as run_validate
 
     gate = ValidationGate(**_pick(flags, ValidationGate))
+    reports = GateReports(**_pick(flags, GateReports))
     if baseline is None:
         if run is None:
             raise typer.BadParameter("Pass --baseline PATH, or --run RUN_DIR to use its float32 export.")
@@ -364,38 +390,136 @@ def validate(
     with _progress(len(data.samples), f"validate {model.name}") as bar:
         result = run_validate(quantized, reference, data, gate, progress=bar.update)
     typer.echo(json.dumps(result, indent=2) if as_json else validation_text(result))
+    for path in write_gate_reports(result, reports):  # before the exit code: CI reads them when it fails
+        logging.getLogger("edgeship").info("Wrote %s", path)
     if not result["passed"]:
         typer.secho("validation failed: " + "; ".join(result["failures"]), err=True, fg=typer.colors.RED)
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
 @app.command()
-@_config_flags((LoadOptions, ("labels", "resize", "mean", "std")))
+def _bench_group():
+    from edgeship.runtime.bench_matrix import MatrixConfig
+
+    return MatrixConfig, ("threads", "device")  # --threads takes "all"; --device is LoadOptions'
+
+
+@app.command()
+@_config_flags((LoadOptions, ("labels", "resize", "mean", "std", "threads")), _bench_group())
 def bench(
-    models: List[Path] = typer.Argument(..., help="One or more .tflite files, timed side by side."),
-    num_runs: int = typer.Option(100, "--num-runs", help="Timed invokes per model."),
-    num_warmup_runs: int = typer.Option(10, "--num-warmup-runs", help="Untimed invokes after the first one."),
+    models: List[Path] = typer.Argument(..., help="A run directory (every exported variant, with its test accuracy) "
+                                                  "or .tflite files; with --compare: OLD NEW."),
+    threads: Optional[str] = typer.Option(None, "--threads", help="Thread counts to sweep, e.g. 1,2,4; 'all': the "
+                                                                  "cores this process may use [LiteRT's default]."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write bench.json, bench.md and bench.png (accuracy "
+                                                           "against latency) here [RUN/bench for a run directory]."),
+    on: List[str] = typer.Option([], "--on", help="Bench on this device over ssh (user@host or a name from "
+                                                  "~/.ssh/config); repeat for several; 'local' is this machine."),
+    compare: bool = typer.Option(False, "--compare", help="Compare two results (bench JSON or benchmark_model logs): "
+                                                          "bench --compare OLD NEW; exit 3 when NEW is slower."),
+    max_slowdown: float = typer.Option(0.05, "--max-slowdown", help="With --compare: the tolerated slowdown, a "
+                                                                    "fraction (0.05: 5 %)."),
     as_json: bool = _JSON,
     **flags,
 ) -> None:
-    """Latency (invoke only, after warm-up), initialisation time, size and peak memory."""
-    from edgeship.runtime.bench import BenchConfig, benchmark_models
+    """Latency of every model at every thread count, in interleaved rounds: median and tails, init,
+    first invoke, images/s, peak memory, and a run's accuracy beside them."""
+    if compare:
+        _bench_compare(models, max_slowdown, as_json)
+        return
+    from edgeship.runtime.bench_matrix import LOCAL, MatrixConfig, bench_targets, parse_threads, resolve_models
     from edgeship.runtime.render import bench_table
 
     options = LoadOptions(**_pick(flags, LoadOptions))
-    config = BenchConfig(num_warmup_runs=num_warmup_runs, num_runs=num_runs, num_threads=options.threads,
-                         device=options.device)
-    log = logging.getLogger("edgeship")
-    rows = []
-    with _progress(len(models), "bench") as bar:
-        for path in models:
-            log.info("bench %s", path)
-            rows += benchmark_models([path], config)
-            bar.update()
-    typer.echo(json.dumps({"config": dataclasses.asdict(config), "results": rows}, indent=2) if as_json
-               else bench_table(rows))
-    if any("error" in row for row in rows):
+    chosen = {**_pick(flags, MatrixConfig), "threads": parse_threads(threads), "device": options.device}
+    config = MatrixConfig(**chosen)
+    targets = list(on) or [LOCAL]
+    out = out if out is not None else _default_bench_dir(models)
+    num_blocks = len(resolve_models(models)) * len(config.threads) * (config.rounds + 1)
+    with _progress(num_blocks if targets == [LOCAL] else None, "bench") as bar:
+        result = bench_targets(models, targets, config, threads, progress=lambda *_: bar.update())
+    if out is not None:
+        from edgeship.runtime.bench_report import write_bench
+
+        for path in write_bench(result, out):
+            logging.getLogger("edgeship").info("Wrote %s", path)
+    typer.echo(json.dumps(result, indent=2, default=str) if as_json else bench_table(result["results"]))
+    if any("error" in row for row in result["results"]):
         raise typer.Exit(EXIT_ERROR)
+
+
+def _default_bench_dir(models: List[Path]) -> Optional[Path]:
+    """``RUN/bench`` when the one thing benched is an exported run directory."""
+    from edgeship.runtime.rundir import RunDir
+
+    if len(models) != 1 or not RunDir(models[0]).report_path.is_file():
+        return None
+    run = RunDir(models[0])
+    run.check_links()  # writes go only to real folders inside the run
+    return run.bench_dir
+
+
+def _bench_compare(paths: List[Path], max_slowdown: float, as_json: bool) -> None:
+    from edgeship.runtime.bench_compare import compare_results, load_result
+    from edgeship.runtime.render import compare_table
+
+    if len(paths) != 2:
+        raise typer.BadParameter(f"--compare takes two results, OLD and NEW; received {len(paths)}.")
+    comparison = compare_results(load_result(paths[0]), load_result(paths[1]), max_slowdown=max_slowdown)
+    typer.echo(json.dumps(comparison, indent=2, default=str) if as_json else compare_table(comparison))
+    if not comparison["passed"]:
+        slower = [f"{c['model']} x{c['num_threads'] or 'auto'}" for c in comparison["cells"] if c["verdict"] == "slower"]
+        typer.secho(f"latency regression: {', '.join(slower)}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(EXIT_GATE_FAILED)
+
+
+def _profile_group():
+    from edgeship.runtime.profile import ProfileConfig
+
+    return ProfileConfig, ("num_threads", "device")  # --threads and --device are LoadOptions', as in bench
+
+
+@app.command()
+@_config_flags((LoadOptions, ("labels", "resize", "mean", "std")), _profile_group())
+def profile(
+    model: Path = typer.Argument(..., help="A .tflite model."),
+    top: int = typer.Option(10, "--top", help="Slowest ops in the table (the JSON lists every op)."),
+    run: Optional[Path] = typer.Option(None, "--run", help="The run MODEL belongs to [the run whose export/ holds "
+                                                           "MODEL]: joins the Edge TPU prediction and layer drift."),
+    drift: Optional[Path] = typer.Option(None, "--drift", help="A layer_drift.json to join [the run's "
+                                                               "layer_drift.json, when measured]."),
+    on: Optional[str] = typer.Option(None, "--on", help="Profile on this device over ssh (user@host or an ssh "
+                                                        "config name); the join with the run stays local."),
+    as_json: bool = _JSON,
+    **flags,
+) -> None:
+    """Time per op on this device: the slowest ops with their share, and for a run's model its
+    predicted Edge TPU placement and layer drift, flagged slow / noisy / cpu."""
+    from edgeship.runtime.profile import ProfileConfig, join_run, profile_model, render_profile
+
+    options = LoadOptions(**_pick(flags, LoadOptions))
+    config = ProfileConfig(**{**_pick(flags, ProfileConfig), "num_threads": options.threads, "device": options.device})
+    if on is not None:
+        # ssh and its checks load only when a device is asked for.
+        from edgeship.runtime.remote import run_remote
+
+        report = run_remote(on, _profile_argv(model, config), [model])
+    else:
+        with _progress(config.num_rounds, f"profile {model.name}") as bar:
+            report = profile_model(model, config, progress=bar.update)
+    report = join_run(report, model, run, drift)
+    typer.echo(json.dumps(report, indent=2) if as_json else render_profile(report, top))
+
+
+def _profile_argv(model: Path, config) -> list[str]:
+    """The same profile for a remote device: its flags from the resolved config, MODEL as given."""
+    argv = ["profile", str(model), "--device", config.device]
+    if config.num_threads is not None:
+        argv += ["--threads", str(config.num_threads)]
+    for f in dataclasses.fields(config):
+        if f.name not in ("device", "num_threads"):
+            argv += ["--" + f.name.replace("_", "-"), str(getattr(config, f.name))]
+    return argv
 
 
 @app.command(name="inspect")

@@ -23,6 +23,8 @@ from edgeship.config import option
 from edgeship.errors import ConfigError
 from edgeship.export.config import INT8, ExportConfig
 from edgeship.runtime.files import atomic_write_json, atomic_write_text
+from edgeship.runtime.gate_report import GateReports, write_gate_reports
+from edgeship.runtime.report_page import write_report_page_or_warn
 from edgeship.runtime.rundir import RunDir
 from edgeship.runtime.validation import ValidationGate, apply_gate
 from edgeship.train.config import TrainConfig, load_run_config
@@ -44,20 +46,26 @@ DEMO_IMAGES_PER_CLASS = 250
 class RunConfig:
     train: TrainConfig = field(default_factory=TrainConfig)     # no data_dir: the generated demo set
     export: ExportConfig = field(default_factory=ExportConfig)  # its run_dir is the train stage's
-    # The gate is validate's, with validate's defaults; it is on when either value is given.
+    reports: GateReports = field(default_factory=GateReports)   # the gate's JUnit / markdown, as validate's
+    # The gate is validate's, with validate's defaults; it is on when any of its values is given.
     max_drop: float | None = option(None, "Gate: exit 3 when int8 loses more accuracy than this (pp) against the "
                                           "float model [validate's 1.0 when only --min-agreement is given].", float)
     # One value for both: ExportConfig's own min_agreement is the same idea on the validation split.
     min_agreement: float | None = option(None, "Gate: smallest share of test images where int8 keeps the float "
                                                "model's top-1 class [0: off]; also int8-mixed's target on the "
                                                "validation split [export's 0.99].", float)
+    max_class_drop: float | None = option(None, "Gate: exit 3 when int8 loses more recall than this (pp) on any "
+                                                "one class [off].", float)
     bench_runs: int = option(50, "Timed invokes per variant.")
     threads: int | None = option(None, "CPU threads for bench [as predict and bench].", int)
 
     def __post_init__(self) -> None:
         if self.gate is not None and INT8 not in self.export.formats:
-            raise ConfigError("The gate checks the int8 variant: add int8 to --formats, or drop --max-drop and "
-                              "--min-agreement.")
+            raise ConfigError("The gate checks the int8 variant: add int8 to --formats, or drop --max-drop, "
+                              "--min-agreement and --max-class-drop.")
+        if self.gate is None and (self.reports.junit or self.reports.summary):
+            raise ConfigError("--junit and --summary report the gate, which is off: add --max-drop (validate's "
+                              "1.0 is a common start), --min-agreement or --max-class-drop.")
         if self.bench_runs < 1:
             raise ConfigError(f"`bench_runs` must be at least 1; received {self.bench_runs}.")
 
@@ -67,10 +75,10 @@ class RunConfig:
 
     @property
     def gate(self) -> ValidationGate | None:
-        if self.max_drop is None and self.min_agreement is None:
-            return None
-        given = {k: v for k, v in (("max_drop", self.max_drop), ("min_agreement", self.min_agreement)) if v is not None}
-        return ValidationGate(**given)
+        values = {"max_drop": self.max_drop, "min_agreement": self.min_agreement,
+                  "max_class_drop": self.max_class_drop}
+        given = {k: v for k, v in values.items() if v is not None}
+        return ValidationGate(**given) if given else None
 
 
 def _baseline(config: RunConfig) -> TrainConfig:
@@ -131,11 +139,16 @@ def _export_config(config: RunConfig, run_dir: Path) -> ExportConfig:
     return ExportConfig(**values)
 
 
-def _gate(run: RunDir, gate: ValidationGate) -> dict:
+def _gate(run: RunDir, gate: ValidationGate, int8_file: str) -> dict:
     """The gate on the export's own test-split scores: int8 against the float Keras model."""
     predictions = run.read_json(run.predictions_path)
     targets, reference, int8 = (np.asarray(predictions[k]) for k in ("targets", "float_keras", INT8))
-    return apply_gate(int8 == targets, reference == targets, float(np.mean(int8 == reference)), gate)
+    verdict = apply_gate(int8 == targets, reference == targets, float(np.mean(int8 == reference)), gate, targets,
+                         run.read_split().classes)
+    # What validate's result names too, so that the JUnit and markdown reports read the same.
+    names = {"model": str(run.export_dir / int8_file), "baseline": str(run.model_path),
+             "data": f"the test split of {run.path}", "num_images": int(targets.size)}
+    return {**names, **verdict}
 
 
 def _bench(run: RunDir, variants: dict, config: RunConfig) -> dict:
@@ -172,15 +185,19 @@ def run(config: RunConfig) -> dict:
     report = export(_export_config(config, run_dir.path))
     times["export"] = time.perf_counter() - start - sum(times.values())
     gate = config.gate
-    logger.info("Stage 3/4 gate: %s", "int8 against the float model" if gate else "off (no --max-drop or "
-                "--min-agreement)")
-    verdict = _gate(run_dir, gate) if gate else None
+    logger.info("Stage 3/4 gate: %s", "int8 against the float model" if gate else "off (no --max-drop, "
+                "--min-agreement or --max-class-drop)")
+    verdict = _gate(run_dir, gate, report["variants"][INT8]["file"]) if gate else None
+    if verdict is not None:
+        for path in write_gate_reports(verdict, config.reports):
+            logger.info("Wrote %s", path)
     logger.info("Stage 4/4 bench: %d timed runs per variant", config.bench_runs)
     timings = _bench(run_dir, report["variants"], config)
     times["bench"] = time.perf_counter() - start - sum(times.values())
     summary = _summary(config, train_config, report, verdict, timings, times)
     atomic_write_json(run_dir.summary_path, summary)
     atomic_write_text(run_dir.summary_markdown_path, render_summary(summary))
+    write_report_page_or_warn(run_dir.path)  # again, now with the bench numbers and the gate's verdict
     return summary
 
 
@@ -227,8 +244,11 @@ def render_summary(summary: dict) -> str:
         lines += ["", f"int8: {summary['int8_choice_reason']}"]
     if summary.get("gate"):
         verdict, gate = summary["gate"], summary["gate"]["gate"]
+        per_class = (f", at most {gate['max_class_drop']:g} pp of any class's recall"
+                     if gate.get("max_class_drop") is not None else "")
         lines += ["", f"Gate (int8 against the float model: at most {gate['max_drop']:g} pp lost, at least "
-                      f"{100 * gate['min_agreement']:g} % agreement): "
+                      f"{100 * gate['min_agreement']:g} % agreement{per_class}; McNemar exact p "
+                      f"{verdict['mcnemar_p']:.3g}): "
                       + ("PASSED" if verdict["passed"] else "FAILED: " + "; ".join(verdict["failures"]))]
     lines += ["", f"Weights: {summary['weights']}."]
     if summary["weights"].startswith("none"):

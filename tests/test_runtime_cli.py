@@ -134,6 +134,34 @@ def test_validate_exit_codes(setup):
     assert_clean_failure(run("validate", models["uint8"], data, "--baseline", data / "nope.tflite"), "not found")
 
 
+def test_validate_writes_junit_and_summaries_for_ci(setup, tmp_path, monkeypatch):
+    import xml.etree.ElementTree as ET
+
+    models, data, _ = setup
+    step_summary = tmp_path / "step_summary.md"
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(step_summary))
+    failed = run("validate", models["wrong"], data, "--baseline", models["float"], "--max-drop", 2,
+                 "--max-class-drop", 5, "--junit", tmp_path / "ci" / "gate.xml", "--summary", tmp_path / "gate.md")
+    assert failed.exit_code == 3, failed.output
+    assert "McNemar exact p = 0.000488" in failed.stdout and "class  baseline recall %" in failed.stdout
+    suite = ET.parse(tmp_path / "ci" / "gate.xml").getroot().find("testsuite")
+    assert (suite.get("tests"), suite.get("failures")) == ("4", "4") and float(suite.get("time")) > 0
+    assert suite.get("name") == "edgeship gate: colour_wrong.tflite vs colour_float.tflite"
+    properties = {p.get("name"): p.get("value") for p in suite.iter("property")}
+    assert properties["gate.max_class_drop"] == "5.0" and properties["num_images"] == "12"
+    markdown = (tmp_path / "gate.md").read_text(encoding="utf-8")
+    assert markdown.startswith("### ❌ edgeship gate failed")
+    assert "| recall drop: red | 100.00 pp | ≤ 5 pp |" in markdown
+    assert step_summary.read_text(encoding="utf-8") == markdown + "\n"
+
+    passed = run("validate", models["uint8"], data, "--baseline", models["float"], "--no-step-summary")
+    assert passed.exit_code == 0, passed.output
+    assert step_summary.read_text(encoding="utf-8") == markdown + "\n"  # --no-step-summary: untouched
+    unwritable = run("validate", models["uint8"], data, "--baseline", models["float"], "--junit", data / "red" /
+                     "corrupt.jpg" / "gate.xml")
+    assert_clean_failure(unwritable, "Cannot write the gate's report", "writable folder")
+
+
 def test_bench_json_fields_side_by_side(setup):
     models, _, _ = setup
     result = run("bench", models["float"], models["uint8"], "--num-runs", 20, "--num-warmup-runs", 2, "--json")

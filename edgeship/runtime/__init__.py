@@ -6,9 +6,14 @@ Example:
 """
 
 from edgeship.runtime.bench import BenchConfig, benchmark, benchmark_models
+from edgeship.runtime.bench_compare import compare_results, load_result, parse_litert_log
+from edgeship.runtime.bench_matrix import MatrixConfig, bench_matrix
+from edgeship.runtime.bench_report import write_bench
+from edgeship.runtime.device_info import device_identity
 from edgeship.runtime.classify import Class, Prediction, get_classes, predict
 from edgeship.runtime.dataset import Dataset, folder_dataset, run_dataset
 from edgeship.runtime.evaluation import evaluate, write_report
+from edgeship.runtime.gate_report import GateReports, gate_summary, junit_xml, write_gate_reports
 from edgeship.runtime.graph import is_full_integer, read_graph
 from edgeship.runtime.image import RESIZE_METHODS, load_image, normalize, preprocess, resize
 from edgeship.runtime.inspection import inspect_model
@@ -16,30 +21,40 @@ from edgeship.runtime.labels import read_labels
 from edgeship.runtime.manifest import Manifest, embed, read_embedded
 from edgeship.runtime.device import make_interpreter
 from edgeship.runtime.model import Model, load_model
-from edgeship.runtime.validation import ValidationGate, paired_difference_ci, validate
+from edgeship.runtime.validation import ValidationGate, mcnemar_exact_p, paired_difference_ci, validate
 
 __all__ = [
     "RESIZE_METHODS",
     "BenchConfig",
     "Class",
     "Dataset",
+    "GateReports",
     "Manifest",
+    "MatrixConfig",
     "Model",
     "Prediction",
     "ValidationGate",
+    "bench_matrix",
     "benchmark",
     "benchmark_models",
+    "compare_results",
+    "device_identity",
     "embed",
     "evaluate",
     "folder_dataset",
+    "gate_summary",
     "get_classes",
     "inspect_model",
     "is_full_integer",
+    "junit_xml",
     "load_image",
+    "load_result",
     "load_model",
     "make_interpreter",
+    "mcnemar_exact_p",
     "normalize",
     "paired_difference_ci",
+    "parse_litert_log",
     "predict",
     "preprocess",
     "read_embedded",
@@ -48,5 +63,7 @@ __all__ = [
     "resize",
     "run_dataset",
     "validate",
+    "write_bench",
+    "write_gate_reports",
     "write_report",
 ]

@@ -9,6 +9,10 @@
     RUN/cache/            decoded pixels (rebuilt on demand) RUN/checkpoints/ resume state
     RUN/export/           the exported .tflite files, report.json, report.md, predictions.json
     RUN/summary.json (+ .md)  the table of ``edgeship run``
+    RUN/report.html       the report page (``edgeship report``), one self-contained file
+    RUN/report_disagreements.json  every test image whose class int8 changed, closest calls first
+    RUN/layer_drift.json  per-layer drift of each variant (benchmarks/layer_drift.py), when measured
+    RUN/bench/            bench.json, bench.md, bench.png of `edgeship bench RUN` (the latency matrix)
 
 ``split.json`` records the data root and, for every image, its part, path, class and the
 sha256 of its content, so that every later stage scores exactly the images training held out
@@ -154,6 +158,10 @@ class RunDir:
     predictions_path = property(lambda self: self.export_dir / "predictions.json")
     summary_path = property(lambda self: self.path / "summary.json")
     summary_markdown_path = property(lambda self: self.path / "summary.md")
+    report_page_path = property(lambda self: self.path / "report.html")
+    disagreements_path = property(lambda self: self.path / "report_disagreements.json")
+    layer_drift_path = property(lambda self: self.path / "layer_drift.json")
+    bench_dir = property(lambda self: self.path / "bench")
 
     @property
     def resume_files(self) -> tuple[Path, ...]:
