@@ -408,7 +408,8 @@ def _bench_group():
 @_config_flags((LoadOptions, ("labels", "resize", "mean", "std", "threads")), _bench_group())
 def bench(
     models: List[Path] = typer.Argument(..., help="A run directory (every exported variant, with its test accuracy) "
-                                                  "or .tflite files; with --compare: OLD NEW."),
+                                                  "or .tflite files; with --compare: OLD NEW; with --render: saved "
+                                                  "results."),
     threads: Optional[str] = typer.Option(None, "--threads", help="Thread counts to sweep, e.g. 1,2,4; 'all': the "
                                                                   "cores this process may use [LiteRT's default]."),
     out: Optional[Path] = typer.Option(None, "--out", help="Write bench.json, bench.md and bench.png (accuracy "
@@ -419,13 +420,25 @@ def bench(
                                                           "bench --compare OLD NEW; exit 3 when NEW is slower."),
     max_slowdown: float = typer.Option(0.05, "--max-slowdown", help="With --compare: the tolerated slowdown, a "
                                                                     "fraction (0.05: 5 %)."),
+    render: bool = typer.Option(False, "--render", help="Render saved results (bench JSON and benchmark_model logs, "
+                                                        "a log's target named by its file) into one table, and "
+                                                        "with --out bench.md and bench.png; nothing is timed."),
+    run: Optional[Path] = typer.Option(None, "--run", help="With --render: the run whose export report gives each "
+                                                           "model file's accuracy, matched by file name (for the plot)."),
     as_json: bool = _JSON,
     **flags,
 ) -> None:
     """Latency of every model at every thread count, in interleaved rounds: median and tails, init,
     first invoke, images/s, peak memory, and a run's accuracy beside them."""
+    if compare and render:
+        raise typer.BadParameter("--compare and --render are two different uses of bench: pass one.")
+    if run is not None and not render:
+        raise typer.BadParameter("--run goes with --render; to bench a run's variants, pass the run directory itself.")
     if compare:
         _bench_compare(models, max_slowdown, as_json)
+        return
+    if render:
+        _bench_render(models, out, run, as_json)
         return
     from edgeship.runtime.bench_matrix import LOCAL, MatrixConfig, bench_targets, parse_threads, resolve_models
     from edgeship.runtime.render import bench_table
@@ -473,6 +486,18 @@ def _bench_compare(paths: List[Path], max_slowdown: float, as_json: bool) -> Non
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
+def _bench_render(paths: List[Path], out: Optional[Path], run: Optional[Path], as_json: bool) -> None:
+    from edgeship.runtime.bench_compare import load_result
+    from edgeship.runtime.bench_report import merge_results, write_bench
+    from edgeship.runtime.render import bench_table
+
+    merged = merge_results([(path, load_result(path)) for path in paths], run)
+    if out is not None:
+        for path in write_bench(merged, out):
+            logging.getLogger("edgeship").info("Wrote %s", path)
+    typer.echo(json.dumps(merged, indent=2, default=str) if as_json else bench_table(merged["results"]))
+
+
 def _profile_group():
     from edgeship.runtime.profile import ProfileConfig
 
@@ -503,7 +528,8 @@ def profile(
         # ssh and its checks load only when a device is asked for.
         from edgeship.runtime.remote import run_remote
 
-        report = run_remote(on, _profile_argv(model, config), [model])
+        # The device says what it is (device_identity); the name it was reached by is ours.
+        report = {**run_remote(on, _profile_argv(model, config), [model]), "target": on}
     else:
         with _progress(config.num_rounds, f"profile {model.name}") as bar:
             report = profile_model(model, config, progress=bar.update)

@@ -24,6 +24,7 @@ from edgeship.runtime.rundir import RunDir
 import test_platform_check
 
 runner = CliRunner()
+CORAL_MODEL = Path(__file__).parent / "data" / "coral" / "mobilenet_v1_0.25_128_quant.tflite"
 FAST = dict(num_warmup_runs=1, num_round_warmup_runs=0)
 
 
@@ -347,3 +348,46 @@ def test_litert_log_parser(tmp_path):
     (tmp_path / "other.txt").write_text("nothing here\n")
     unknown = run("bench", "--compare", tmp_path / "phone.log", tmp_path / "other.txt")
     assert unknown.exit_code == 1 and "benchmark_model" in unknown.output
+
+
+def test_render_merges_a_phone_log_with_a_desk_result_in_one_table_and_plot(tmp_path):
+    # A run with one exported variant; the phone benched the same file under the same name.
+    run_dir = tmp_path / "run"
+    (run_dir / "export").mkdir(parents=True)
+    shutil.copy(CORAL_MODEL, run_dir / "export" / "model_int8.tflite")
+    report = {"variants": {"int8": {"file": "model_int8.tflite", "test_accuracy": 0.875, "agreement": 0.99}}}
+    (run_dir / "export" / "report.json").write_text(json.dumps(report))
+    desk = run("bench", run_dir, "--rounds", 2, "--num-runs", 3, "--threads", "1", "--out", tmp_path / "desk")
+    assert desk.exit_code == 0, desk.output
+    (tmp_path / "pixel7.log").write_text(LITERT_LOG)
+
+    out = tmp_path / "merged"
+    result = run("bench", "--render", tmp_path / "desk" / "bench.json", tmp_path / "pixel7.log", "--run", run_dir,
+                 "--out", out)
+    assert result.exit_code == 0, result.output
+    merged = json.loads((out / "bench.json").read_text())
+    cells = {(c["target"], c["num_threads"]): c for c in merged["results"]}
+    assert sorted(cells) == [("local", 1), ("pixel7", 1), ("pixel7", 4)]
+    # The phone's cells carry the run's accuracy by file name; its numbers are the log's.
+    assert cells["pixel7", 4]["test_accuracy"] == 0.875 and cells["pixel7", 4]["median_ms"] == pytest.approx(8.045)
+    assert all(isinstance(cell["pareto"], bool) for cell in cells.values())
+    markdown = (out / "bench.md").read_text()
+    table = [line for line in markdown.splitlines() if line.startswith("| ")]
+    assert table[0].startswith("| target | model |") and "| accuracy % |" in table[0]
+    assert [line.split(" | ")[0] for line in table[1:]] == ["| local", "| pixel7", "| pixel7"]
+    assert "8.045" in markdown and "`pixel7.log`" in markdown and "pixel7" in result.stdout
+    with Image.open(out / "bench.png") as image:
+        image.load()
+        assert image.format == "PNG" and len(image.convert("RGB").getcolors(maxcolors=1 << 16) or []) > 10
+    # Saved merged results are results again: --compare reads them.
+    again = run("bench", "--compare", out / "bench.json", tmp_path / "pixel7.log")
+    assert again.exit_code == 0, again.output
+
+    # Without --run a log has no accuracy: its cells are in the table, not on a plot.
+    plain = run("bench", "--render", tmp_path / "pixel7.log", "--json")
+    assert plain.exit_code == 0, plain.output
+    assert [c.get("test_accuracy") for c in json.loads(plain.stdout)["results"]] == [None, None]
+    twice = run("bench", "--render", tmp_path / "pixel7.log", tmp_path / "pixel7.log")
+    assert twice.exit_code == 1 and "rename a log" in twice.output
+    misuse = run("bench", "--render", tmp_path / "pixel7.log", "--compare")
+    assert misuse.exit_code == 2

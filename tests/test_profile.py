@@ -23,7 +23,7 @@ from edgeship.errors import ConfigError
 from edgeship.runtime.graph import parse_graph, read_graph
 from edgeship.runtime.profile import (
     FLAG_CPU, FLAG_NOISY, FLAG_SLOW, ProfileConfig, annotate, cut_models, drift_by_op, join_run, live_outputs,
-    profile_model, read_drift, render_profile,
+    median_interval, order_stability, profile_model, read_drift, render_profile,
 )
 
 CORAL = Path(__file__).resolve().parent / "data" / "coral"
@@ -149,6 +149,8 @@ def test_rows_cover_every_op_once_and_the_shares_add_up(branch):
     assert sum(row["share"] for row in rows) == pytest.approx(1.0)
     for row in rows:  # clamping: negative differences count as 0 and are reported
         assert row["ms"] == max(row["raw_ms"], 0.0) and row["spread_ms"] >= 0
+        assert row["low_ms"] <= row["raw_ms"] <= row["high_ms"]
+    assert report["interval_coverage"] == 0.75  # 3 rounds: the range, which holds the median 3 times in 4
     assert report["num_clamped"] == sum(row["raw_ms"] < 0 for row in rows)
     assert report["clamped_ms"] == pytest.approx(-sum(min(row["raw_ms"], 0) for row in rows))
     assert report["ops_ms"] == pytest.approx(sum(row["ms"] for row in rows))
@@ -226,7 +228,7 @@ def test_a_runs_model_joins_its_drift_and_the_command_shows_it(tmp_path):
     table = CliRunner().invoke(app, args)
     assert table.exit_code == 0, table.output
     lines = table.stdout.splitlines()
-    assert lines[2].split() == ["op", "type", "output", "shape", "ms", "share", "edge", "tpu", "drift", "flags"]
+    assert lines[2].split() == ["op", "type", "output", "shape", "ms", "±", "share", "edge", "tpu", "drift", "flags"]
     rows = lines[3:lines.index("", 3)]
     assert len(rows) == 4 and all(row.split()[0].isdigit() for row in rows)
     assert "ops sum to" in table.stdout and "slow: among the costliest ops" in table.stdout
@@ -253,6 +255,47 @@ def test_outside_a_run_the_report_is_left_as_it_is(branch):
     assert join_run(report, branch) is report
 
 
+def test_median_interval_is_the_order_statistic_interval():
+    # Conover's table of the sign-test interval: for n = 31 at 95 % the 10th and 22nd values,
+    # for n = 15 the 4th and 12th; below 6 values no pair reaches 95 % and the range is given.
+    rng = np.random.default_rng(0)
+    values = rng.permutation(np.arange(1.0, 32.0))
+    low, high, coverage = median_interval(values)
+    assert (low, high) == (10.0, 22.0) and coverage == pytest.approx(0.97055, abs=1e-5)
+    assert median_interval(np.arange(1.0, 16.0))[:2] == (4.0, 12.0)
+    assert median_interval([3.0, 1.0, 2.0]) == (1.0, 3.0, 0.75)
+    assert median_interval(np.arange(1.0, 32.0), confidence=0.5)[:2] == (14.0, 18.0)
+    # Semantics: over many samples of a skewed distribution, the interval holds the true median
+    # at least as often as it says.
+    samples = rng.exponential(size=(2000, 31))
+    held = [lo <= np.log(2) <= hi for lo, hi, _ in map(median_interval, samples)]
+    assert np.mean(held) >= coverage - 0.02
+    with pytest.raises(ConfigError, match="confidence in"):
+        median_interval([1.0], confidence=1.0)
+
+
+def _profile(*intervals) -> dict:
+    return {"ops": [{"index": i, "low_ms": low, "high_ms": high} for i, (low, high) in enumerate(intervals)]}
+
+
+def test_order_stability_counts_only_orders_both_profiles_are_sure_of():
+    # Op 0 is clearly costliest in both. Ops 1 and 2 swap places but overlap in the second
+    # profile: a tie, not a conflict, however the plain ranks read.
+    first = _profile((2.0, 2.2), (1.0, 1.1), (0.5, 0.9), (0.0, 0.1))
+    tie = order_stability(first, _profile((2.0, 2.2), (0.8, 1.0), (0.85, 1.05), (0.0, 0.1)))
+    assert tie["stable"] and tie["conflicts"] == [] and tie["num_pairs"] == 6 and tie["num_resolved"] == 5
+    assert tie["resolved_share"] == pytest.approx(5 / 6)
+    # Both profiles separate ops 1 and 2, in opposite orders: a conflict, named costlier-first
+    # as the first profile has it.
+    swapped = order_stability(first, _profile((2.0, 2.2), (0.5, 0.7), (0.8, 1.0), (0.0, 0.1)))
+    assert not swapped["stable"] and swapped["conflicts"] == [[1, 2]] and swapped["num_resolved"] == 6
+    # Intervals that touch do not separate; all-tie profiles are stable and resolve nothing.
+    touching = order_stability(_profile((1.0, 2.0), (0.0, 1.0)), _profile((0.0, 1.0), (1.0, 2.0)))
+    assert touching["stable"] and touching["num_resolved"] == 0
+    with pytest.raises(ConfigError, match="same file twice"):
+        order_stability(first, _profile((1.0, 2.0)))
+
+
 def test_config_is_checked():
     with pytest.raises(ConfigError, match="num_rounds"):
         ProfileConfig(num_rounds=0)
@@ -267,7 +310,7 @@ def test_config_is_checked():
 def test_cpu_clock_and_render_without_a_run(branch):
     report = profile_model(branch, ProfileConfig(num_rounds=2, runs_per_round=1, num_threads=1, clock="cpu"))
     text = render_profile(report, top=2)
-    assert text.splitlines()[2].split() == ["op", "type", "output", "shape", "ms", "share"]
+    assert text.splitlines()[2].split() == ["op", "type", "output", "shape", "ms", "±", "share"]
     assert "cpu clock" in text.splitlines()[0] and "flags" not in text
 
 

@@ -93,6 +93,27 @@ def test_environment_names_the_ssh_config_and_the_device_command(loopback_sshd, 
     assert result["results"][0]["model"] == str(model)
 
 
+def test_profile_on_the_device_returns_every_op_and_the_devices_identity(loopback_sshd):  # noqa: F811
+    # The CLI as a user runs it (a subprocess, so the real ssh path with nothing stood in),
+    # pointed at the loopback server the way --on users name a config and a virtualenv.
+    env = {**os.environ, "EDGESHIP_SSH_CONFIG": loopback_sshd.ssh_options[1], "EDGESHIP_REMOTE_COMMAND": EDGESHIP}
+    done = subprocess.run([EDGESHIP, "profile", str(CORAL_MODEL), "--on", loopback_sshd.host, "--threads", "1",
+                           "--num-rounds", "3", "--runs-per-round", "2", "--num-warmup-runs", "1", "--json"],
+                          capture_output=True, text=True, env=env, timeout=600, check=False)
+    assert done.returncode == 0, done.stderr
+    report = json.loads(done.stdout)
+    assert report["model"] == str(CORAL_MODEL) and report["target"] == loopback_sshd.host
+    assert [row["index"] for row in report["ops"]] == list(range(report["num_ops"])) and report["num_ops"] == 31
+    assert sorted(row["rank"] for row in report["ops"]) == list(range(1, 32))
+    assert all(row["low_ms"] <= row["raw_ms"] <= row["high_ms"] for row in report["ops"])
+    # The device's identity as it wrote it; the device is this machine, so it matches ours.
+    from edgeship.runtime.device_info import device_identity
+
+    identity = report["device_identity"]
+    assert identity["machine"] == device_identity()["machine"] and identity["versions"]["edgeship"] == \
+        edgeship.__version__
+
+
 def test_missing_remote_edgeship_says_what_to_install(remote, runtime_setup):
     model = runtime_setup[0]["float"]
     with pytest.raises(RemoteError) as error:

@@ -200,7 +200,7 @@ def load_result(path: str | os.PathLike) -> dict:
     if text.lstrip().startswith("{"):
         try:
             result = json.loads(text)
-        except ValueError as e:
+        except (ValueError, RecursionError) as e:  # RecursionError: arrays nested thousands deep
             raise DataError(f"{path} is not valid JSON ({e}); pass the output of `edgeship bench --json`.") from e
         if not isinstance(result, dict) or not isinstance(result.get("results"), list):
             raise DataError(f"{path} is JSON but not a bench result (no \"results\" list).")

@@ -34,7 +34,8 @@ from edgeship.runtime.device import invoke_error, parse_device
 from edgeship.runtime.device_info import device_identity, usable_cores
 from edgeship.runtime.rundir import RunDir, is_inside_relative
 
-__all__ = ["ALL_THREADS", "LOCAL", "MatrixConfig", "bench_matrix", "bench_targets", "pareto_front", "parse_threads"]
+__all__ = ["ALL_THREADS", "LOCAL", "MatrixConfig", "bench_matrix", "bench_targets", "join_accuracy", "mark_pareto",
+           "pareto_front", "parse_threads"]
 
 logger = logging.getLogger(__name__)
 
@@ -318,7 +319,7 @@ def bench_targets(
 
             files = [path for path, _ in resolved]
             result = run_remote(target, remote_argv(files, threads_text, config), files)
-            _join_accuracy(result.get("results", []), resolved)
+            join_accuracy(result.get("results", []), resolved)
         merged["devices"][target] = result.get("device")
         merged["device"] = merged["device"] or result.get("device")
         merged["results"] += [dict(cell, target=target) for cell in result.get("results", [])]
@@ -326,7 +327,16 @@ def bench_targets(
     return merged
 
 
-def _join_accuracy(cells: list[dict], resolved: list[tuple[Path, dict]]) -> None:
+def join_accuracy(cells: list[dict], resolved: list[tuple[Path, dict]]) -> None:
+    """Gives each cell what :func:`resolve_models` knows of its model file (a run's variant,
+    accuracy and agreement), matched by file name: a copy on a device keeps the name.
+
+    Example:
+        >>> cells = [{"model": "/data/local/tmp/model_int8.tflite", "median_ms": 8.0}]
+        >>> join_accuracy(cells, [(Path("runs/a/export/model_int8.tflite"), {"test_accuracy": 0.91})])
+        >>> cells[0]["test_accuracy"]
+        0.91
+    """
     by_name = {path.name: info for path, info in resolved}
     for cell in cells:
         cell.update(by_name.get(Path(str(cell.get("model", ""))).name, {}))

@@ -9,7 +9,7 @@ Example:
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 from PIL import Image, ImageDraw, ImageFont
@@ -102,12 +102,22 @@ def _label(draw: ImageDraw.ImageDraw, text: str, x: int, y: int, font, taken: li
             return
 
 
+def _join_fronts(draw: ImageDraw.ImageDraw, points: Sequence[dict], place: Callable[[dict], tuple[int, int]]) -> None:
+    # Each device has its own front (a phone's fastest variant does not compete with the desk's):
+    # joining across groups would draw a trade-off no one can make.
+    for group in dict.fromkeys(p.get("group") for p in points):
+        front = sorted((p for p in points if p.get("front") and p.get("group") == group), key=lambda p: p["latency_ms"])
+        if len(front) > 1:
+            draw.line([place(p) for p in front], fill=(120, 120, 120), width=2)
+
+
 def tradeoff_image(points: Sequence[dict], title: str = "") -> Image.Image:
     """Accuracy against latency, one dot per point; the Pareto front joined and filled.
 
     Args:
         points: ``label``, ``latency_ms``, ``accuracy`` (percent), ``series`` (colour key, e.g.
-            the thread count) and ``front`` (no other point is as fast and as accurate).
+            the thread count), ``front`` (no other point is as fast and as accurate) and,
+            optionally, ``group`` (the device: each group's front is joined on its own).
         title: drawn above the plot.
 
     Example:
@@ -147,9 +157,7 @@ def tradeoff_image(points: Sequence[dict], title: str = "") -> Image.Image:
     draw.text((8, top - 16), "test accuracy %", fill=_INK, font=small)
     series = list(dict.fromkeys(str(p["series"]) for p in points))
     colours = {name: _SERIES[i % len(_SERIES)] for i, name in enumerate(series)}
-    front = sorted((p for p in points if p.get("front")), key=lambda p: p["latency_ms"])
-    if len(front) > 1:
-        draw.line([place(p) for p in front], fill=(120, 120, 120), width=2)
+    _join_fronts(draw, points, place)
     taken: list[tuple[int, int, int, int]] = []
     for point in sorted(points, key=lambda p: not p.get("front")):  # the front's labels get the free places
         x, y = place(point)

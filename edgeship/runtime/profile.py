@@ -19,7 +19,24 @@ Noise makes the difference of an op that costs next to nothing negative now and 
 op's ``ms`` is clamped to 0 (a time cannot be negative); its measured value stays in
 ``raw_ms``, and the report counts them (``num_clamped``) and totals what was clamped away
 (``clamped_ms``), so that a reader sees how much of the sum is noise. Each row's ``spread_ms``
-(half the interquartile range of its per-round differences) says how sure its time is.
+is half the interquartile range of its per-round differences (how much a round scatters).
+
+How sure an op's time is: ``low_ms`` and ``high_ms`` bound the median of its per-round
+differences with the distribution-free order-statistic interval (:func:`median_interval`: the
+k-th smallest and k-th largest difference, k chosen from the binomial distribution). The
+intervals are simultaneous: each op's is taken at ``1 - (1 - CONFIDENCE) / num_ops``, so that
+all of a profile's intervals hold their true medians together with at least :data:`CONFIDENCE`
+(Bonferroni; ``interval_coverage`` is each one's exact coverage, ``interval_joint_coverage``
+the bound for all of them). A reader compares any two rows of the table, so one op's 95 % would
+not do: among 67 ops, two or three intervals would miss. The method assumes only that rounds
+are independent draws, which the interleaving is there to make true. The table's ``±`` column
+is half an interval's width.
+
+Which op costs more is settled only where the intervals separate: two ops whose intervals
+overlap are a tie, whichever happens to print first. So two profiles of one model rank its ops
+alike (:func:`order_stability`) when no pair of ops is ranked in opposite orders by two profiles
+whose intervals both separate that pair. A plain comparison of the top five instead flips
+whenever the fifth and sixth ops are within the noise of each other, however sound the profile.
 
 The check that the method holds: the per-op times plus the invoke's own cost add up to the
 whole model's median (``sum_ratio``; ``benchmarks/profile_sum.py`` measures it).
@@ -29,10 +46,12 @@ Example:
     >>> print(render_profile(report, top=2))                                                   # doctest: +SKIP
     model_int8.tflite: 67 ops on cpu, 1 thread(s); 31 interleaved rounds of 5 invokes, wall clock
     <BLANKLINE>
-      op  type                     output shape           ms   share
-       2  DEPTHWISE_CONV_2D        1x48x48x16          0.055   10.9%
-       0  QUANTIZE                 1x96x96x3           0.037    7.2%
+      op  type                     output shape           ms       ±   share
+       2  DEPTHWISE_CONV_2D        1x48x48x16          0.055   0.002   10.9%
+       0  QUANTIZE                 1x96x96x3           0.037   0.001    7.2%
     ...
+    >>> order_stability(report, profile_model("model_int8.tflite", ProfileConfig(num_threads=1)))["stable"]  # doctest: +SKIP
+    True
 """
 
 from __future__ import annotations
@@ -41,6 +60,7 @@ import copy
 import dataclasses
 import json
 import logging
+import math
 import os
 import re
 import time
@@ -55,11 +75,12 @@ from ai_edge_litert import schema_py_generated as schema
 from edgeship.config import option
 from edgeship.errors import ConfigError, ModelFormatError
 from edgeship.runtime.device import interpreter_for_graph, invoke_error, parse_device
+from edgeship.runtime.device_info import device_identity
 from edgeship.runtime.graph import Graph, parse_graph, read_model_bytes
 
-__all__ = ["CLOCKS", "CLOCK_CPU", "CLOCK_WALL", "FLAG_CPU", "FLAG_NOISY", "FLAG_SLOW", "ProfileConfig", "annotate",
-           "cut_models", "drift_by_op", "join_run", "live_outputs", "model_variant", "profile_model", "read_drift",
-           "render_profile", "run_of_model"]
+__all__ = ["CLOCKS", "CLOCK_CPU", "CLOCK_WALL", "CONFIDENCE", "FLAG_CPU", "FLAG_NOISY", "FLAG_SLOW", "ProfileConfig",
+           "annotate", "cut_models", "drift_by_op", "join_run", "live_outputs", "median_interval", "model_variant",
+           "order_stability", "profile_model", "read_drift", "render_profile", "run_of_model"]
 
 logger = logging.getLogger(__name__)
 
@@ -69,6 +90,7 @@ FLAG_CPU = "cpu"        # predicted to fall back to the CPU when compiled for th
 CLOCK_WALL = "wall"      # time.perf_counter: the latency a user sees
 CLOCK_CPU = "cpu"        # time.thread_time: the invoking thread's CPU time, blind to other processes
 CLOCKS = (CLOCK_WALL, CLOCK_CPU)
+CONFIDENCE = 0.95        # that all of a profile's op intervals hold at once (at least: order statistics step)
 _MAX_DRIFT_BYTES = 64 << 20  # a drift table is a few kB per variant
 
 
@@ -265,13 +287,14 @@ def profile_model(path: str | os.PathLike, config: ProfileConfig = ProfileConfig
 
     Returns:
         ``model``, ``device`` (where it ran: ``cpu`` for a model not compiled for the Edge TPU,
-        with a ``note``), ``num_threads``, ``config``, ``num_ops``, ``invoke_overhead_ms`` (an
-        invoke of no op), ``ops_ms`` (the sum of the ops' times), ``total_ms`` (the two
-        together), ``whole_median_ms`` (the model itself, median of all its invokes),
-        ``sum_ratio`` (``total_ms / whole_median_ms``), ``num_clamped`` and ``clamped_ms``, and
-        ``ops``: one row per op in execution order with ``index``, ``op``, ``output_shape``,
-        ``output`` (the tensor's name), ``ms``, ``raw_ms``, ``spread_ms``, ``share`` (of
-        ``ops_ms``; the shares sum to 1) and ``rank`` (1: the costliest).
+        with a ``note``), ``device_identity`` (as bench records it), ``num_threads``, ``config``,
+        ``num_ops``, ``invoke_overhead_ms`` (an invoke of no op), ``ops_ms`` (the ops' times
+        summed), ``total_ms`` (the two), ``whole_median_ms`` (the model's median invoke),
+        ``sum_ratio`` (``total_ms / whole_median_ms``), ``num_clamped``, ``clamped_ms``,
+        ``interval_coverage`` (each op's) and ``interval_joint_coverage`` (all at once, at least),
+        and ``ops``: one row per op in execution order with ``index``, ``op``, ``output_shape``,
+        ``output`` (tensor name), ``ms``, ``raw_ms``, ``low_ms`` and ``high_ms`` (its interval),
+        ``spread_ms``, ``share`` (of ``ops_ms``) and ``rank`` (1: the costliest).
 
     Raises:
         ModelFormatError, DelegateError: see :func:`edgeship.runtime.device.make_interpreter`.
@@ -293,15 +316,15 @@ def profile_model(path: str | os.PathLike, config: ProfileConfig = ProfileConfig
         medians, whole = _time_rounds([i.invoke for i in interpreters + [interpreter]], config, progress)
     except (RuntimeError, ValueError, TypeError) as e:
         raise invoke_error(path, ran_on, e) from e
-    rows = _rows(graph, np.diff(medians[:, :-1], axis=1))
+    rows, noise = _rows(graph, np.diff(medians[:, :-1], axis=1))
     ops_ms = sum(row["ms"] for row in rows)
-    overhead = float(np.median(medians[:, 0]))
-    whole_median = float(np.median(whole))
+    overhead, whole_median = float(np.median(medians[:, 0])), float(np.median(whole))
     return {
         "model": str(path),
         "device": ran_on,
         "note": "" if on_edgetpu or ran_on == config.device else
         f"not compiled for the Edge TPU: ran on the CPU although {config.device} was asked for",
+        "device_identity": device_identity(),
         "num_threads": config.num_threads,
         "config": dataclasses.asdict(config),
         "num_ops": len(rows),
@@ -310,17 +333,20 @@ def profile_model(path: str | os.PathLike, config: ProfileConfig = ProfileConfig
         "total_ms": overhead + ops_ms,
         "whole_median_ms": whole_median,
         "sum_ratio": (overhead + ops_ms) / whole_median if whole_median > 0 else None,
-        "num_clamped": sum(row["raw_ms"] < 0 for row in rows),
-        "clamped_ms": -sum(min(row["raw_ms"], 0.0) for row in rows),
+        **noise,
         "ops": rows,
     }
 
 
-def _rows(graph: Graph, differences: np.ndarray) -> list[dict]:
-    """One row per op from its per-round time differences (rounds x ops, ms)."""
+def _rows(graph: Graph, differences: np.ndarray) -> tuple[list[dict], dict]:
+    """One row per op from its per-round time differences (rounds x ops, ms), and what the
+    report says of their noise: what was clamped, and the intervals' coverage."""
     ops = [op for op in graph.ops if op.subgraph == 0]
     raw = np.median(differences, axis=0)
     low, high = np.percentile(differences, [25, 75], axis=0)
+    each = 1 - (1 - CONFIDENCE) / max(len(ops), 1)  # Bonferroni: all ops' intervals at once
+    intervals = [median_interval(differences[:, index], each) for index in range(len(ops))]
+    coverage = intervals[0][2] if intervals else 1.0
     clamped = np.maximum(raw, 0.0)
     total = float(clamped.sum())
     ranks = np.empty(len(ops), dtype=int)
@@ -335,11 +361,106 @@ def _rows(graph: Graph, differences: np.ndarray) -> list[dict]:
             "output": output.name if output else "",
             "ms": float(clamped[index]),
             "raw_ms": float(raw[index]),
+            "low_ms": intervals[index][0],
+            "high_ms": intervals[index][1],
             "spread_ms": float(high[index] - low[index]) / 2,
             "share": float(clamped[index]) / total if total > 0 else 0.0,
             "rank": int(ranks[index]),
         })
-    return rows
+    noise = {
+        "num_clamped": sum(row["raw_ms"] < 0 for row in rows),
+        "clamped_ms": -sum(min(row["raw_ms"], 0.0) for row in rows),
+        "interval_coverage": coverage,
+        "interval_joint_coverage": max(0.0, 1 - len(rows) * (1 - coverage)),
+    }
+    return rows, noise
+
+
+def median_interval(values: Sequence[float], confidence: float = CONFIDENCE) -> tuple[float, float, float]:
+    """A distribution-free interval of the median of ``values``, from their order statistics.
+
+    With ``n`` values sorted, ``[x_(k), x_(n+1-k)]`` holds the true median unless at least
+    ``n+1-k`` of the values fall on one side of it, so its coverage is ``1 - 2 P(B <= k-1)``
+    with ``B ~ Binomial(n, 1/2)``, whatever the distribution (Conover, *Practical
+    Nonparametric Statistics*, 3rd ed., section 3.2). ``k`` is the largest whose coverage is
+    at least ``confidence``; when ``n`` is too small for any (below 6 at 95 %), the interval is
+    the whole range, with the lower coverage it has.
+
+    Args:
+        values: the samples, e.g. an op's time in each round (ms).
+        confidence: the coverage wanted, in (0, 1).
+
+    Returns:
+        ``(low, high, coverage)``.
+
+    Raises:
+        ConfigError: no values, or ``confidence`` outside (0, 1).
+
+    Example:
+        >>> low, high, coverage = median_interval(range(1, 32))  # 31 rounds: the 10th and 22nd
+        >>> low, high, round(coverage, 3)
+        (10.0, 22.0, 0.971)
+    """
+    ordered = np.sort(np.asarray(values, dtype=float))
+    if ordered.size == 0 or not 0 < confidence < 1:
+        raise ConfigError(f"median_interval needs values and a confidence in (0, 1); received {ordered.size} "
+                          f"value(s) and {confidence}.")
+    n = ordered.size
+    # Exact binomial tails in integers (n is a number of rounds, small); the narrowest first.
+    # k = (n+1)//2 is the median itself, whose "coverage" comes out <= 0: never enough.
+    coverage_of = {k: 1 - 2 * sum(math.comb(n, j) for j in range(k)) / 2 ** n for k in range((n + 1) // 2, 0, -1)}
+    k = next((k for k, coverage in coverage_of.items() if coverage >= confidence), 1)
+    return float(ordered[k - 1]), float(ordered[n - k]), max(coverage_of[k], 0.0)
+
+
+def order_stability(first: dict, second: dict) -> dict:
+    """Whether two profiles of one model rank its ops alike, beyond their noise.
+
+    Op ``a`` is *separated* above op ``b`` in a profile when ``a``'s interval lies wholly above
+    ``b``'s (``low_ms`` of ``a`` > ``high_ms`` of ``b``); overlapping intervals are a tie. A pair
+    is a *conflict* when one profile separates it one way and the other the other way. The two
+    profiles are stable when there is no conflict. As each profile's intervals hold together
+    with at least :data:`CONFIDENCE`, a conflict between profiles of unchanged costs has a
+    chance below ``2 * (1 - CONFIDENCE)``: one means the ops' costs moved between the two
+    (another load, another cache state), not that the ranking was unlucky. Stability alone says
+    nothing when every interval is wide (all ties), so the pairs both profiles separate
+    (``num_resolved``) are counted too.
+
+    Args:
+        first: a report of :func:`profile_model` (rows with ``index``, ``low_ms``, ``high_ms``).
+        second: another report of the same model.
+
+    Returns:
+        ``stable``, ``conflicts`` (pairs ``[a, b]`` of op indices: ``a`` above ``b`` in
+        ``first``, below it in ``second``), ``num_pairs`` (all pairs of ops), ``num_resolved``
+        and ``resolved_share`` (of the pairs, those both profiles separate, either way).
+
+    Raises:
+        ConfigError: the two reports do not profile the same ops.
+
+    Example:
+        >>> def report(*intervals):
+        ...     return {"ops": [{"index": i, "low_ms": lo, "high_ms": hi} for i, (lo, hi) in enumerate(intervals)]}
+        >>> result = order_stability(report((2, 3), (1, 1.5), (0, 0.9)), report((2, 3), (1.1, 1.2), (1.3, 1.9)))
+        >>> result["stable"], result["conflicts"], result["num_resolved"]
+        (False, [[1, 2]], 3)
+    """
+    spans = [{row["index"]: (row["low_ms"], row["high_ms"]) for row in report["ops"]} for report in (first, second)]
+    if set(spans[0]) != set(spans[1]):
+        raise ConfigError("order_stability compares two profiles of one model; these profile different ops "
+                          f"({len(spans[0])} and {len(spans[1])}). Profile the same file twice.")
+    indices = sorted(spans[0])
+    conflicts, resolved = [], 0
+    for position, a in enumerate(indices):
+        for b in indices[position + 1:]:
+            # +1: a above b, -1: b above a, 0: a tie in that profile.
+            orders = [(span[a][0] > span[b][1]) - (span[b][0] > span[a][1]) for span in spans]
+            resolved += orders[0] != 0 and orders[1] != 0
+            if orders[0] * orders[1] < 0:
+                conflicts.append([a, b] if orders[0] > 0 else [b, a])
+    num_pairs = len(indices) * (len(indices) - 1) // 2
+    return {"stable": not conflicts, "conflicts": conflicts, "num_pairs": num_pairs, "num_resolved": resolved,
+            "resolved_share": resolved / num_pairs if num_pairs else 1.0}
 
 
 # --------------------------------------------------------------------------- what a run knows
@@ -579,22 +700,35 @@ def render_profile(report: dict, top: int = 10) -> str:
              f"{config['num_rounds']} interleaved rounds of {config['runs_per_round']} invokes, "
              f"{config['clock']} clock")
     lines = [title, ""]
-    header = f"{'op':>4}  {'type':<24} {'output shape':<16} {'ms':>8} {'share':>7}"
+    header = f"{'op':>4}  {'type':<24} {'output shape':<16} {'ms':>8} {'±':>7} {'share':>7}"
     lines.append(header + ("  edge tpu  drift  flags" if joined else ""))
     for row in rows:
         shape = "x".join(map(str, row["output_shape"])) or "-"
-        line = f"{row['index']:>4}  {row['op'][:24]:<24} {shape:<16} {row['ms']:>8.3f} {row['share']:>7.1%}"
+        line = (f"{row['index']:>4}  {row['op'][:24]:<24} {shape:<16} {row['ms']:>8.3f} {_plus_minus(row):>7} "
+                f"{row['share']:>7.1%}")
         if joined:
             tpu = {True: "yes", False: "no", None: "-"}[row["edgetpu"]]
             drift = "-" if row["drift"] is None else f"{row['drift']:.3f}"
             line += f"  {tpu:<8}  {drift:>5}  {' '.join(row['flags'])}"
         lines.append(line.rstrip())
     lines += ["", _totals(report)]
+    if "interval_coverage" in report:
+        # Floored: the joint coverage is a lower bound, and rounding must not raise it.
+        joint = math.floor(100 * report.get("interval_joint_coverage", report["interval_coverage"]))
+        lines.append(f"±: half an op's interval of its median over the rounds (all hold together with at least "
+                     f"{joint}%); ops whose intervals overlap are a tie.")
     if joined:
         lines += [f"{flag}: {rule}" for flag, rule in report["flag_rules"].items()]
     if report.get("note"):
         lines.append(f"note: {report['note']}")
     return "\n".join(lines)
+
+
+def _plus_minus(row: dict) -> str:
+    """Half the interval's width; '-' for a report written before intervals were kept."""
+    if row.get("low_ms") is None or row.get("high_ms") is None:
+        return "-"
+    return f"{(row['high_ms'] - row['low_ms']) / 2:.3f}"
 
 
 def _totals(report: dict) -> str:
