@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import platform
 from importlib import metadata
-from pathlib import Path
 
 __all__ = ["INT8_FEATURES", "device_identity", "parse_cpuinfo", "usable_cores"]
 
