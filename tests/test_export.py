@@ -99,6 +99,7 @@ def test_report_scores_every_variant_against_the_float_model(tiny_export):
         tiny_export.resolve().name]
 
 
+@pytest.mark.slow  # a minute or more of training: `make test-slow`
 def test_one_inference_graph_converts_as_the_keras_entry_point_does(tiny_run):
     """The converted file of the saved inference function is TensorFlow's own conversion of the
     Keras model: the same signature (input and output names) and the same outputs."""
@@ -311,6 +312,7 @@ def test_qat_int8_file_does_not_depend_on_its_calibration_samples(tiny_run):
     assert files[0] == files[1]
 
 
+@pytest.mark.slow  # a minute or more of training: `make test-slow`
 def test_qat_with_focus_runs_every_epoch_and_keeps_the_closest(tiny_run):
     from edgeship.export.qat import fit_qat
     from edgeship.train import load_data, load_float_model, load_run_config, predict_probabilities

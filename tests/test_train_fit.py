@@ -168,6 +168,7 @@ def test_a_killed_run_resumes_where_it_stopped(demo_data, tmp_path):
     assert json.loads((out / "config.json").read_text())["epochs"] == 10
 
 
+@pytest.mark.slow  # a minute or more of training: `make test-slow`
 def test_mirrored_strategy_on_two_logical_cpus(demo_data, tmp_path):
     out = tmp_path / "run"
     code = f"""
@@ -183,6 +184,7 @@ def test_mirrored_strategy_on_two_logical_cpus(demo_data, tmp_path):
     assert metrics["strategy"] == "mirrored" and metrics["num_replicas"] == 2
 
 
+@pytest.mark.slow  # a minute or more of training: `make test-slow`
 def test_deterministic_runs_give_the_same_model_and_files_bit_for_bit(demo_data, tmp_path):
     """Without --deterministic, two runs of this very command differ in their weights (parallel
     augmentation and kernels sum in varying order); each run is its own process, as a user's is.
