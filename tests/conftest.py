@@ -28,6 +28,14 @@ CORAL = Path(__file__).resolve().parent / "data" / "coral"  # vendored, Apache-2
 CORAL_RESIZE = {"tf_half_pixel_bilinear": "bilinear", "pil_nearest": "nearest"}
 
 
+def missing_system_program(reason: str) -> None:
+    """Skips a test whose system program (sshd, Chromium) is missing; in CI, where .ci/run
+    installs them, fails instead, so that a broken install step cannot pass as green."""
+    if os.environ.get("CI"):
+        pytest.fail(f"{reason} (.ci/run installs it; in CI this is a failure, not a skip)")
+    pytest.skip(reason)
+
+
 def needs_shared(path: Path) -> pytest.MarkDecorator:
     return pytest.mark.skipif(not path.exists(), reason=f"{path} is absent (the project's shared data folder)")
 

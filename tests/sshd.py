@@ -174,10 +174,13 @@ def start_sshd(folder: Path) -> LoopbackSshd:
 
 @pytest.fixture(scope="session")
 def loopback_sshd(tmp_path_factory):
-    """A running loopback sshd for the session; skips with the reason when it cannot start."""
+    """A running loopback sshd for the session; skips with the reason when it cannot start
+    (fails in CI, where .ci/run installs it)."""
+    from conftest import missing_system_program  # here: benchmarks/remote_bench.py imports this module too
+
     try:
         server = start_sshd(tmp_path_factory.mktemp("sshd"))
     except (SshdUnavailable, OSError, subprocess.CalledProcessError) as e:
-        pytest.skip(f"no loopback sshd: {e}")
+        missing_system_program(f"no loopback sshd: {e}")
     yield server
     server.stop()

@@ -18,6 +18,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
+from conftest import missing_system_program
 from edgeship.cli import app
 from edgeship.runtime.classify import Class
 from edgeship.runtime.report_page import GALLERY_CAP, Photo, find_disagreements, sort_by_margin, write_report_page
@@ -148,10 +149,12 @@ def test_without_the_float32_file_the_photos_are_listed_in_split_order(disagreei
 
 @pytest.fixture(scope="module")
 def browser():
-    playwright = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install "
-                                                                     "-e '.[dev]')")
+    try:
+        import playwright.sync_api as playwright
+    except ImportError:
+        missing_system_program("playwright is not installed (pip install -e '.[dev]')")
     if not CHROMIUM.exists():
-        pytest.skip(f"{CHROMIUM} is absent: install Debian's chromium package (apt-get install chromium)")
+        missing_system_program(f"{CHROMIUM} is absent: install Debian's chromium package (apt-get install chromium)")
     with playwright.sync_playwright() as driver:
         launched = driver.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         yield launched
