@@ -182,7 +182,7 @@ def run(config: RunConfig) -> dict:
         train(train_config, resume=run_dir.is_started)
     times["train"] = time.perf_counter() - start
     logger.info("Stage 2/4 export: QAT and TFLite conversion, each variant scored on the test split")
-    report = export(_export_config(config, run_dir.path))
+    report = export(_export_config(config, run_dir.path), report_page=False)
     times["export"] = time.perf_counter() - start - sum(times.values())
     gate = config.gate
     logger.info("Stage 3/4 gate: %s", "int8 against the float model" if gate else "off (no --max-drop, "
@@ -197,7 +197,7 @@ def run(config: RunConfig) -> dict:
     summary = _summary(config, train_config, report, verdict, timings, times)
     atomic_write_json(run_dir.summary_path, summary)
     atomic_write_text(run_dir.summary_markdown_path, render_summary(summary))
-    write_report_page_or_warn(run_dir.path)  # again, now with the bench numbers and the gate's verdict
+    write_report_page_or_warn(run_dir.path)  # once, with the bench numbers and the gate's verdict
     return summary
 
 

@@ -229,8 +229,11 @@ def _int8_mixed(run: _Run, config: ExportConfig, staging: Path) -> tuple[bytes, 
                             _inputs(data, data.indices["val"]), agreement, config.min_agreement, config.io)
 
 
-def export(config: ExportConfig) -> ExportResult:
+def export(config: ExportConfig, *, report_page: bool = True) -> ExportResult:
     """Exports every variant in ``config.formats`` from ``config.run_dir``; returns the report.
+
+    ``report_page=False`` leaves ``RUN/report.html`` to the caller (``edgeship run`` writes it
+    once, after its gate and bench).
 
     Raises:
         ConfigError: the run is not a finished training run, or its config is damaged.
@@ -272,5 +275,6 @@ def export(config: ExportConfig) -> ExportResult:
         atomic_write_json(staging / run_dir.predictions_path.name, predictions)
         run_dir.publish_export(staging)
     logger.info("Exported %d variant(s) to %s in %.0f s", len(variants), run_dir.export_dir, report["export_seconds"])
-    write_report_page_or_warn(run_dir.path)  # after the lock: the page reads the published export
+    if report_page:
+        write_report_page_or_warn(run_dir.path)  # after the lock: the page reads the published export
     return report

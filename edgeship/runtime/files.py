@@ -10,7 +10,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["display_path", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_regular_file",
+__all__ = ["display_path", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json_object", "read_regular_file",
            "sha256_file"]
 
 
@@ -95,6 +95,23 @@ def read_regular_file(path: str | os.PathLike, max_bytes: int, follow_links: boo
         data = file.read(max_bytes + 1)
     if len(data) > max_bytes:
         raise OSError(f"{display_path(path)} grew past {max_bytes} bytes while being read")
+    return data
+
+
+def read_json_object(path: str | os.PathLike, max_bytes: int) -> dict:
+    """The JSON object in ``path``, read as :func:`read_regular_file` reads (no link, bounded).
+
+    Raises:
+        FileNotFoundError: there is no such file.
+        OSError: as :func:`read_regular_file`.
+        ValueError: not UTF-8, not JSON, nested beyond what the parser takes, or not an object.
+    """
+    try:
+        data = json.loads(read_regular_file(path, max_bytes).decode("utf-8"))
+    except RecursionError as e:  # arrays nested thousands deep
+        raise ValueError(f"nested too deep ({e})") from e
+    if not isinstance(data, dict):
+        raise ValueError("not a JSON object")
     return data
 
 

@@ -58,7 +58,6 @@ from __future__ import annotations
 
 import copy
 import dataclasses
-import json
 import logging
 import math
 import os
@@ -539,15 +538,12 @@ def read_drift(source: str | os.PathLike | dict, variant: str | None, run_name: 
 
 
 def _read_json_file(path: str | os.PathLike) -> dict:
-    from edgeship.runtime.files import read_regular_file
+    from edgeship.runtime.files import read_json_object
 
     try:
-        data = json.loads(read_regular_file(path, _MAX_DRIFT_BYTES).decode("utf-8"))
-    except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
-        raise ConfigError(f"Cannot read the drift table {path}: {e}. Pass a layer_drift.json.") from e
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path} is not a layer drift table (not a JSON object).")
-    return data
+        return read_json_object(path, _MAX_DRIFT_BYTES)
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"{path} is not a layer drift table that can be read ({e}). Pass a layer_drift.json.") from e
 
 
 def drift_by_op(graph: Graph, layers: Sequence[str], drift: Mapping[str, float]) -> dict[int, tuple[str, float]]:

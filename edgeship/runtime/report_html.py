@@ -414,7 +414,8 @@ def _details(data: dict) -> str:
                  "export's split digest": report.get("split_digest", "–"),
                  "images (train / val / test)": f"{len(split.train)} / {len(split.val)} / {len(split.test)}",
                  "classes": len(split.classes), "undecodable files skipped": len(split.skipped)}
-    machine_rows = {"OS": machine["os"], "CPU": f"{machine['cpu']} ({machine['cores']} cores)",
+    board = f", {machine['board']}" if machine.get("board") else ""
+    machine_rows = {"OS": machine["os"], "CPU": f"{machine['cpu_model']} ({machine['cores']} cores{board})",
                     "Python": machine["python"], **machine["versions"]}
     parts = ["<h3>Data</h3>", _key_values(data_rows)]
     if report.get("int8_choice_reason"):

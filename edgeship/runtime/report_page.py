@@ -24,9 +24,7 @@ import datetime
 import io
 import logging
 import os
-import platform
 from dataclasses import dataclass, field
-from importlib import metadata
 from pathlib import Path
 from typing import Iterable
 
@@ -35,6 +33,7 @@ from PIL import Image
 
 from edgeship.errors import ConfigError, EdgeshipError
 from edgeship.runtime.classify import Class, get_classes
+from edgeship.runtime.device_info import device_identity
 from edgeship.runtime.files import atomic_write_json, atomic_write_text, sha256_file
 from edgeship.runtime.image import load_image
 from edgeship.runtime.metrics import classification_report
@@ -52,7 +51,6 @@ TOP_K = 3
 SHIPPED = "int8"
 REFERENCE = "float_keras"  # the float model the export's agreement and the gate measure int8 against
 FLOAT_FILE = "float32"     # the float model as a .tflite: the runtime can give its probabilities
-_VERSIONS = ("edgeship", "ai-edge-litert", "numpy", "pillow")
 
 
 @dataclass
@@ -236,26 +234,6 @@ def _summary(run: RunDir, report: dict) -> tuple[dict | None, str]:
     return summary, ""
 
 
-def _machine() -> dict:
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith(("model name", "Model")):  # x86 names the CPU; a Raspberry Pi names the board
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {"os": platform.platform(), "cpu": cpu, "cores": os.cpu_count(), "python": platform.python_version(),
-            "versions": {name: _version(name) for name in _VERSIONS}}
-
-
-def _version(name: str) -> str:
-    try:
-        return metadata.version(name)
-    except metadata.PackageNotFoundError:
-        return "not installed"
-
-
 def _optional_json(run: RunDir, path: Path) -> dict | None:
     try:
         return run.read_json(path) if path.exists() else None
@@ -289,7 +267,7 @@ def page_data(run_dir: str | os.PathLike, max_photos: int = GALLERY_CAP) -> dict
         "variants": _variant_rows(report, predictions, (summary or {}).get("variants")),
         "reports": reports, "photos": photos, "max_photos": max_photos, "photo_notes": notes,
         "has_int8": SHIPPED in predictions, "train_config": _optional_json(run, run.config_path),
-        "layer_drift": _optional_json(run, run.layer_drift_path), "machine": _machine(),
+        "layer_drift": _optional_json(run, run.layer_drift_path), "machine": device_identity(),
         "written": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
     }
 

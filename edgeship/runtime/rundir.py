@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import json
 import os
 import re
 import stat
@@ -37,7 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from edgeship.errors import ConfigError, DataError, EdgeshipError, RunBusyError
-from edgeship.runtime.files import atomic_write_json, atomic_write_text, read_regular_file, sha256_file
+from edgeship.runtime.files import atomic_write_json, atomic_write_text, read_json_object, sha256_file
 
 __all__ = ["SPLIT_PARTS", "RunDir", "Split", "split_digest"]
 
@@ -187,16 +186,13 @@ class RunDir:
             self.check_links()
             self._links_checked = True
         try:
-            data = json.loads(read_regular_file(path, _MAX_JSON_BYTES).decode("utf-8"))
+            return read_json_object(path, _MAX_JSON_BYTES)
         except FileNotFoundError as e:
             raise error(
                 f"No {path.name} in {self.path}: it is not {what}. Run `edgeship train DATA --out {self.path}` first."
             ) from e
-        except (OSError, UnicodeDecodeError, ValueError, RecursionError) as e:
+        except (OSError, ValueError) as e:
             raise error(f"{path} is damaged ({e}); train a new run, or restore the file.") from e
-        if not isinstance(data, dict):
-            raise error(f"{path} is damaged (not a JSON object); train a new run, or restore the file.")
-        return data
 
     def read_config(self) -> dict:
         """The recorded TrainConfig fields (``edgeship.train.config.load_run_config`` checks them)."""
