@@ -397,7 +397,6 @@ def validate(
         raise typer.Exit(EXIT_GATE_FAILED)
 
 
-@app.command()
 def _bench_group():
     from edgeship.runtime.bench_matrix import MatrixConfig
 

@@ -223,3 +223,11 @@ print("LOADED", loaded)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "LOADED []" in result.stdout, result.stdout[-2000:]
+
+
+def test_the_cli_has_exactly_its_documented_commands():
+    from typer.main import get_command
+
+    names = set(get_command(app).commands)
+    assert names == {"train", "export", "run", "report", "predict", "eval", "validate", "bench", "profile", "inspect",
+                     "compile", "doctor"}
