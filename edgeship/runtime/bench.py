@@ -27,7 +27,7 @@ from edgeship.errors import ConfigError, EdgeshipError
 from edgeship.runtime.device import interpreter_for_graph, invoke_error, parse_device
 from edgeship.runtime.graph import parse_graph, read_model_bytes
 
-__all__ = ["BenchConfig", "benchmark", "benchmark_models", "latency_stats", "peak_memory_mb", "prepare"]
+__all__ = ["BenchConfig", "benchmark", "benchmark_models", "fixed_input", "latency_stats", "peak_memory_mb", "prepare"]
 
 logger = logging.getLogger(__name__)
 
@@ -63,7 +63,9 @@ def peak_memory_mb() -> float | None:
     return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
 
 
-def _fixed_input(detail: dict, rng: np.random.Generator) -> np.ndarray:
+def fixed_input(detail: dict, rng: np.random.Generator) -> np.ndarray:
+    """One input value for a tensor ``detail`` (as LiteRT describes it), seeded: timing never
+    depends on which values reach the model, but the same seed gives the same tensor."""
     dtype = np.dtype(detail["dtype"])
     shape = tuple(int(v) for v in detail["shape"])
     if np.issubdtype(dtype, np.integer):
@@ -115,7 +117,7 @@ def prepare(path: str | os.PathLike, config: BenchConfig) -> tuple[object, dict]
     on_edgetpu = asked_edgetpu and graph.is_edgetpu_compiled
     rng = np.random.default_rng(config.seed)
     for detail in interpreter.get_input_details():
-        interpreter.set_tensor(detail["index"], _fixed_input(detail, rng))
+        interpreter.set_tensor(detail["index"], fixed_input(detail, rng))
     return interpreter, {
         "model": str(path),
         "size_bytes": len(data),

@@ -73,6 +73,7 @@ from ai_edge_litert import schema_py_generated as schema
 
 from edgeship.config import option
 from edgeship.errors import ConfigError, ModelFormatError
+from edgeship.runtime.bench import fixed_input
 from edgeship.runtime.device import interpreter_for_graph, invoke_error, parse_device
 from edgeship.runtime.device_info import device_identity
 from edgeship.runtime.graph import Graph, parse_graph, read_model_bytes
@@ -228,21 +229,13 @@ def _renumbered(op, number: dict[int, int]):
 # --------------------------------------------------------------------------- timing
 
 
-def _fixed_input(detail: dict, rng: np.random.Generator) -> np.ndarray:
-    dtype, shape = np.dtype(detail["dtype"]), tuple(int(v) for v in detail["shape"])
-    if np.issubdtype(dtype, np.integer):
-        info = np.iinfo(dtype)
-        return rng.integers(max(info.min, -128), min(info.max, 255) + 1, size=shape).astype(dtype)
-    return rng.uniform(-1.0, 1.0, size=shape).astype(dtype)
-
-
 def _ready(data: bytes, name: str, config: ProfileConfig, inputs: list[np.ndarray] | None):
     """An interpreter with the fixed input set; returns it and the input values used."""
     interpreter = interpreter_for_graph(data, parse_graph(data, name), name, config.device, config.num_threads)
     details = interpreter.get_input_details()
     if inputs is None:
         rng = np.random.default_rng(config.seed)
-        inputs = [_fixed_input(detail, rng) for detail in details]
+        inputs = [fixed_input(detail, rng) for detail in details]
     for detail, value in zip(details, inputs):
         interpreter.set_tensor(detail["index"], value)
     return interpreter, inputs
