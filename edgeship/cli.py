@@ -519,7 +519,8 @@ def profile(
 ) -> None:
     """Time per op on this device: the slowest ops with their share, and for a run's model its
     predicted Edge TPU placement and layer drift, flagged slow / noisy / cpu."""
-    from edgeship.runtime.profile import ProfileConfig, join_run, profile_model, render_profile
+    from edgeship.runtime.profile import ProfileConfig, profile_model
+    from edgeship.runtime.profile_join import join_run, render_profile
 
     options = LoadOptions(**_pick(flags, LoadOptions))
     config = ProfileConfig(**{**_pick(flags, ProfileConfig), "num_threads": options.threads, "device": options.device})

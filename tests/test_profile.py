@@ -22,8 +22,10 @@ from edgeship.edgetpu.mapping import predict_mapping
 from edgeship.errors import ConfigError
 from edgeship.runtime.graph import parse_graph, read_graph
 from edgeship.runtime.profile import (
-    FLAG_CPU, FLAG_NOISY, FLAG_SLOW, ProfileConfig, annotate, cut_models, drift_by_op, join_run, live_outputs,
-    median_interval, order_stability, profile_model, read_drift, render_profile,
+    ProfileConfig, cut_models, live_outputs, median_interval, order_stability, profile_model,
+)
+from edgeship.runtime.profile_join import (
+    FLAG_CPU, FLAG_NOISY, FLAG_SLOW, annotate, drift_by_op, join_run, read_drift, render_profile,
 )
 
 CORAL = Path(__file__).resolve().parent / "data" / "coral"
