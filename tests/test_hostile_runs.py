@@ -251,3 +251,33 @@ def test_a_fifo_among_the_recorded_images_is_named_not_waited_on(runtime_setup, 
     os.mkfifo(fifo)
     result = runner.invoke(app, ["eval", str(models["float"]), "--run", str(run)])
     assert result.exit_code == 1 and "missing or unreadable" in result.output, result.output
+
+
+def test_weights_named_as_keras_3_names_them_load_in_keras_order(tmp_path):
+    """Keras 3 writes a depthwise kernel as ``layer/kernel`` (tf_keras: ``depthwise_kernel``), as in
+    Keras' published MobileNetV2 no-top file: such a layer is paired in order, as Keras pairs it."""
+    import h5py
+    import numpy as np
+
+    from edgeship.train.h5weights import load_h5_weights
+    from edgeship.train.tfkeras import keras
+
+    def network():
+        inputs = keras.Input((8, 8, 3))
+        x = keras.layers.DepthwiseConv2D(3, name="dw")(inputs)
+        return keras.Model(inputs, keras.layers.BatchNormalization(name="bn")(x))
+
+    saved = network()
+    saved.get_layer("dw").set_weights([np.random.default_rng(0).normal(size=(3, 3, 3, 1)).astype("f4"),
+                                       np.arange(3, dtype="f4")])
+    path = tmp_path / "weights.h5"
+    saved.save_weights(str(path))
+    with h5py.File(path, "r+") as file:
+        layer = file["dw"]
+        layer.move("dw/depthwise_kernel:0", "dw/kernel")
+        layer.move("dw/bias:0", "dw/bias")
+        layer.attrs["weight_names"] = ["dw/kernel", "dw/bias"]
+    loaded = network()
+    load_h5_weights(loaded, path)
+    for mine, theirs in zip(loaded.get_weights(), saved.get_weights()):
+        assert np.array_equal(mine, theirs)

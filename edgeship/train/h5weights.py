@@ -102,16 +102,15 @@ def _child(group, key: str, name: str):
 
 
 def _layer_values(layer, group, weight_names: list[str], name: str) -> list[np.ndarray]:
+    if len(weight_names) != len(layer.weights):
+        raise ValueError(f"layer {layer.name!r} has {len(layer.weights)} weights; the file has {len(weight_names)}")
     by_name = {_short(w): w for w in weight_names}
-    if len(by_name) != len(layer.weights):
-        raise ValueError(f"layer {layer.name!r} has {len(layer.weights)} weights; the file has {len(by_name)}")
-    values = []
-    for variable in layer.weights:
-        key = by_name.get(_short(variable.name))
-        if key is None:
-            raise ValueError(f"no {_short(variable.name)!r} among the weights of layer {layer.name!r}")
-        values.append(_read_array(_child(group, key, name), tuple(variable.shape), f"{layer.name}/{key}"))
-    return values
+    wanted = [_short(variable.name) for variable in layer.weights]
+    # Within a layer, by name where the names agree; else in order, as Keras pairs them: a file
+    # written by Keras 3 calls a depthwise kernel "kernel" where tf_keras says "depthwise_kernel".
+    keys = [by_name[short] for short in wanted] if set(wanted) == set(by_name) else weight_names
+    return [_read_array(_child(group, key, name), tuple(variable.shape), f"{layer.name}/{key}")
+            for variable, key in zip(layer.weights, keys)]
 
 
 def _read_array(dataset, shape: tuple[int, ...], what: str) -> np.ndarray:
