@@ -46,9 +46,12 @@ def measure(source: Path, compiled: Path) -> dict:
         "model": source.name, "num_ops": num_ops, "compilable": report.compilable,
         "predicted_on_edgetpu": report.on_edgetpu, "actual_on_edgetpu": actual_on_edgetpu,
         "predicted_on_cpu": report.on_cpu, "actual_on_cpu": truth["on_cpu"],
+        "predicted_before_segment": report.num_before_segment, "actual_before_segment": truth["num_before_segment"],
+        "actual_segments": truth["num_edgetpu_segments"], "actual_cpu_inside": truth["num_cpu_inside"],
         "min_runtime_version": report.min_runtime_version,
         "uncertain": sum(p.uncertain for p in report.placements),
-        "agrees": report.compilable and report.on_cpu == truth["on_cpu"] and report.on_edgetpu == actual_on_edgetpu,
+        "agrees": report.compilable and report.on_cpu == truth["on_cpu"] and report.on_edgetpu == actual_on_edgetpu
+        and report.num_before_segment == truth["num_before_segment"],
     }
 
 

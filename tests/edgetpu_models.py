@@ -437,3 +437,64 @@ RECIPES = {
 def single_op(name: str, variant: str = "") -> bytes:
     """input -> CONV -> the op ``name`` (its recipe, in ``variant``) -> CONV -> output."""
     return _sandwich(lambda graph, x: RECIPES[name](graph, x, variant))
+
+
+def branches(cut: str = "branch") -> bytes:
+    """Two branches that rejoin in an ADD, stored branch after branch:
+
+        input -> CONV -> [cut op -> CONV] + [CONV -> CONV] -> ADD -> CONV
+
+    ``cut="input"`` feeds the cut op (LEAKY_RELU) from the model's input instead of the CONV."""
+    graph = GraphBuilder("uint8")
+    source = graph.tensor()
+    trunk = graph.conv(source)
+    cut_output = graph.tensor()
+    graph.op("LEAKY_RELU", [source if cut == "input" else trunk], [cut_output])
+    first = graph.conv(cut_output)
+    second = graph.conv(graph.conv(trunk))
+    joined = graph.tensor()
+    graph.op("ADD", [first, second], [joined])
+    out = graph.conv(joined)
+    graph.finish([source], [out])
+    return graph.build()
+
+
+def _cell_step(graph: GraphBuilder, x: int, hidden: int, cell: int, activation: str) -> tuple[int, int]:
+    """One LSTM step unrolled into small ops, on [1, 4] tensors: gates from a dense layer over
+    [x, h], then c = f*c + i*g and h = o * activation(c)."""
+    both = graph.tensor((1, 8))
+    graph.op("CONCATENATION", [x, hidden], [both], options=("ConcatenationOptions", {"axis": 1}))
+    gates = graph.tensor((1, 16))
+    graph.op("FULLY_CONNECTED", [both, *_weights(graph, (16, 8), 16)], [gates])
+    parts = [graph.tensor((1, 4)) for _ in range(4)]
+    graph.op("SPLIT", [graph.constant(1), gates], parts, options=("SplitOptions", {"numSplits": 4}))
+    squashed = [graph.tensor((1, 4)) for _ in range(4)]
+    for name, part, out in zip(("LOGISTIC", "LOGISTIC", "TANH", "LOGISTIC"), parts, squashed):
+        graph.op(name, [part], [out])
+    forget, remember, new_cell = graph.tensor((1, 4)), graph.tensor((1, 4)), graph.tensor((1, 4))
+    graph.op("MUL", [squashed[0], cell], [forget])
+    graph.op("MUL", [squashed[1], squashed[2]], [remember])
+    graph.op("ADD", [forget, remember], [new_cell])
+    squashed_cell, new_hidden = graph.tensor((1, 4)), graph.tensor((1, 4))
+    graph.op(activation, [new_cell], [squashed_cell])
+    graph.op("MUL", [squashed[3], squashed_cell], [new_hidden])
+    return new_hidden, new_cell
+
+
+def unrolled_lstm(steps: int = 3, cut_step: int | None = None) -> bytes:
+    """A [steps, 4] sequence split along axis 0 into steps, an LSTM cell unrolled over them with
+    its state as model inputs (as recurrent detectors take it), the hidden states packed back
+    along axis 0. Step ``cut_step`` (from 0) squashes its cell with LEAKY_RELU, which the Edge TPU
+    lacks: 1 + 12 x steps + 1 ops."""
+    graph = GraphBuilder("uint8")
+    sequence, hidden, cell = graph.tensor((steps, 4)), graph.tensor((1, 4)), graph.tensor((1, 4))
+    inputs = [graph.tensor((1, 4)) for _ in range(steps)]
+    graph.op("SPLIT", [graph.constant(0), sequence], inputs, options=("SplitOptions", {"numSplits": steps}))
+    outputs = []
+    for step, x in enumerate(inputs):
+        hidden, cell = _cell_step(graph, x, hidden, cell, "LEAKY_RELU" if step == cut_step else "TANH")
+        outputs.append(hidden)
+    packed = graph.tensor((steps, 4))
+    graph.op("PACK", outputs, [packed], options=("PackOptions", {"axis": 0, "valuesCount": steps}))
+    graph.finish([sequence, 1, 2], [packed, cell])
+    return graph.build()

@@ -29,6 +29,8 @@ PAIRS = [
     CORAL / "mobilenet_v1_0.5_160_quant.tflite",
     EDGETPU / "deeplabv3_mnv2_dm05_pascal_quant.tflite",
     EDGETPU / "posenet_mobilenet_v1_075_353_481_16_quant_decoder.tflite",
+    EDGETPU / "coral_test_data" / "keras_lstm_mnist_ptq.tflite",
+    EDGETPU / "coral_test_data" / "split_concat.tflite",
 ]
 
 
@@ -243,3 +245,44 @@ def test_an_op_outside_the_table_needs_evidence_and_maps_with_it():
     assert not RULES["TILE"].published and "compiled" in RULES["TILE"].departure
     report, placement = _verdict("TILE")
     assert placement.on_edgetpu and report.min_runtime_version == 14
+
+
+def test_a_cut_on_one_branch_cuts_the_rejoin_and_spares_the_other_branch():
+    report = predict_mapping(models.branches())
+    assert _statuses(report) == [
+        ("CONV_2D", STATUS_MAPPED), ("LEAKY_RELU", STATUS_NOT_SUPPORTED), ("CONV_2D", STATUS_SUBGRAPH),
+        ("CONV_2D", STATUS_MAPPED), ("CONV_2D", STATUS_MAPPED),    # stored after the cut, independent of it
+        ("ADD", STATUS_SUBGRAPH), ("CONV_2D", STATUS_SUBGRAPH)]
+    assert report.num_before_segment == 0 and report.on_cpu == {"CONV_2D": 2, "LEAKY_RELU": 1, "ADD": 1}
+
+
+def test_an_unsupported_op_fed_by_the_input_runs_before_the_segment():
+    report = predict_mapping(models.branches(cut="input"))
+    assert report.on_cpu == {"LEAKY_RELU": 1} and report.on_edgetpu == 6
+    assert [p.name for p in report.placements if p.before_segment] == ["LEAKY_RELU"]
+    assert not any("cut at op" in note for note in report.notes)
+
+
+def test_an_unrolled_lstm_maps_whole():
+    # Splitting and packing its [steps, 4] sequence along axis 0 is no batch operation.
+    report = predict_mapping(models.unrolled_lstm(steps=3))
+    assert report.compilable and report.on_cpu == {} and report.on_edgetpu == 1 + 12 * 3 + 1
+
+
+def test_an_unrolled_lstm_is_cut_from_the_step_that_needs_the_cut_op():
+    report = predict_mapping(models.unrolled_lstm(steps=3, cut_step=1))
+    # The split, step 0 and the 10 ops of step 1 that do not need its LEAKY_RELU stay mapped;
+    # the LEAKY_RELU, the MUL after it, all of step 2 and the PACK run on the CPU.
+    assert report.on_edgetpu == 1 + 12 + 10
+    assert report.on_cpu == {"LEAKY_RELU": 1, "MUL": 1 + 3, "LOGISTIC": 3, "TANH": 2, "CONCATENATION": 1,
+                             "FULLY_CONNECTED": 1, "SPLIT": 1, "ADD": 1, "PACK": 1}
+    cut = next(p for p in report.placements if not p.on_edgetpu)
+    assert cut.name == "LEAKY_RELU" and cut.index == 1 + 12 + 10
+
+
+@needs_shared(CORAL)
+def test_compiled_files_hold_one_segment_with_nothing_of_the_cpu_inside():
+    for source in PAIRS:
+        truth = compiled_mapping(source.with_name(source.stem + "_edgetpu.tflite"))
+        assert truth["num_edgetpu_segments"] == 1 and truth["num_cpu_inside"] == 0
+        assert truth["num_before_segment"] == predict_mapping(source).num_before_segment
