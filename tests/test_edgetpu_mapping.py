@@ -286,3 +286,10 @@ def test_compiled_files_hold_one_segment_with_nothing_of_the_cpu_inside():
         truth = compiled_mapping(source.with_name(source.stem + "_edgetpu.tflite"))
         assert truth["num_edgetpu_segments"] == 1 and truth["num_cpu_inside"] == 0
         assert truth["num_before_segment"] == predict_mapping(source).num_before_segment
+
+
+def test_every_departure_from_corals_table_is_documented_in_the_readme():
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Edge TPU: the supported-op table, audited", 1)[1].split("\n### ", 1)[0]
+    departed = [name for name, rule in RULES.items() if rule.departure]
+    assert departed and all(name in section for name in departed)

@@ -8,15 +8,24 @@ the three innermost dimensions of a tensor larger than 1. The status phrases are
 compiler writes in its operation log (``edgetpu_compiler -s``), so that a prediction and a real
 log can be compared row by row.
 
+``RULES`` is the table as data: one entry per row of Coral's table (``published`` holds the row's
+name, ``min_runtime`` its runtime column, with "All" as 10), and the version notes of rows that
+changed with runtime 13 (dilated depthwise kernels, reductions and padding along z, squeezes
+that relayout) raise the runtime a model needs. Where a rule departs from its row, ``departure``
+says how and on what evidence; the tests build one tiny model per row and one per documented
+limitation from this table. Ops outside the table stay on the CPU (LEAKY_RELU and HARD_SWISH,
+for example: github.com/google-coral/edgetpu/issues/272), except where a compiled file shows
+one mapped (TILE).
+
 Where the compiler decides on something Coral does not document (the resize ops "depending on
 input/output size", reshapes of large tensors), a verdict is flagged ``uncertain`` rather than
 guessed silently.
 
 Example:
-    >>> RULES["CONV_2D"].min_runtime, RULES["TRANSPOSE"].min_runtime
-    (10, 14)
-    >>> "LEAKY_RELU" in RULES, "HARD_SWISH" in RULES
-    (False, False)
+    >>> RULES["CONV_2D"].min_runtime, RULES["TRANSPOSE"].min_runtime, RULES["TRANSPOSE"].published
+    (10, 14, 'Transpose')
+    >>> "LEAKY_RELU" in RULES, "HARD_SWISH" in RULES, bool(RULES["TILE"].published)
+    (False, False, False)
 """
 
 from __future__ import annotations
