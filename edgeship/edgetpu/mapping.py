@@ -6,7 +6,9 @@ from the first op it cannot map inside the model on, every op that depends on th
 the CPU too, even ops the Edge TPU supports (log status "More than one subgraph is not
 supported"). Coral describes this at https://coral.ai/docs/edgetpu/models-intro/#compiling.
 The cut follows dependencies, not file order: in Coral's compiled MoveNet, ops stored after the
-first CPU op but independent of it are still on the Edge TPU.
+first CPU op but independent of it are still on the Edge TPU. Ops placed before the segment are
+marked (``OpPlacement.before_segment``), and :func:`compiled_mapping` reads the same split from a
+compiled file, so that both sides of the segment can be checked against the compiler.
 
 Some models cannot be compiled at all: not quantized (no op computes on 8-bit integers),
 sizes unknown until run time, more than one subgraph, or already compiled. A float op inside an
