@@ -6,7 +6,9 @@ from the first op it cannot map inside the model on, every op that depends on th
 the CPU too, even ops the Edge TPU supports (log status "More than one subgraph is not
 supported"). Coral describes this at https://coral.ai/docs/edgetpu/models-intro/#compiling.
 The cut follows dependencies, not file order: in Coral's compiled MoveNet, ops stored after the
-first CPU op but independent of it are still on the Edge TPU.
+first CPU op but independent of it are still on the Edge TPU. Ops placed before the segment are
+marked (``OpPlacement.before_segment``), and :func:`compiled_mapping` reads the same split from a
+compiled file, so that both sides of the segment can be checked against the compiler.
 
 Some models cannot be compiled at all: not quantized (no op computes on 8-bit integers),
 sizes unknown until run time, more than one subgraph, or already compiled. A float op inside an
@@ -48,6 +50,7 @@ class OpPlacement:
     status: str
     detail: str = ""
     uncertain: bool = False
+    before_segment: bool = False   # on the CPU, feeding the Edge TPU segment (a float input's QUANTIZE)
 
     @property
     def on_edgetpu(self) -> bool:
@@ -75,6 +78,10 @@ class MappingReport:
         return dict(Counter(p.name for p in self.placements if not p.on_edgetpu).most_common())
 
     @property
+    def num_before_segment(self) -> int:
+        return sum(p.before_segment for p in self.placements)
+
+    @property
     def rows(self) -> list[dict]:
         return mapping_rows(self.placements)
 
@@ -85,6 +92,7 @@ class MappingReport:
             "problems": list(self.problems),
             "on_edgetpu": self.on_edgetpu,
             "on_cpu": self.on_cpu,
+            "num_before_segment": self.num_before_segment,
             "min_runtime_version": self.min_runtime_version,
             "uncertain": [f"{p.name} (op {p.index}): {p.detail}" for p in self.placements if p.uncertain],
             "notes": list(self.notes),
@@ -110,7 +118,16 @@ def _producers(graph: Graph) -> dict[int, int]:
 
 
 def _partition(graph: Graph, verdicts: list[Verdict]) -> list[OpPlacement]:
-    """Applies the one-segment rule to the per-op verdicts of subgraph 0."""
+    """Applies the one-segment rule to the per-op verdicts of subgraph 0, by dependency rather
+    than by file order: an op the Edge TPU cannot run, fed only by the model's inputs, constants
+    or other such ops, runs on the CPU before the segment; one fed by the segment cuts it, and
+    every op that depends on a cut op runs on the CPU after it. Ops independent of every cut op
+    stay on the Edge TPU wherever the file stores them and whichever branch they sit on, so a
+    branch that rejoins after a cut is cut at the join, and an unrolled recurrent cell is cut
+    from the first step that depends on the cut op.
+
+    Every compiled pair we have agrees: one segment, and no CPU op that depends on the segment
+    feeds it (see :func:`compiled_mapping`)."""
     producers = _producers(graph)
     leading: set[int] = set()   # unmappable ops before the segment: their outputs feed it
     on_cpu: set[int] = set()    # ops after the cut
@@ -123,7 +140,7 @@ def _partition(graph: Graph, verdicts: list[Verdict]) -> list[OpPlacement]:
         elif sources & on_cpu:
             on_cpu.add(index)
             status, detail = STATUS_SUBGRAPH, "it depends on an op that runs on the CPU."
-        placements.append(OpPlacement(index, op.name, status, detail, verdict.uncertain))
+        placements.append(OpPlacement(index, op.name, status, detail, verdict.uncertain, index in leading))
     return placements
 
 
@@ -241,11 +258,12 @@ def _notes(graph: Graph, placements: list[OpPlacement]) -> list[str]:
 
 
 def _first_cut(placements: list[OpPlacement]) -> OpPlacement | None:
-    """The first op the Edge TPU cannot run after one it can: where its segment ends. One pass,
+    """The first op the Edge TPU cannot run that the segment feeds: where the segment ends. One pass,
     since a hostile model can have as many ops as its file has bytes."""
     mapped_before = False
     for placement in placements:
-        if not placement.on_edgetpu and placement.status != STATUS_SUBGRAPH and mapped_before:
+        cut = not (placement.on_edgetpu or placement.before_segment or placement.status == STATUS_SUBGRAPH)
+        if cut and mapped_before:
             return placement
         mapped_before = mapped_before or placement.on_edgetpu
     return None
@@ -298,12 +316,44 @@ def predict_mapping(
     )
 
 
+def _ancestors(ops, targets: set[int]) -> set[int]:
+    """The ops whose outputs ``targets`` need, directly or through others."""
+    producers = {t: i for i, op in enumerate(ops) for t in op.outputs}
+    found: set[int] = set()
+    pending = [producers[t] for i in targets for t in ops[i].inputs if t in producers]
+    while pending:
+        index = pending.pop()
+        if index not in found:
+            found.add(index)
+            pending += [producers[t] for t in ops[index].inputs if t in producers]
+    return found
+
+
+def _descendants(ops, sources: set[int]) -> set[int]:
+    """The ops that need an output of ``sources``, directly or through others: one pass, since
+    TFLite stores ops in an order that runs them."""
+    producers: dict[int, int] = {}
+    found: set[int] = set()
+    for index, op in enumerate(ops):
+        if any(producers.get(t) in sources or producers.get(t) in found for t in op.inputs):
+            found.add(index)
+        producers.update((t, index) for t in op.outputs)
+    return found
+
+
 def compiled_mapping(model: Graph | str | os.PathLike) -> dict:
     """What a compiled file shows: ops inside ``edgetpu-custom-op`` ran on the Edge TPU, every
-    op left outside it on the CPU. Returns ``{"num_edgetpu_segments", "on_cpu"}``."""
+    op left outside it on the CPU. Returns ``{"num_edgetpu_segments", "on_cpu",
+    "num_before_segment", "num_cpu_inside"}``: the CPU ops that feed a segment, and of those the
+    ones that also depend on one (a CPU op between two parts of the Edge TPU's work)."""
     graph = model if isinstance(model, Graph) else read_graph(model)
+    ops = [op for op in graph.ops if op.subgraph == 0]
+    segments = {i for i, op in enumerate(ops) if op.name == EDGETPU_CUSTOM_OP}
+    before = _ancestors(ops, segments) - segments
+    after_a_segment = _descendants(ops, segments)
     on_cpu = Counter(op.name for op in graph.ops if op.name != EDGETPU_CUSTOM_OP)
-    return {"num_edgetpu_segments": graph.op_counts.get(EDGETPU_CUSTOM_OP, 0), "on_cpu": dict(on_cpu.most_common())}
+    return {"num_edgetpu_segments": len(segments), "on_cpu": dict(on_cpu.most_common()),
+            "num_before_segment": len(before), "num_cpu_inside": len(before & after_a_segment)}
 
 
 def render_mapping(report: dict) -> str:

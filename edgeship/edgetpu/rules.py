@@ -8,15 +8,24 @@ the three innermost dimensions of a tensor larger than 1. The status phrases are
 compiler writes in its operation log (``edgetpu_compiler -s``), so that a prediction and a real
 log can be compared row by row.
 
+``RULES`` is the table as data: one entry per row of Coral's table (``published`` holds the row's
+name, ``min_runtime`` its runtime column, with "All" as 10), and the version notes of rows that
+changed with runtime 13 (dilated depthwise kernels, reductions and padding along z, squeezes
+that relayout) raise the runtime a model needs. Where a rule departs from its row, ``departure``
+says how and on what evidence; the tests build one tiny model per row and one per documented
+limitation from this table. Ops outside the table stay on the CPU (LEAKY_RELU and HARD_SWISH,
+for example: github.com/google-coral/edgetpu/issues/272), except where a compiled file shows
+one mapped (TILE).
+
 Where the compiler decides on something Coral does not document (the resize ops "depending on
 input/output size", reshapes of large tensors), a verdict is flagged ``uncertain`` rather than
 guessed silently.
 
 Example:
-    >>> RULES["CONV_2D"].min_runtime, RULES["TRANSPOSE"].min_runtime
-    (10, 14)
-    >>> "LEAKY_RELU" in RULES, "HARD_SWISH" in RULES
-    (False, False)
+    >>> RULES["CONV_2D"].min_runtime, RULES["TRANSPOSE"].min_runtime, RULES["TRANSPOSE"].published
+    (10, 14, 'Transpose')
+    >>> "LEAKY_RELU" in RULES, "HARD_SWISH" in RULES, bool(RULES["TILE"].published)
+    (False, False, False)
 """
 
 from __future__ import annotations
@@ -79,9 +88,16 @@ Check = Callable[[OpInfo, Graph], "Verdict | None"]
 
 @dataclass(frozen=True)
 class OpRule:
+    """One row of the table: Coral's published row (its name and runtime column) and our rule.
+
+    ``departure`` says where the rule differs from the published row, with the evidence (a
+    compiled file, a compiler issue); it is empty where the rule restates the row."""
+
     min_runtime: int
     limitation: str = ""          # Coral's documented limitation, in our words
     check: Check | None = None    # returns a Verdict when the limitation applies
+    published: str = ""           # the row's name in Coral's table; "" for an op it does not list
+    departure: str = ""
 
 
 def _tensors(op: OpInfo, graph: Graph, indices) -> list[TensorInfo]:
@@ -166,12 +182,25 @@ def _fully_connected(op: OpInfo, graph: Graph) -> Verdict | None:
     return _constant_weights(op, graph)
 
 
+def _num_batch_dimensions(rank: int) -> int:
+    """How many leading dimensions of a tensor of ``rank`` are the Edge TPU's batch: those outside
+    the three innermost (y, x, z). A tensor of rank 3 or less has none, so axis 0 of an unrolled
+    recurrent cell's [steps, units] tensor is its y, not a batch."""
+    return max(rank - 3, 0)
+
+
 def _not_on_batch(position: int) -> Check:
+    """The data tensor is input 1 when the axes are input ``position`` 0 (SPLIT), else input 0."""
+
     def check(op: OpInfo, graph: Graph) -> Verdict | None:
         axes = _axes(op, graph, position)
-        if axes is not None and 0 in axes:
-            return _not_mapped(f"{op.name} works along the batch dimension.")
-        return None
+        data = _shape(op, graph, op.inputs[1:2] if position == 0 else op.inputs[:1])
+        if axes is None or not any(a < _num_batch_dimensions(len(data)) for a in axes):
+            return None
+        if op.name == "SPLIT" and len(op.outputs) == 1:
+            # A split into one piece copies its input: Coral's compiled YAMNet (coralmicro) maps one.
+            return None
+        return _not_mapped(f"{op.name} works along the batch dimension.")
 
     return check
 
@@ -180,13 +209,17 @@ def _mean(op: OpInfo, graph: Graph) -> Verdict | None:
     verdict = _not_on_batch(1)(op, graph)
     axes = _axes(op, graph, 1) or []
     shape = _shape(op, graph, op.inputs[:1])
-    if verdict is None and shape and len(shape) - 1 in axes and shape[-1] % 4:
+    if verdict is not None or not shape or len(shape) - 1 not in axes:
+        return verdict
+    if shape[-1] % 4:
         return _not_mapped(f"a reduction over channels needs a multiple of 4 channels; it has {shape[-1]}.")
-    return verdict
+    return Verdict(STATUS_MAPPED, "a reduction over channels (z) needs runtime 13", min_runtime=13)
 
 
 def _pack(op: OpInfo, graph: Graph) -> Verdict | None:
-    if op.options.get("axis", 0) == 0 and len(op.inputs) > 1:
+    output = _shape(op, graph, op.outputs[:1])
+    axis = op.options.get("axis", 0) % max(len(output), 1)
+    if axis < _num_batch_dimensions(len(output)) and len(op.inputs) > 1:
         return _not_mapped("PACK along the batch dimension.")
     return None
 
@@ -194,11 +227,29 @@ def _pack(op: OpInfo, graph: Graph) -> Verdict | None:
 def _pad(op: OpInfo, graph: Graph) -> Verdict | None:
     paddings = _tensors(op, graph, op.inputs[1:2])
     values = graph.constant_values(paddings[0]) if paddings else None
-    if values is None:
+    if values is None or values.size > 2 * MAX_RANK:
         return _not_mapped("its paddings are computed at run time.")
-    if np.ravel(values)[:2].any():
+    rows = np.reshape(values, (-1, 2)) if values.size % 2 == 0 else np.zeros((0, 2))
+    if rows[:_num_batch_dimensions(len(rows))].any():
         return _not_mapped("it pads the batch dimension.")
+    if len(rows) and rows[-1].any():
+        return Verdict(STATUS_MAPPED, "padding along z (channels) needs runtime 13", min_runtime=13)
     return None
+
+
+def _squeeze(op: OpInfo, graph: Graph) -> Verdict | None:
+    """Runtimes up to 12 squeeze only leading 1s (no relayout); 13 squeezes any."""
+    shape = _shape(op, graph, op.inputs[:1])
+    dims = [d % len(shape) for d in op.options.get("squeezeDims", []) or []] if shape else []
+    dims = dims or [i for i, d in enumerate(shape) if d == 1]
+    leading = next((i for i, d in enumerate(shape) if d != 1), len(shape))
+    if any(d >= leading for d in dims):
+        return Verdict(STATUS_MAPPED, "squeezing a dimension after a larger one needs runtime 13", min_runtime=13)
+    return None
+
+
+def _unverified(op: OpInfo, graph: Graph) -> Verdict | None:
+    return Verdict(STATUS_MAPPED, f"no compiled file we know shows the compiler mapping {op.name}", uncertain=True)
 
 
 def _prelu(op: OpInfo, graph: Graph) -> Verdict | None:
@@ -244,55 +295,75 @@ def _resize(op: OpInfo, graph: Graph) -> Verdict | None:
     return None
 
 
+_BATCH = "not along the batch (the dimensions outside the 3 innermost)"
+_DIMENSIONS = ("Coral's notes name the batch without defining it; we take it to be the dimensions outside "
+               "the three innermost, the ones the model requirements allow only a size of 1, so a tensor of "
+               "rank 3 or less has no batch.")
+
+# One entry per row of Coral's table (``published`` is the row's name), plus the ops it does not
+# list that compiled files show mapped. ``min_runtime`` is the table's runtime column: "All" is 10.
 RULES: dict[str, OpRule] = {
-    "ADD": OpRule(10),
-    "AVERAGE_POOL_2D": OpRule(10, "no fused activation", _no_fused_activation),
-    "CONCATENATION": OpRule(10, "no fused activation; a constant input only as an all-zero pad of 2 inputs", _concatenation),
-    "CONV_2D": OpRule(10, "same dilation in height and width; constant weights", _conv),
-    "DEPTHWISE_CONV_2D": OpRule(10, "same dilation in height and width (dilation needs runtime 13)", _depthwise),
-    "EXPAND_DIMS": OpRule(13),
-    "FULLY_CONNECTED": OpRule(10, "default weights format; one-dimensional output", _fully_connected),
-    "L2_NORMALIZATION": OpRule(10),
-    "LOGISTIC": OpRule(10),
-    "UNIDIRECTIONAL_SEQUENCE_LSTM": OpRule(14, "unidirectional only"),
-    "MAXIMUM": OpRule(10),
-    "MAX_POOL_2D": OpRule(10, "no fused activation", _no_fused_activation),
-    "MEAN": OpRule(10, "not along the batch; over channels only for a multiple of 4", _mean),
-    "MINIMUM": OpRule(10),
-    "MUL": OpRule(10),
-    "PACK": OpRule(10, "not along the batch", _pack),
-    "PAD": OpRule(10, "not along the batch", _pad),
-    "PRELU": OpRule(10, "alpha varies along the innermost dimension only", _prelu),
-    "QUANTIZE": OpRule(13),
-    "REDUCE_MAX": OpRule(14, "not along the batch", _not_on_batch(1)),
-    "REDUCE_MIN": OpRule(14, "not along the batch", _not_on_batch(1)),
-    "RELU": OpRule(10),
-    "RELU6": OpRule(10),
-    "RELU_N1_TO_1": OpRule(10),
-    "RESHAPE": OpRule(10, "some reshapes of large tensors are not mapped"),
-    "RESIZE_BILINEAR": OpRule(10, "3-D input/output; some sizes stay on the CPU (undocumented)", _resize),
-    "RESIZE_NEAREST_NEIGHBOR": OpRule(10, "3-D input/output; some sizes stay on the CPU (undocumented)", _resize),
-    "RSQRT": OpRule(14),
-    "SLICE": OpRule(10),
-    "SOFTMAX": OpRule(10, "1-D input of at most 16,000 values", _softmax),
-    "SPACE_TO_DEPTH": OpRule(10),
-    "SPLIT": OpRule(10, "not along the batch", _not_on_batch(0)),
-    "SQUARED_DIFFERENCE": OpRule(14),
-    "SQUEEZE": OpRule(10),
-    "STRIDED_SLICE": OpRule(10, "strides of 1, no ellipsis or new-axis mask", _strided_slice),
-    "SUB": OpRule(10),
-    "SUM": OpRule(13, "not along the batch", _not_on_batch(1)),
-    "TANH": OpRule(10),
-    # Not in the published table, but mapped in Coral's own compiled DeepLab (Cityscapes) build.
-    "TILE": OpRule(LATEST_RUNTIME, "not in Coral's table; seen mapped by compiler 16"),
-    "TRANSPOSE": OpRule(14),
-    "TRANSPOSE_CONV": OpRule(13, "constant weights", _constant_weights),
+    "ADD": OpRule(10, published="Add"),
+    "AVERAGE_POOL_2D": OpRule(10, "no fused activation", _no_fused_activation, "AveragePool2d"),
+    "CONCATENATION": OpRule(10, "no fused activation; a constant input only as an all-zero pad of 2 inputs",
+                            _concatenation, "Concatenation"),
+    "CONV_2D": OpRule(10, "same dilation in height and width; constant weights", _conv, "Conv2d"),
+    "DEPTHWISE_CONV_2D": OpRule(10, "same dilation in height and width (dilation needs runtime 13)", _depthwise,
+                                "DepthwiseConv2d"),
+    "EXPAND_DIMS": OpRule(13, published="ExpandDims"),
+    "FULLY_CONNECTED": OpRule(10, "default weights format; one-dimensional output", _fully_connected,
+                              "FullyConnected"),
+    "L2_NORMALIZATION": OpRule(10, published="L2Normalization"),
+    "LOGISTIC": OpRule(10, published="Logistic"),
+    "UNIDIRECTIONAL_SEQUENCE_LSTM": OpRule(14, "unidirectional only", published="LSTM"),
+    # The same row names TFLite's one-step LSTM kernel too; no compiled file shows it.
+    "LSTM": OpRule(14, "unidirectional only", _unverified, "LSTM",
+                   departure="flagged uncertain: the compiled LSTM we know (Coral's keras_lstm_mnist_ptq) is the "
+                             "sequence kernel"),
+    "MAXIMUM": OpRule(10, published="Maximum"),
+    "MAX_POOL_2D": OpRule(10, "no fused activation", _no_fused_activation, "MaxPool2d"),
+    "MEAN": OpRule(10, f"{_BATCH}; over z only for a multiple of 4 (runtime 13; 12 reduces x and y only)", _mean,
+                   "Mean", departure=_DIMENSIONS),
+    "MINIMUM": OpRule(10, published="Minimum"),
+    "MUL": OpRule(10, published="Mul"),
+    "PACK": OpRule(10, _BATCH, _pack, "Pack", departure=_DIMENSIONS),
+    "PAD": OpRule(10, f"{_BATCH}; along z needs runtime 13 (12 pads x and y only)", _pad, "Pad",
+                  departure=_DIMENSIONS),
+    "PRELU": OpRule(10, "alpha varies along the innermost dimension only", _prelu, "PReLU"),
+    "QUANTIZE": OpRule(13, published="Quantize"),
+    "REDUCE_MAX": OpRule(14, _BATCH, _not_on_batch(1), "ReduceMax", departure=_DIMENSIONS),
+    "REDUCE_MIN": OpRule(14, _BATCH, _not_on_batch(1), "ReduceMin", departure=_DIMENSIONS),
+    "RELU": OpRule(10, published="ReLU"),
+    "RELU6": OpRule(10, published="ReLU6"),
+    "RELU_N1_TO_1": OpRule(10, published="ReLUN1To1"),
+    "RESHAPE": OpRule(10, "some reshapes of large tensors are not mapped", published="Reshape"),
+    "RESIZE_BILINEAR": OpRule(10, "3-D input/output; some sizes stay on the CPU (undocumented)", _resize,
+                              "ResizeBilinear"),
+    "RESIZE_NEAREST_NEIGHBOR": OpRule(10, "3-D input/output; some sizes stay on the CPU (undocumented)", _resize,
+                                      "ResizeNearestNeighbor"),
+    "RSQRT": OpRule(14, published="Rsqrt"),
+    "SLICE": OpRule(10, published="Slice"),
+    "SOFTMAX": OpRule(10, "1-D input of at most 16,000 values", _softmax, "Softmax"),
+    "SPACE_TO_DEPTH": OpRule(10, published="SpaceToDepth"),
+    "SPLIT": OpRule(10, _BATCH, _not_on_batch(0), "Split",
+                    departure=_DIMENSIONS + " A split into one piece along a batch of 1 maps: Coral's compiled "
+                                            "YAMNet (google-coral/coralmicro, models/yamnet_spectra_in) has one."),
+    "SQUARED_DIFFERENCE": OpRule(14, published="Squared-difference"),
+    "SQUEEZE": OpRule(10, "runtime 12 squeezes leading 1s only; 13 any", _squeeze, "Squeeze"),
+    "STRIDED_SLICE": OpRule(10, "strides of 1, no ellipsis or new-axis mask", _strided_slice, "StridedSlice"),
+    "SUB": OpRule(10, published="Sub"),
+    "SUM": OpRule(13, _BATCH, _not_on_batch(1), "Sum", departure=_DIMENSIONS),
+    "TANH": OpRule(10, published="Tanh"),
+    "TILE": OpRule(LATEST_RUNTIME, "not in Coral's table", departure="mapped in Coral's compiled DeepLab "
+                   "(google-coral/test_data, deeplab_mobilenet_edgetpu_slim_cityscapes_quant) by compiler 16"),
+    "TRANSPOSE": OpRule(14, published="Transpose"),
+    "TRANSPOSE_CONV": OpRule(13, "constant weights", _constant_weights, "TransposeConv"),
 }
 
 
 def _data_type(op: OpInfo, graph: Graph) -> Verdict | None:
     # An int8 LSTM keeps its cell state in int16 (Coral's Keras LSTM build maps it).
-    states = {"int16"} if op.name == "UNIDIRECTIONAL_SEQUENCE_LSTM" else set()
+    states = {"int16"} if op.name in ("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM") else set()
     for tensor in _tensors(op, graph, op.inputs + op.outputs):
         allowed = _CONSTANT_TYPES if tensor.constant else _EIGHT_BIT | states
         if tensor.dtype not in allowed:
