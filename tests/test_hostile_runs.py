@@ -124,6 +124,18 @@ def test_a_linked_lock_file_is_refused_and_its_target_kept(tiny_run, tmp_path):
     assert victim.read_text() == "the user's notes"
 
 
+def test_a_hard_linked_lock_file_is_refused_and_its_target_kept(tiny_run, tmp_path):
+    run = _copy_run(tiny_run, tmp_path)
+    victim = tmp_path / "victim.txt"
+    victim.write_text("the user's notes")
+    (run / ".lock").unlink(missing_ok=True)
+    os.link(victim, run / ".lock")
+    result = runner.invoke(app, ["export", str(run)])
+    assert result.exit_code == 1, result.output
+    assert "hard link" in result.output
+    assert victim.read_text() == "the user's notes"
+
+
 @pytest.mark.parametrize("link", ["eval", "cache", "checkpoints", "checkpoints/phase1", "export", ".export-0123456789ab",
                                   "config.json", "split.json"])
 def test_every_folder_edgeship_writes_refuses_a_link_it_did_not_make(runtime_setup, tmp_path, link):

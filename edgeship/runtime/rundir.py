@@ -362,16 +362,20 @@ class RunDir:
 
 def _open_lock(path: Path):
     """Opens ``RUN/.lock`` for reading and writing without following a link, and only as a
-    regular file: a planted link or FIFO must not make the lock truncate or block on it."""
+    regular file of one name: a planted link, hard link or FIFO must not make the lock truncate
+    or block on it."""
     flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
     try:
         fd = os.open(path, flags, 0o666)
     except OSError as e:
         raise DataError(f"{path} cannot be opened as the run's lock file ({e.strerror or e}); it must be a plain "
                         "file edgeship made: remove it and run again.") from e
-    if not stat.S_ISREG(os.fstat(fd).st_mode):
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode) or status.st_nlink > 1:  # a hard link shares a file of the user's
         os.close(fd)
-        raise DataError(f"{path} is not a regular file; remove it and run again.")
+        what = "a hard link to another file" if stat.S_ISREG(status.st_mode) else "not a regular file"
+        raise DataError(f"{path} is {what}; edgeship truncates its lock file, so it refuses that one: remove it "
+                        "and run again.")
     return os.fdopen(fd, "r+", encoding="utf-8")
 
 
