@@ -69,7 +69,8 @@ _PLACEHOLDER_FOR_GREATER_OP_CODES = 127
 MAX_RANK = 32
 # Vtable offsets of the fields read by hand (4 + 2 x the field's id in LiteRT's schema.fbs), so
 # that their lengths are checked before the generated reader walks them.
-_MODEL_CODES, _MODEL_SUBGRAPHS, _MODEL_DESCRIPTION, _MODEL_BUFFERS = 6, 8, 10, 12
+_MODEL_CODES, _MODEL_SUBGRAPHS, _MODEL_DESCRIPTION, _MODEL_BUFFERS, _MODEL_METADATA = 6, 8, 10, 12, 16
+_METADATA_NAME = 4  # Metadata.name; its buffer index is Metadata.buffer
 _SUBGRAPH_TENSORS, _SUBGRAPH_INPUTS, _SUBGRAPH_OUTPUTS, _SUBGRAPH_OPERATORS = 4, 6, 8, 10
 _TENSOR_SHAPE, _TENSOR_NAME, _TENSOR_SHAPE_SIGNATURE = 4, 10, 18
 _OPERATOR_INPUTS, _OPERATOR_OUTPUTS = 6, 8
@@ -128,6 +129,9 @@ class Graph:
     description: str = ""
     # Constant tensor data by buffer index, for rules that look at values (zero padding, alphas).
     buffers: tuple[memoryview, ...] = field(default=(), repr=False, compare=False)
+    # The model's named metadata entries (``TFLITE_METADATA``, ``min_runtime_version``, ...) and
+    # the buffer each names, unchecked: a bad index is an error only for the entry a reader wants.
+    metadata: tuple[tuple[str, int], ...] = field(default=(), repr=False, compare=False)
     # is_all_zero's answers by (buffer, type): a model can feed one large constant to every op.
     _all_zero: dict = field(default_factory=dict, init=False, repr=False, compare=False)
 
@@ -170,6 +174,27 @@ class Graph:
         if key not in self._all_zero:
             self._all_zero[key] = not np.any(self.constant_values(tensor))
         return self._all_zero[key]
+
+    @property
+    def num_classes(self) -> int | None:
+        """Values in the first output (a classifier's classes); None for a model without outputs."""
+        outputs = self.output_tensors()
+        return math.prod(outputs[0].shape) if outputs else None
+
+    def metadata_buffer(self, name: str) -> bytes | None:
+        """The bytes of the buffer the model's metadata entry ``name`` names; None when the model
+        has no such entry or its buffer is empty.
+
+        Raises:
+            ModelFormatError: the entry names a buffer the model does not have.
+        """
+        for entry, index in self.metadata:
+            if entry == name:
+                if not 0 <= index < len(self.buffers):
+                    raise ModelFormatError(f"The model's {name} entry names buffer {index}; the model has "
+                                           f"{len(self.buffers)}.")
+                return bytes(self.buffers[index]) or None
+        return None
 
     def constant_values(self, tensor: TensorInfo):
         """A constant tensor's values as a numpy array in its shape (None when not constant)."""
@@ -310,6 +335,11 @@ def _parse(data: bytes) -> Graph:
     if total > MAX_TENSOR_BYTES:
         raise _Corrupt(f"its tensor shapes add up to {total / 2**30:.1f} GiB (a damaged shape?)")
     description = read_string(table, _MODEL_DESCRIPTION, "description", budget) or b""
+    metadata = []
+    for i in range(vector_length(table, _MODEL_METADATA, 4, "metadata entries", budget)):
+        entry = model.Metadata(i)
+        name = read_string(entry._tab, _METADATA_NAME, "metadata names", budget) or b""
+        metadata.append((name.decode("utf-8", errors="replace"), entry.Buffer()))
     return Graph(
         version=model.Version(),
         subgraph_tensors=tuple(tensors_by_subgraph),
@@ -318,6 +348,7 @@ def _parse(data: bytes) -> Graph:
         outputs=outputs,
         description=description.decode("utf-8", errors="replace"),
         buffers=buffers,
+        metadata=tuple(metadata),
     )
 
 

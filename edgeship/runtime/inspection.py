@@ -12,16 +12,13 @@ Example:
 from __future__ import annotations
 
 import hashlib
-import math
 import os
 from dataclasses import asdict
 
 from edgeship.errors import EdgeshipError
 from edgeship.runtime.graph import TensorInfo, float_tensors, parse_graph, read_model_bytes
-from edgeship.runtime.labels import embedded_labels
-from edgeship.runtime.manifest import read_embedded
 from edgeship.runtime.input_feed import make_input_feed
-from edgeship.runtime.tflite_metadata import metadata_defaults
+from edgeship.runtime.tflite_metadata import read_self_description
 
 __all__ = ["inspect_model"]
 
@@ -51,18 +48,8 @@ def inspect_model(path: str | os.PathLike) -> dict:
     """
     data = read_model_bytes(path)
     graph = parse_graph(data, str(path))
-    labels, manifest = read_embedded(data, str(path))
-    inputs = graph.input_tensors()  # a file may declare none: inspect still describes it
-    standard = metadata_defaults(data, str(path), inputs[0].dtype if inputs else "")
-    if not (manifest is not None and manifest.labels):
-        labels = standard.labels or labels
-    source = None
-    if manifest is not None and manifest.labels:
-        source = "manifest"
-    elif labels is not None:
-        outputs = graph.output_tensors()
-        labels = embedded_labels(labels, math.prod(outputs[0].shape) if outputs else None, str(path))
-        source = "embedded" if labels is not None else None
+    described = read_self_description(data, graph, str(path))
+    labels, manifest, standard = described.labels, described.manifest, described.standard
     floats = float_tensors(graph)
     info = {
         "model": str(path),
@@ -80,7 +67,7 @@ def inspect_model(path: str | os.PathLike) -> dict:
         "float_tensors": floats[:_MAX_LISTED],
         "num_float_tensors": len(floats),
         "edgetpu_compiled": graph.is_edgetpu_compiled,
-        "labels": {"count": len(labels) if labels else 0, "source": source, "first": (labels or [])[:_MAX_LISTED]},
+        "labels": {"count": len(labels) if labels else 0, "source": described.label_source, "first": (labels or [])[:_MAX_LISTED]},
         "manifest": asdict(manifest) if manifest is not None else None,
         "tflite_metadata": standard.metadata.to_dict() if standard.metadata is not None else None,
     }

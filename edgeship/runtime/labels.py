@@ -22,7 +22,7 @@ import stat
 from edgeship.errors import DataError
 from edgeship.runtime.files import display_path
 
-__all__ = ["MAX_CLASSES", "MAX_LABEL_BYTES", "embedded_labels", "label_lines", "parse_labels", "read_labels"]
+__all__ = ["MAX_CLASSES", "MAX_LABEL_BYTES", "parse_embedded_labels", "parse_labels", "read_labels"]
 
 logger = logging.getLogger(__name__)
 
@@ -44,19 +44,6 @@ def _check_line_count(text: str, source: str) -> None:
     if breaks > MAX_CLASSES:
         raise DataError(f"{source} has {breaks:,} lines; a label file has one line per class, and at most "
                         f"{MAX_CLASSES:,} classes. Pass the model's own label file.")
-
-
-def label_lines(text: str, source: str = "the label file") -> list[str]:
-    """The stripped lines of a label file's text, without trailing blank lines.
-
-    Raises:
-        DataError: the text has more than :data:`MAX_CLASSES` lines.
-    """
-    _check_line_count(text, source)
-    lines = [line.strip() for line in text.splitlines()]
-    while lines and not lines[-1]:
-        lines.pop()
-    return lines
 
 
 def parse_labels(text: str, num_classes: int | None = None, source: str = "the label file") -> list[str]:
@@ -116,11 +103,11 @@ def _check_indices(numbered: list[tuple[int, str]], indices: list[int | str], li
                             "that line.")
 
 
-def embedded_labels(lines: list[str], num_classes: int | None, name: str) -> list[str] | None:
+def parse_embedded_labels(text: str, num_classes: int | None, name: str) -> list[str] | None:
     """Labels from the label file a model carries (either form); None, with a warning naming the
     model, when they break :func:`parse_labels`' bounds: the model still runs, labels by index."""
     try:
-        return parse_labels("\n".join(lines), num_classes, source=f"{name}: its embedded label file")
+        return parse_labels(text, num_classes, source=f"{name}: its embedded label file")
     except DataError as e:
         logger.warning("%s Running without those labels, so classes show as numbers; pass --labels FILE.", e)
         return None

@@ -23,9 +23,9 @@ import zipfile
 import zlib
 from dataclasses import asdict, dataclass, field, fields
 
-from edgeship.errors import DataError, ModelFormatError
+from edgeship.errors import ModelFormatError
 from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_METHODS
-from edgeship.runtime.labels import MAX_CLASSES, MAX_LABEL_BYTES, label_lines
+from edgeship.runtime.labels import MAX_CLASSES, MAX_LABEL_BYTES, parse_embedded_labels
 
 __all__ = [
     "ARCHIVE_ERRORS",
@@ -34,8 +34,10 @@ __all__ = [
     "MAX_MEMBER_BYTES",
     "MEAN",
     "STD",
+    "EmbeddedFiles",
     "Manifest",
     "embed",
+    "read_archive",
     "read_embedded",
     "read_member",
     "strip_embedded",
@@ -175,21 +177,27 @@ def embed(model: bytes, labels: list[str] | tuple[str, ...], manifest: Manifest 
     return strip_embedded(model) + buffer.getvalue()
 
 
-def read_embedded(data: bytes, name: str = "the model") -> tuple[list[str] | None, Manifest | None]:
-    """Reads the labels and edgeship manifest a model file carries, if any.
+@dataclass(frozen=True)
+class EmbeddedFiles:
+    """What the archive appended to a model holds: edgeship's manifest, and the text of its label
+    file with that file's name (None where absent or unreadable)."""
 
-    Labels come from the manifest when present, else from the archive's label file
-    (``labels.txt``, or any single ``*.txt`` as third-party tools name it). A damaged archive
-    or manifest never stops a run: what cannot be read is logged as a warning naming ``name``,
-    and left out (None), so that the flatbuffer still runs with labels shown by index.
-    """
+    manifest: Manifest | None = None
+    label_text: str | None = None
+    label_file: str | None = None
+
+
+def read_archive(data: bytes, name: str = "the model") -> EmbeddedFiles:
+    """The one reader of a model's appended archive: its manifest, else its label file
+    (``labels.txt``, or any single ``*.txt`` as third-party tools name it), every member read
+    through :func:`read_member`'s caps. A damaged archive, manifest or member never stops a run:
+    what cannot be read is logged as a warning naming ``name`` and left out."""
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
     except ARCHIVE_ERRORS as e:
-        if _has_no_archive(data, e):
-            return None, None
-        _warn_unreadable(name, "the appended archive", e)
-        return None, None
+        if not _has_no_archive(data, e):
+            _warn_unreadable(name, "the appended archive", e)
+        return EmbeddedFiles()
     with archive:
         names = archive.namelist()
         manifest = None
@@ -199,17 +207,34 @@ def read_embedded(data: bytes, name: str = "the model") -> tuple[list[str] | Non
             except (ModelFormatError, *ARCHIVE_ERRORS) as e:
                 _warn_unreadable(name, f"its {MANIFEST_NAME}", e)
             if manifest is not None and manifest.labels:
-                return list(manifest.labels), manifest
+                return EmbeddedFiles(manifest)
         texts = [n for n in names if n.lower().endswith(".txt")]
         preferred = [n for n in texts if "label" in n.lower()] or texts
         if not preferred:
-            return None, manifest
+            return EmbeddedFiles(manifest)
         try:
             text = read_member(archive, preferred[0]).decode("utf-8", errors="replace")
-            return label_lines(text, preferred[0]), manifest
-        except (DataError, *ARCHIVE_ERRORS) as e:
+        except ARCHIVE_ERRORS as e:
             _warn_unreadable(name, f"its {preferred[0]}", e)
-            return None, manifest
+            return EmbeddedFiles(manifest)
+        return EmbeddedFiles(manifest, text, preferred[0])
+
+
+def read_embedded(data: bytes, name: str = "the model",
+                  num_classes: int | None = None) -> tuple[list[str] | None, Manifest | None]:
+    """The labels and edgeship manifest a model file carries, if any (:func:`read_archive`).
+
+    Labels come from the manifest when present, else from the archive's label file, parsed by
+    :func:`edgeship.runtime.labels.parse_labels` (either form; indices checked against
+    ``num_classes``, the model's outputs, when given); None, with a warning, where that file
+    breaks its bounds, so that the flatbuffer still runs with labels shown by index.
+    """
+    files = read_archive(data, name)
+    if files.manifest is not None and files.manifest.labels:
+        return list(files.manifest.labels), files.manifest
+    if files.label_text is None:
+        return None, files.manifest
+    return parse_embedded_labels(files.label_text, num_classes, name), files.manifest
 
 
 # A zip local file header: signature, version needed (1.0-6.3), flags, method (stored, deflate,

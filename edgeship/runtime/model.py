@@ -27,7 +27,6 @@ Example:
 from __future__ import annotations
 
 import logging
-import math
 import os
 
 import numpy as np
@@ -37,9 +36,9 @@ from edgeship.runtime.device import interpreter_for_graph, invoke_error
 from edgeship.runtime.graph import Graph, parse_graph, read_model_bytes
 from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_METHODS, preprocess, resize, to_grayscale
 from edgeship.runtime.input_feed import InputFeed, make_input_feed
-from edgeship.runtime.labels import embedded_labels, read_labels
-from edgeship.runtime.manifest import Manifest, read_embedded
-from edgeship.runtime.tflite_metadata import metadata_defaults
+from edgeship.runtime.labels import read_labels
+from edgeship.runtime.manifest import Manifest
+from edgeship.runtime.tflite_metadata import SelfDescription, read_self_description
 
 __all__ = ["Model", "load_model"]
 
@@ -177,13 +176,10 @@ def load_model(
     if not graph.inputs or not graph.outputs:
         raise ModelFormatError(f"{name} has {len(graph.inputs)} input(s) and {len(graph.outputs)} output(s); "
                                "an image classifier has an image input and a scores output.")
-    embedded, manifest = read_embedded(data, name)
-    standard = metadata_defaults(data, name, graph.input_tensors()[0].dtype)
-    if not (manifest is not None and manifest.labels):
-        embedded = standard.labels or embedded
+    described = read_self_description(data, graph, name)
+    manifest, standard = described.manifest, described.standard
     interpreter = interpreter_for_graph(data, graph, name, device, num_threads)
-    num_classes = math.prod(graph.output_tensors()[0].shape)
-    label_list, source = _labels(labels, embedded, manifest, num_classes, name)
+    label_list, source = _labels(labels, described, graph.num_classes)
     resize_method, mean, std = _preprocessing(name, graph, manifest, standard, resize_method, mean, std)
     try:
         feed = make_input_feed(graph.input_tensors()[0], mean, std)
@@ -194,20 +190,14 @@ def load_model(
     return model
 
 
-def _labels(labels, embedded: list[str] | None, manifest: Manifest | None, num_classes: int,
-            name: str) -> tuple[list[str] | None, str | None]:
-    """The label list and where it came from: the argument, else the file's manifest, else its
-    embedded label file (third-party archives may use the "<index> <label>" form too)."""
+def _labels(labels, described: SelfDescription, num_classes: int) -> tuple[list[str] | None, str | None]:
+    """The label list and where it came from: the argument, else what the file carries
+    (:func:`~edgeship.runtime.tflite_metadata.read_self_description`)."""
     if isinstance(labels, (list, tuple)):
         return list(labels), "argument"
     if labels is not None:
         return read_labels(labels, num_classes), str(labels)
-    if manifest is not None and manifest.labels:
-        return list(manifest.labels), "manifest"
-    if embedded is not None:
-        parsed = embedded_labels(embedded, num_classes, name)
-        return (parsed, "embedded") if parsed is not None else (None, None)
-    return None, None
+    return described.labels, described.label_source
 
 
 def _preprocessing(name: str, graph: Graph, manifest: Manifest | None, standard, resize_method, mean, std):

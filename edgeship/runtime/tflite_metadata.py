@@ -28,6 +28,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import io
 import logging
 import math
@@ -36,27 +37,29 @@ import zipfile
 from dataclasses import dataclass
 
 import flatbuffers
-from ai_edge_litert import schema_py_generated as schema
 from flatbuffers import number_types as N
 from flatbuffers.table import Table
 
-from edgeship.errors import DataError, ModelFormatError
+from edgeship.errors import ModelFormatError
 from edgeship.runtime.flatbuffer_bounds import ReadBudget, read_string, vector_length
-from edgeship.runtime.labels import label_lines
-from edgeship.runtime.manifest import ARCHIVE_ERRORS, read_member
+from edgeship.runtime.graph import Graph, parse_graph
+from edgeship.runtime.labels import parse_embedded_labels
+from edgeship.runtime.manifest import ARCHIVE_ERRORS, Manifest, read_archive, read_member
 
 __all__ = [
     "METADATA_NAME",
     "MetadataDefaults",
     "MIN_PARSER_VERSION",
     "StandardMetadata",
-    "associated_labels",
+    "associated_label_text",
+    "SelfDescription",
     "find_metadata",
     "metadata_defaults",
     "normalization",
     "parse_metadata",
     "read_metadata",
     "read_metadata_or_warn",
+    "read_self_description",
 ]
 
 logger = logging.getLogger(__name__)
@@ -95,8 +98,6 @@ _NORM_MEAN, _NORM_STD, _STATS_MAX, _STATS_MIN = 0, 1, 0, 1
 # AssociatedFile: name, description, type (enum: UNKNOWN 0, DESCRIPTIONS 1, TENSOR_AXIS_LABELS 2)
 _FILE_NAME, _FILE_DESCRIPTION, _FILE_TYPE = 0, 1, 2
 _UNKNOWN_FILE, _TENSOR_AXIS_LABELS = 0, 2
-# In the TFLite model itself (LiteRT's schema.fbs), as vtable offsets: Model.metadata, Metadata.name.
-_TFLITE_MODEL_METADATA, _TFLITE_METADATA_NAME = 16, 4
 
 
 @dataclass(frozen=True)
@@ -165,30 +166,18 @@ class _Reader:
         return struct.unpack_from(f"<{count}f", self._table.Bytes, self._table.Vector(self._field(slot)))
 
 
-def find_metadata(flatbuffer: bytes) -> bytes | None:
+def find_metadata(model: bytes | Graph) -> bytes | None:
     """The ``TFLITE_METADATA`` buffer of a TFLite model, or None when it has none.
 
+    ``model`` is the file's bytes or its parsed :class:`~edgeship.runtime.graph.Graph`: the graph
+    reader is the one reader of the model flatbuffer, metadata entries included.
+
     Raises:
-        ModelFormatError: the model's metadata list points at a buffer it does not have.
+        ModelFormatError: the model does not parse, or its metadata list points at a buffer it
+            does not have.
     """
-    try:
-        budget = ReadBudget(len(flatbuffer))
-        model = schema.Model.GetRootAs(flatbuffer, 0)
-        for i in range(vector_length(model._tab, _TFLITE_MODEL_METADATA, 4, "metadata entries", budget)):
-            entry = model.Metadata(i)
-            if read_string(entry._tab, _TFLITE_METADATA_NAME, "metadata names", budget) != METADATA_NAME:
-                continue
-            if not 0 <= entry.Buffer() < model.BuffersLength():
-                raise ValueError(f"it names buffer {entry.Buffer()}; the model has {model.BuffersLength()}")
-            buffer = model.Buffers(entry.Buffer())
-            if buffer.DataLength():
-                return buffer.DataAsNumpy().tobytes()
-            if buffer.Offset() > 1:  # models past 2 GB keep buffers after the flatbuffer
-                return bytes(flatbuffer[buffer.Offset() : buffer.Offset() + buffer.Size()])
-            return None
-    except (struct.error, IndexError, ValueError, TypeError, AttributeError) as e:
-        raise ModelFormatError(f"The model's {METADATA_NAME.decode()} entry is unreadable: {e}") from e
-    return None
+    graph = model if isinstance(model, Graph) else parse_graph(model)
+    return graph.metadata_buffer(METADATA_NAME.decode())
 
 
 def parse_metadata(metadata: bytes) -> StandardMetadata:
@@ -242,36 +231,35 @@ def _read_input(tensor: _Reader) -> dict:
     return fields
 
 
-def read_metadata(flatbuffer: bytes) -> StandardMetadata | None:
+def read_metadata(model: bytes | Graph) -> StandardMetadata | None:
     """The model's standard metadata, or None when it has none. See :func:`parse_metadata`."""
-    metadata = find_metadata(flatbuffer)
+    metadata = find_metadata(model)
     return None if metadata is None else parse_metadata(metadata)
 
 
 # Using what third-party models state -------------------------------------------------------
 
 
-def read_metadata_or_warn(data: bytes, name: str) -> StandardMetadata | None:
+def read_metadata_or_warn(graph: Graph, name: str) -> StandardMetadata | None:
     """:func:`read_metadata`, except that malformed metadata logs a warning and gives None,
     so that the model still loads with the runtime's defaults."""
     try:
-        return read_metadata(data)  # the flatbuffer reader ignores an appended archive
+        return read_metadata(graph)
     except ModelFormatError as e:
         logger.warning("%s: ignoring its TFLite Metadata (%s); using the defaults instead.", name, e)
         return None
 
 
-def associated_labels(data: bytes, metadata: StandardMetadata, name: str = "the model") -> list[str] | None:
-    """The lines of the label file the metadata names (the output's ``TENSOR_AXIS_LABELS``), read
+def associated_label_text(data: bytes, metadata: StandardMetadata, name: str = "the model") -> str | None:
+    """The text of the label file the metadata names (the output's ``TENSOR_AXIS_LABELS``), read
     from the archive appended to the model within the archive's caps (see
     :func:`edgeship.runtime.manifest.read_member`); None when absent or unreadable."""
     if not metadata.labels_file:
         return None
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            text = read_member(archive, metadata.labels_file).decode("utf-8", errors="replace")
-        return label_lines(text, metadata.labels_file)
-    except (DataError, *ARCHIVE_ERRORS) as e:
+            return read_member(archive, metadata.labels_file).decode("utf-8", errors="replace")
+    except ARCHIVE_ERRORS as e:
         logger.warning("%s: its TFLite Metadata names %s as the label file, but it cannot be read from the model "
                        "(%s). Labels may show as numbers; pass --labels FILE.", name, metadata.labels_file, e)
         return None
@@ -315,21 +303,64 @@ class MetadataDefaults:
     """What a model's standard metadata tells the runtime: defaults below a manifest and arguments."""
 
     metadata: StandardMetadata | None = None
-    labels: list[str] | None = None    # lines of the label file it names
+    label_text: str | None = None      # the label file it names
     mean: float | None = None          # set for a float input only
     std: float | None = None
 
 
-def metadata_defaults(data: bytes, name: str, input_dtype: str) -> MetadataDefaults:
-    """Reads the standard metadata of the model file ``data`` for :func:`edgeship.runtime.model.load_model`.
+def metadata_defaults(data: bytes, graph: Graph, name: str) -> MetadataDefaults:
+    """Reads the standard metadata of the model file ``data`` (parsed as ``graph``) for
+    :func:`edgeship.runtime.model.load_model`; the label file it names comes from ``data``'s
+    appended archive.
 
     A quantized input gets no mean/std: it takes raw pixels (its scale and zero point fold the
     normalisation in), which is how MediaPipe Tasks and pycoral feed it.
     """
-    metadata = read_metadata_or_warn(data, name)
+    metadata = read_metadata_or_warn(graph, name)
     if metadata is None:
         return MetadataDefaults()
     mean, std = None, None
-    if input_dtype in ("float32", "float16"):
+    inputs = graph.input_tensors()
+    if inputs and inputs[0].dtype in ("float32", "float16"):
         mean, std = normalization(metadata) or (None, None)
-    return MetadataDefaults(metadata, associated_labels(data, metadata, name), mean, std)
+    return MetadataDefaults(metadata, associated_label_text(data, metadata, name), mean, std)
+
+
+@dataclass(frozen=True)
+class SelfDescription:
+    """What a model file says about itself: edgeship's manifest, its standard metadata, and the
+    label file it carries (the manifest's labels, else the one its metadata names, else the
+    archive's). :attr:`labels` parses that file the first time it is read, so a file that
+    is not used (``--labels`` given) is never parsed or warned about."""
+
+    name: str
+    num_classes: int | None
+    manifest: Manifest | None
+    standard: MetadataDefaults
+    label_text: str | None
+
+    @property
+    def label_source(self) -> str | None:
+        """``manifest``, ``embedded``, or None when the file carries no labels."""
+        if self.manifest is not None and self.manifest.labels:
+            return "manifest"
+        return None if self.label_text is None or self.labels is None else "embedded"
+
+    @functools.cached_property
+    def labels(self) -> list[str] | None:
+        """The labels the file carries, by output index; None without usable ones."""
+        if self.manifest is not None and self.manifest.labels:
+            return list(self.manifest.labels)
+        if self.label_text is None:
+            return None
+        return parse_embedded_labels(self.label_text, self.num_classes, self.name)
+
+
+def read_self_description(data: bytes, graph: Graph, name: str) -> SelfDescription:
+    """The manifest, standard metadata and label file of the model file ``data`` (parsed as
+    ``graph``), each read once: the flatbuffer by the graph reader, the appended archive by
+    :func:`edgeship.runtime.manifest.read_archive`."""
+    files = read_archive(data, name)
+    standard = metadata_defaults(data, graph, name)
+    text = files.label_text if standard.label_text is None else standard.label_text
+    return SelfDescription(name, graph.num_classes, files.manifest, standard, text)
