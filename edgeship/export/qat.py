@@ -219,9 +219,7 @@ def _float_ranges(float_model: keras.Model, names: list[str], pre_activation: se
     finally:
         for n, activation in saved.items():
             float_model.get_layer(n).activation = activation
-    if not batches:
-        raise ValueError("Calibration needs at least one batch of training images.")
-    return {k: v / len(batches) for k, v in sums.items()}
+    return {k: v / len(batches) for k, v in sums.items()}  # calibrate_ranges refuses an empty list
 
 
 def calibrate_ranges(model: keras.Model, float_model: keras.Model, dataset: tf.data.Dataset, num_batches: int) -> int:
@@ -367,10 +365,11 @@ def _calibrated_qat_model(float_model: keras.Model, data, config, seed: int) -> 
     qat = make_qat_model(float_model)
     frozen = freeze_batch_norm(qat)
     disable_dropout(qat)
-    set_input_range(qat, data.normalization)
     plain = make_dataset(data.pixels, data.labels, data.indices["train"], data.num_classes, config.qat_batch_size,
                          normalization=data.normalization, training=True, seed=seed)
     calibrate_ranges(qat, float_model, plain, config.calibration_batches)
+    # The input quantizer is not an activation range: calibration's training-mode call moved it
+    # by its moving average, and only the exact pixel span folds the normalisation in losslessly.
     set_input_range(qat, data.normalization)
     logger.info("QAT: %d batch-norm layers frozen, activation ranges calibrated", frozen)
     return qat
@@ -452,5 +451,5 @@ def fit_qat(float_model: keras.Model, float_val: np.ndarray, data, config, seed:
                 if history[epoch]["logit_distance"] < history[best_epoch]["logit_distance"]:
                     best_epoch, best_weights = epoch, qat.get_weights()
     qat.set_weights(best_weights)
-    set_input_range(qat, data.normalization)
+    set_input_range(qat, data.normalization)  # every training step moved it again (see above)
     return qat, history, best_epoch
