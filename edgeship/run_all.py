@@ -5,9 +5,10 @@ configuration sized to finish in a few minutes on a 2-core machine. Everything l
 run directory; the final table compares every variant with the float model on the recorded
 test split. Each variant is scored once, by the export stage; the gate reads those scores.
 
-Example:
-    >>> from edgeship.run_all import RunConfig, run                               # doctest: +SKIP
-    >>> summary = run(RunConfig(train=TrainConfig(data_dir="photos"), max_drop=1.0))  # doctest: +SKIP
+Example (minutes; the README's first Python snippet runs it)::
+
+    from edgeship.run_all import RunConfig, run
+    summary = run(RunConfig(train=TrainConfig(data_dir="photos"), max_drop=1.0))
 """
 
 from __future__ import annotations

@@ -6,10 +6,10 @@ apt repository, https://coral.ai/docs/edgetpu/compiler/). Where it is missing,
 :class:`~edgeship.errors.CompilerNotFoundError` says where to get it, and the offline
 prediction stands in for it.
 
-Example:
-    >>> result = compile_model("model_int8.tflite")  # doctest: +SKIP
-    >>> result["output"], result["agrees"]             # doctest: +SKIP
-    ('model_int8_edgetpu.tflite', True)
+Example (needs ``edgetpu_compiler``, x86-64 Linux only)::
+
+    result = compile_model("model_int8.tflite")
+    result["output"], result["agrees"]  # ('model_int8_edgetpu.tflite', True)
 """
 
 from __future__ import annotations

@@ -8,9 +8,9 @@ combinations of :mod:`edgeship.edgetpu.compat`. Every probe runs in a child proc
 diagnosis instead of a crash.
 
 Example:
-    >>> report = diagnose(DoctorConfig(device="cpu"))          # doctest: +SKIP
-    >>> report["usable"], report["libedgetpu"]["found"]        # doctest: +SKIP
-    (True, False)
+    >>> report = diagnose(DoctorConfig(device="cpu"))
+    >>> report["usable"]
+    True
 """
 
 from __future__ import annotations

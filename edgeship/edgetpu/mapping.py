@@ -16,8 +16,8 @@ otherwise quantized model does not stop the compiler: Coral's own MoveNet build 
 post-processing on the CPU. Those are ``problems``; ``compilable`` is False.
 
 Example:
-    >>> report = predict_mapping("mobilenet_v1_0.25_128_quant.tflite")  # doctest: +SKIP
-    >>> report.compilable, report.on_edgetpu, report.on_cpu              # doctest: +SKIP
+    >>> report = predict_mapping("mobilenet_v1_0.25_128_quant.tflite")
+    >>> report.compilable, report.on_edgetpu, report.on_cpu
     (True, 31, {})
 """
 
@@ -291,8 +291,8 @@ def predict_mapping(
         ModelFormatError: the file is missing, empty, not a TFLite model or truncated.
 
     Example:
-        >>> report = predict_mapping("deeplabv3_mnv2_dm05_pascal_quant.tflite")  # doctest: +SKIP
-        >>> report.on_cpu["RESIZE_BILINEAR"], report.compilable                 # doctest: +SKIP
+        >>> report = predict_mapping("deeplabv3_mnv2_dm05_pascal_quant.tflite")
+        >>> report.on_cpu["RESIZE_BILINEAR"], report.compilable
         (3, True)
     """
     if isinstance(model, Graph):

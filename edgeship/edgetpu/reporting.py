@@ -2,8 +2,8 @@
 the compiled ``model_int8_edgetpu.tflite`` when the export asked for the ``edgetpu`` format.
 
 Example:
-    >>> summary = variant_mapping(open("model_int8.tflite", "rb").read(), "model_int8.tflite")  # doctest: +SKIP
-    >>> summary["compilable"], summary["on_cpu"]                                               # doctest: +SKIP
+    >>> summary = variant_mapping(open("model_int8.tflite", "rb").read(), "model_int8.tflite")
+    >>> summary["compilable"], summary["on_cpu"]
     (True, {})
 """
 

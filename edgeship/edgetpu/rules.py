@@ -384,8 +384,8 @@ def check_op(op: OpInfo, graph: Graph) -> Verdict:
 
     Example:
         >>> from edgeship.runtime.graph import read_graph
-        >>> graph = read_graph("mobilenet_v1_0.25_128_quant.tflite")  # doctest: +SKIP
-        >>> check_op(graph.ops[0], graph).status                       # doctest: +SKIP
+        >>> graph = read_graph("mobilenet_v1_0.25_128_quant.tflite")
+        >>> check_op(graph.ops[0], graph).status
         'Mapped to Edge TPU'
     """
     rule = None if op.custom else RULES.get(op.name)

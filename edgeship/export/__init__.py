@@ -1,8 +1,9 @@
 """The export stage: QAT and TFLite conversion into self-describing, scored model files.
 
-Example:
-    >>> from edgeship.export import ExportConfig, export            # doctest: +SKIP
-    >>> report = export(ExportConfig(run_dir="runs/flowers"))       # doctest: +SKIP
+Example (minutes of QAT; the README's and the export page's snippets run it)::
+
+    from edgeship.export import ExportConfig, export
+    report = export(ExportConfig(run_dir="runs/flowers"))
 
 Importing this package is light; TensorFlow loads when export starts.
 """

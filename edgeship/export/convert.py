@@ -1,8 +1,9 @@
 """TFLite conversion of a Keras model into each variant edgeship ships.
 
-Example:
-    >>> data = convert(float_model, "float16")                                   # doctest: +SKIP
-    >>> data = convert(qat_model, "int8", representative=batches, io="uint8")    # doctest: +SKIP
+Example (the export stage's calls, with its models and calibration batches)::
+
+    data = convert(float_model, "float16")
+    data = convert(qat_model, "int8", representative=batches, io="uint8")
 """
 
 from __future__ import annotations

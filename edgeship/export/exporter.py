@@ -240,9 +240,10 @@ def export(config: ExportConfig, *, report_page: bool = True) -> ExportResult:
         DataError: the run's images changed since training (the files are named).
         RunBusyError: another process is training or exporting the same run.
 
-    Example:
-        >>> report = export(ExportConfig(run_dir="runs/flowers"))   # doctest: +SKIP
-        >>> report["variants"]["int8"]["test_accuracy"]             # doctest: +SKIP
+    Example (minutes of QAT; the README's and the export page's snippets run it)::
+
+        report = export(ExportConfig(run_dir="runs/flowers"))
+        report["variants"]["int8"]["test_accuracy"]
     """
     start = time.perf_counter()
     run_dir = RunDir(config.run_dir)

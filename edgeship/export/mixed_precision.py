@@ -32,9 +32,10 @@ softmax rounds close calls into ties, the very images this variant exists to kee
 Edge TPU targets never get this variant: a float op in the middle of the graph ends the Edge
 TPU's segment there, and everything after it runs on the CPU.
 
-Example:
-    >>> model, notes = build_int8_mixed(float_model, representative, val_inputs, agreement, 0.99)  # doctest: +SKIP
-    >>> notes["float_layers"]                                                                     # doctest: +SKIP
+Example (inside export, which supplies the float model, its samples and the scoring)::
+
+    model, notes = build_int8_mixed(float_model, representative, val_inputs, agreement, 0.99)
+    notes["float_layers"]  # the layers kept in float, fewest first
 """
 
 from __future__ import annotations

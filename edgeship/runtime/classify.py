@@ -91,8 +91,9 @@ def predict(
     Unreadable images give a :class:`Prediction` with ``error`` set rather than stopping the run.
 
     Example:
-        >>> model = load_model("mobilenet_v1_0.5_160_quant.tflite")      # doctest: +SKIP
-        >>> [p.classes[0].label for p in predict(model, ["cat.bmp"], top_k=1)]  # doctest: +SKIP
+        >>> from edgeship.runtime.model import load_model
+        >>> model = load_model("mobilenet_v1_0.5_160_quant.tflite", labels="imagenet_labels.txt")
+        >>> [p.classes[0].label for p in predict(model, ["cat.bmp"], top_k=1)]
         ['Egyptian cat']
     """
     files = list_image_files(paths)

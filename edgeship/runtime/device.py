@@ -154,8 +154,8 @@ def make_interpreter(
         DelegateError: an Edge TPU device was asked for and cannot be used.
 
     Example:
-        >>> interpreter = make_interpreter("model.tflite", num_threads=2)  # doctest: +SKIP
-        >>> interpreter.get_input_details()[0]["shape"]                     # doctest: +SKIP
+        >>> interpreter = make_interpreter("mobilenet_v1_0.25_128_quant.tflite", num_threads=2)
+        >>> interpreter.get_input_details()[0]["shape"]
         array([  1, 128, 128,   3], dtype=int32)
     """
     if isinstance(model, (bytes, bytearray)):

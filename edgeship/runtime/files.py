@@ -33,8 +33,11 @@ def atomic_path(path: str | os.PathLike, suffix: str = ""):
     ``suffix`` keeps an extension such writers look at (``.h5``).
 
     Example:
-        >>> with atomic_path("model.h5", suffix=".h5") as tmp:  # doctest: +SKIP
-        ...     model.save(tmp)
+        >>> import numpy as np
+        >>> with atomic_path("cache/pixels.npy", suffix=".npy") as tmp:
+        ...     np.save(tmp, np.zeros(3))
+        >>> np.load("cache/pixels.npy").tolist()
+        [0.0, 0.0, 0.0]
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)

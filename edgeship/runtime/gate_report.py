@@ -211,8 +211,13 @@ def write_gate_reports(result: Mapping, reports: GateReports, environ: Mapping[s
         EdgeshipError: a file cannot be written (a missing folder, no permission).
 
     Example:
-        >>> write_gate_reports(validate(model, baseline, data), GateReports(junit="gate.xml"))  # doctest: +SKIP
-        [PosixPath('gate.xml'), PosixPath('/home/runner/work/_temp/_runner_file_commands/step_summary_1')]
+        >>> from edgeship.runtime.dataset import run_dataset
+        >>> from edgeship.runtime.model import load_model
+        >>> from edgeship.runtime.validation import ValidationGate, validate
+        >>> result = validate(load_model("model_int8.tflite"), load_model("model_float32.tflite"),
+        ...                   run_dataset("runs/flowers"), ValidationGate(max_drop=100.0))
+        >>> write_gate_reports(result, GateReports(junit="gate.xml"), environ={})  # on GitHub, the job summary too
+        [PosixPath('gate.xml')]
     """
     environ = os.environ if environ is None else environ
     written = []

@@ -6,9 +6,9 @@ message, and name an op the interpreter lacks (an Edge TPU node, a custom op) be
 "is this model full-integer?" from the file alone.
 
 Example:
-    >>> graph = read_graph("model_int8.tflite")  # doctest: +SKIP
-    >>> graph.op_counts, is_full_integer(graph)  # doctest: +SKIP
-    ({'CONV_2D': 14, 'DEPTHWISE_CONV_2D': 13, ...}, True)
+    >>> graph = read_graph("mobilenet_v1_0.25_128_quant.tflite")
+    >>> graph.op_counts, is_full_integer(graph)
+    ({'CONV_2D': 15, 'DEPTHWISE_CONV_2D': 13, ...}, True)
 """
 
 from __future__ import annotations
@@ -236,7 +236,7 @@ def read_graph(path: str | os.PathLike) -> Graph:
     """Reads and parses a ``.tflite`` file. See :func:`parse_graph`.
 
     Example:
-        >>> read_graph("mobilenet_v1_0.25_128_quant.tflite").is_edgetpu_compiled  # doctest: +SKIP
+        >>> read_graph("mobilenet_v1_0.25_128_quant.tflite").is_edgetpu_compiled
         False
     """
     return parse_graph(read_model_bytes(path), name=str(path))
@@ -540,8 +540,8 @@ def is_full_integer(model: Graph | bytes | str | os.PathLike, allow_float_io: bo
         allow_float_io: still answer True when only the model's own inputs/outputs are float.
 
     Example:
-        >>> is_full_integer("mobilenet_v1_0.25_128_quant.tflite")  # doctest: +SKIP
-        True
+        >>> is_full_integer("mobilenet_v1_0.25_128_quant.tflite"), is_full_integer("model_float32.tflite")
+        (True, False)
     """
     if isinstance(model, Graph):
         graph = model

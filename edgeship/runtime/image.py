@@ -247,7 +247,9 @@ def preprocess(path: str | os.PathLike | BinaryIO, size: tuple[int, int], method
     """Decodes and resizes one image file: the exact pixels a model sees, as ``uint8``.
 
     Example:
-        >>> pixels = preprocess("photo.jpg", (160, 160))  # doctest: +SKIP
+        >>> pixels = preprocess("cat.jpg", (160, 160))
+        >>> pixels.shape, pixels.dtype
+        ((160, 160, 3), dtype('uint8'))
     """
     return resize(load_image(path), size, method)
 

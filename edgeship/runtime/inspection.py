@@ -4,9 +4,11 @@ Works from the file alone (no interpreter), so an Edge TPU build can be inspecte
 machine without an Edge TPU.
 
 Example:
-    >>> info = inspect_model("mobilenet_v1_0.25_128_quant.tflite")  # doctest: +SKIP
-    >>> info["full_integer"], info["edgetpu_compiled"], info["labels"]["count"]  # doctest: +SKIP
+    >>> info = inspect_model("mobilenet_v1_0.25_128_quant.tflite")
+    >>> info["full_integer"], info["edgetpu_compiled"], info["labels"]["count"]
     (True, False, 1001)
+    >>> inspect_model("mobilenet_v1_0.25_128_quant_edgetpu.tflite")["edgetpu_compiled"]
+    True
 """
 
 from __future__ import annotations

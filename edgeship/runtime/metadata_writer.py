@@ -146,7 +146,11 @@ def embed_with_metadata(model: bytes, manifest: Manifest, version: str | None = 
     which :func:`edgeship.runtime.manifest.embed` appends as the zip archive of associated files.
 
     Example:
-        >>> data = embed_with_metadata(open("model.tflite", "rb").read(), manifest)  # doctest: +SKIP
+        >>> from edgeship.runtime.tflite_metadata import read_metadata
+        >>> manifest = Manifest(labels=("cat", "dog"), image_size=(128, 128))
+        >>> data = embed_with_metadata(open("mobilenet_v1_0.25_128_quant.tflite", "rb").read(), manifest)
+        >>> read_metadata(data).labels_file
+        'labels.txt'
     """
     flatbuffer = strip_embedded(model)
     input_dtype = parse_graph(flatbuffer).input_tensors()[0].dtype

@@ -18,10 +18,10 @@ an exact integer shift of the pixels when ``1 / (std * scale) == 1`` (edgeship's
 and Coral's: raw pixels, bit-exact), in float otherwise.
 
 Example:
-    >>> model = load_model("mobilenet_v1_0.25_128_quant.tflite")  # doctest: +SKIP
-    >>> scores = model.classify(model.preprocess("cat.jpg"))      # doctest: +SKIP
-    >>> model.labels[int(scores.argmax())]                         # doctest: +SKIP
-    'tiger cat'
+    >>> model = load_model("mobilenet_v1_0.5_160_quant.tflite", labels="imagenet_labels.txt")
+    >>> scores = model.classify(model.preprocess("cat.jpg"))
+    >>> model.labels[int(scores.argmax())]
+    'Egyptian cat'
 """
 
 from __future__ import annotations
@@ -127,7 +127,9 @@ class Model:
         """Scores of every class for uint8 pixels from :meth:`preprocess` (at :attr:`input_size`).
 
         Example:
-            >>> scores = model.classify(model.preprocess("cat.jpg"))  # doctest: +SKIP
+            >>> model = load_model("model_int8.tflite")
+            >>> model.classify(model.preprocess("cat.jpg")).shape
+            (4,)
         """
         return self.invoke(self.input_tensor(pixels))
 
@@ -164,9 +166,9 @@ def load_model(
         DelegateError: see :func:`make_interpreter`.
 
     Example:
-        >>> model = load_model("model_int8.tflite", num_threads=2)  # doctest: +SKIP
-        >>> model.input_size, model.resize_method, model.feed.describe()  # doctest: +SKIP
-        ((160, 160), 'bilinear', 'raw uint8 pixels')
+        >>> model = load_model("model_int8.tflite", num_threads=2)
+        >>> model.input_size, model.resize_method, model.labels_source, model.feed.describe()
+        ((32, 32), 'bilinear-asymmetric', 'manifest', 'raw uint8 pixels')
     """
     if resize_method is not None and resize_method not in RESIZE_METHODS:
         raise ConfigError(f"Unknown resize method {resize_method!r}; expected one of {', '.join(RESIZE_METHODS)}.")

@@ -43,16 +43,14 @@ whole model's median (``sum_ratio``; ``benchmarks/profile_sum.py`` measures it).
 :mod:`edgeship.runtime.profile_join` adds what a run knows of each op and renders the table.
 
 Example:
-    >>> report = profile_model("model_int8.tflite", ProfileConfig(num_threads=1, num_rounds=31))  # doctest: +SKIP
+    >>> config = ProfileConfig(num_threads=1, num_rounds=5)
+    >>> report = profile_model("mobilenet_v1_0.25_128_quant.tflite", config)
     >>> from edgeship.runtime.profile_join import render_profile
-    >>> print(render_profile(report, top=2))                                                   # doctest: +SKIP
-    model_int8.tflite: 67 ops on cpu, 1 thread(s); 31 interleaved rounds of 5 invokes, wall clock
+    >>> print(render_profile(report, top=2))
+    mobilenet_v1_0.25_128_quant.tflite: 31 ops on cpu, 1 thread(s); 5 interleaved rounds of ... invokes, wall clock
     <BLANKLINE>
-      op  type                     output shape           ms       ±   share
-       2  DEPTHWISE_CONV_2D        1x48x48x16          0.055   0.002   10.9%
-       0  QUANTIZE                 1x96x96x3           0.037   0.001    7.2%
-    ...
-    >>> order_stability(report, profile_model("model_int8.tflite", ProfileConfig(num_threads=1)))["stable"]  # doctest: +SKIP
+      op  type ...
+    >>> "stable" in order_stability(report, profile_model("mobilenet_v1_0.25_128_quant.tflite", config))
     True
 """
 
@@ -136,8 +134,9 @@ def live_outputs(graph: Graph) -> list[tuple[int, ...]]:
     up to it produced that a later op or the model's output reads.
 
     Example:
-        >>> live_outputs(read_graph("chain.tflite"))  # input 0 -> CONV -> 3 -> CONV -> 6   # doctest: +SKIP
-        [(3,), (6,)]
+        >>> from edgeship.runtime.graph import read_graph
+        >>> live_outputs(read_graph("mobilenet_v1_0.25_128_quant.tflite"))[:2]  # a chain: one tensor each
+        [(31,), (33,)]
     """
     ops = [op for op in graph.ops if op.subgraph == 0]
     last_use = {t: len(ops) for t in graph.outputs}  # the model's outputs are read after the last op
@@ -165,8 +164,9 @@ def cut_models(data: bytes, graph: Graph | None = None) -> list[bytes]:
             its weights outside the flatbuffer (over 2 GB), which a cut cannot rewrite.
 
     Example:
-        >>> [len(parse_graph(cut).ops) for cut in cut_models(read_model_bytes("chain.tflite"))]  # doctest: +SKIP
-        [0, 1, 2]
+        >>> cuts = cut_models(read_model_bytes("mobilenet_v1_0.25_128_quant.tflite"))
+        >>> [len(parse_graph(cut).ops) for cut in cuts][:4], len(cuts)
+        ([0, 1, 2, 3], 32)
     """
     graph = graph or parse_graph(data)
     model = schema.ModelT.InitFromPackedBuf(data, 0)
@@ -287,9 +287,9 @@ def profile_model(path: str | os.PathLike, config: ProfileConfig = ProfileConfig
         ModelFormatError, DelegateError: see :func:`edgeship.runtime.device.make_interpreter`.
 
     Example:
-        >>> report = profile_model("model_int8.tflite", ProfileConfig(num_threads=2))  # doctest: +SKIP
-        >>> report["sum_ratio"], min(report["ops"], key=lambda row: row["rank"])["op"]  # doctest: +SKIP
-        (1.01, 'CONV_2D')
+        >>> report = profile_model("mobilenet_v1_0.25_128_quant.tflite", ProfileConfig(num_rounds=5))
+        >>> 0.5 < report["sum_ratio"] < 1.5, len(report["ops"])
+        (True, 31)
     """
     data = read_model_bytes(path)
     graph = parse_graph(data, str(path))

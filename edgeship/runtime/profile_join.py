@@ -5,9 +5,11 @@ module adds the op's predicted Edge TPU placement and its layer's int8 drift fro
 model, flags each row (slow, noisy, falls back to the CPU), and renders the table.
 
 Example:
-    >>> report = join_run(profile_model("runs/flowers/export/model_int8.tflite"),   # doctest: +SKIP
-    ...                   "runs/flowers/export/model_int8.tflite")
-    >>> print(render_profile(report, top=5))                                          # doctest: +SKIP
+    >>> from edgeship.runtime.profile import ProfileConfig, profile_model
+    >>> path = "runs/flowers/export/model_int8.tflite"
+    >>> report = join_run(profile_model(path, ProfileConfig(num_rounds=3, runs_per_round=2)), path)
+    >>> print(render_profile(report, top=2))
+    runs/flowers/export/model_int8.tflite: ... ops on cpu, ...
 """
 
 from __future__ import annotations
@@ -43,8 +45,10 @@ def run_of_model(model: str | os.PathLike, run: str | os.PathLike | None = None)
     holds the model; None for a model outside any run.
 
     Example:
-        >>> run_of_model("runs/flowers/export/model_int8.tflite")  # doctest: +SKIP
+        >>> run_of_model("runs/flowers/export/model_int8.tflite")
         RunDir('runs/flowers')
+        >>> run_of_model("model_int8.tflite") is None
+        True
     """
     from edgeship.runtime.rundir import RunDir
 
@@ -127,9 +131,10 @@ def drift_by_op(graph: Graph, layers: Sequence[str], drift: Mapping[str, float])
     folded weights after the op's own: ``Conv2d_0/Relu6;...;Conv2d_1_depthwise/depthwise_Fold``).
 
     Example:
-        >>> graph = read_graph("chain.tflite")  # tensors t3, t6: the two ops' outputs  # doctest: +SKIP
-        >>> drift_by_op(graph, ["t3", "t6"], {"t3": 0.02, "t6": 0.3})                 # doctest: +SKIP
-        {0: ('t3', 0.02), 1: ('t6', 0.3)}
+        >>> from edgeship.runtime.graph import read_graph
+        >>> graph = read_graph("mobilenet_v1_0.25_128_quant.tflite")
+        >>> drift_by_op(graph, ["Conv2d_0", "Conv2d_1_depthwise"], {"Conv2d_0": 0.02, "Conv2d_1_depthwise": 0.3})
+        {0: ('Conv2d_0', 0.02), 1: ('Conv2d_1_depthwise', 0.3)}
     """
     order = {name: i for i, name in enumerate(layers)}
     found = {}
@@ -163,9 +168,12 @@ def join_run(report: dict, model: str | os.PathLike, run: str | os.PathLike | No
         ConfigError: the drift table is unreadable, or does not say which variant the model is.
 
     Example:
-        >>> report = join_run(profile_model(path), "runs/flowers/export/model_int8.tflite")  # doctest: +SKIP
-        >>> report["run"], report["drift_source"]                                             # doctest: +SKIP
-        ('runs/flowers', 'runs/flowers/layer_drift.json')
+        >>> from edgeship.runtime.graph import read_graph
+        >>> from edgeship.runtime.profile import ProfileConfig, profile_model
+        >>> path = "runs/flowers/export/model_int8.tflite"
+        >>> report = join_run(profile_model(path, ProfileConfig(num_rounds=3, runs_per_round=2)), path)
+        >>> report["run"], report["drift_source"]  # no layer_drift.json measured for this run
+        ('runs/flowers', None)
     """
     run_dir = run_of_model(model, run)
     if run_dir is None and drift is None:
@@ -212,10 +220,12 @@ def annotate(report: dict, graph: Graph, drift: Mapping[int, tuple[str, float]] 
     gains ``edgetpu`` (compilable, problems, counts) and ``flag_rules`` (what each flag means).
 
     Example:
-        >>> path = "runs/flowers/export/model_int8.tflite"
-        >>> report = annotate(profile_model(path), read_graph(path), drift_by_op(...))  # doctest: +SKIP
-        >>> report["edgetpu"]["on_edgetpu"], report["ops"][27]["flags"]                   # doctest: +SKIP
-        (31, ['slow', 'noisy'])
+        >>> from edgeship.runtime.graph import read_graph
+        >>> from edgeship.runtime.profile import ProfileConfig, profile_model
+        >>> path = "mobilenet_v1_0.25_128_quant.tflite"
+        >>> report = annotate(profile_model(path, ProfileConfig(num_rounds=3, runs_per_round=2)), read_graph(path), {})
+        >>> report["edgetpu"]["on_edgetpu"], sorted(report["flag_rules"])
+        (31, ['cpu', 'noisy', 'slow'])
     """
     config = config or ProfileConfig(**{k: v for k, v in report.get("config", {}).items()
                                         if k in {f.name for f in dataclasses.fields(ProfileConfig)}})
@@ -257,8 +267,10 @@ def render_profile(report: dict, top: int = 10) -> str:
     """The ``top`` slowest ops as a table, with the totals that show whether the times add up.
 
     Example:
-        >>> report = profile_model("model_int8.tflite")                   # doctest: +SKIP
-        >>> render_profile(report, top=3).splitlines()[2].split()[:2]  # doctest: +SKIP
+        >>> from edgeship.runtime.graph import read_graph
+        >>> from edgeship.runtime.profile import ProfileConfig, profile_model
+        >>> report = profile_model("model_int8.tflite", ProfileConfig(num_rounds=3, runs_per_round=2))
+        >>> render_profile(report, top=3).splitlines()[2].split()[:2]
         ['op', 'type']
     """
     joined = "flag_rules" in report

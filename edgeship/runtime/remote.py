@@ -214,9 +214,10 @@ def run_remote(target: str, argv: Sequence[str], files: Sequence[Path], *, timeo
         RemoteError: ssh failed, the device's edgeship is missing or of another version, or the
             command failed there (its error line is in the message).
 
-    Example:
-        >>> run_remote("ssh://pi@raspberrypi.local", ["bench", "m.tflite"], [Path("m.tflite")])  # doctest: +SKIP
-        {'config': {...}, 'results': [{'model': 'm.tflite', 'median_ms': ...}]}
+    Example (a device on the network; ``tests/test_remote.py`` runs it against a real sshd)::
+
+        run_remote("ssh://pi@raspberrypi.local", ["bench", "m.tflite"], [Path("m.tflite")])
+        # {'config': {...}, 'results': [{'model': 'm.tflite', 'median_ms': ...}], 'device': {...}}
     """
     device = parse_target(target)
     command = remote_command or os.environ.get(REMOTE_COMMAND_ENV) or "edgeship"

@@ -10,7 +10,7 @@ are sorted by how close the float model's call was. :mod:`edgeship.runtime.repor
 the page; the full list of photos goes beside it as JSON.
 
 Example:
-    >>> write_report_page("runs/flowers")        # doctest: +SKIP
+    >>> write_report_page("runs/flowers")
     PosixPath('runs/flowers/report.html')
     >>> sort_by_margin([Photo(0, "a.jpg", 0, 0, 1, [Class(0, "a", 0.9), Class(1, "b", 0.1)]),
     ...                 Photo(1, "b.jpg", 1, 1, 0, [Class(1, "b", 0.5), Class(0, "a", 0.4)])])[0].path
@@ -286,9 +286,9 @@ def write_report_page(run_dir: str | os.PathLike, max_photos: int = GALLERY_CAP)
         ConfigError: the run has no export yet, or its files are damaged.
 
     Example:
-        >>> page = write_report_page("runs/flowers")   # doctest: +SKIP
-        >>> page.name                                  # doctest: +SKIP
-        'report.html'
+        >>> page = write_report_page("runs/flowers", max_photos=10)
+        >>> page.name, "<html" in page.read_text()
+        ('report.html', True)
     """
     from edgeship.runtime.report_html import render_page
 

@@ -1,8 +1,9 @@
 """The train stage: a folder of class sub-folders to a fine-tuned MobileNet or EfficientNet-Lite0.
 
-Example:
-    >>> from edgeship.train import TrainConfig, train              # doctest: +SKIP
-    >>> result = train(TrainConfig(data_dir="photos", out_dir="runs/flowers"))  # doctest: +SKIP
+Example (minutes of training; the README's and the train page's snippets run it)::
+
+    from edgeship.train import TrainConfig, train
+    result = train(TrainConfig(data_dir="photos", out_dir="runs/flowers"))
 
 Importing this package is light; TensorFlow loads when a function that needs it is first used.
 The names below are the stage's public API, which the export stage uses too.

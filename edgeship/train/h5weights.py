@@ -9,8 +9,10 @@ array is read only after its shape and type match the variable it is meant for, 
 costs at most the model's own size in memory and runs nothing.
 
 Example:
-    >>> model = build_model(config, num_classes=5, pretrained=False)   # doctest: +SKIP
-    >>> load_h5_weights(model, "runs/flowers/model.h5")                # doctest: +SKIP
+    >>> from edgeship.train.config import load_run_config
+    >>> from edgeship.train.model import build_model
+    >>> model = build_model(load_run_config("runs/flowers"), num_classes=4, pretrained=False)
+    >>> load_h5_weights(model, "runs/flowers/model.h5")
 """
 
 from __future__ import annotations

@@ -301,9 +301,10 @@ def train(config: TrainConfig, *, resume: bool = False) -> TrainResult:
             be run again once the data is fixed.
         RunBusyError: another process is training or exporting the same run.
 
-    Example:
-        >>> result = train(TrainConfig(data_dir="flowers", image_size=160))  # doctest: +SKIP
-        >>> result.test_accuracy                                             # doctest: +SKIP
+    Example (minutes of training; the README's and the train page's snippets run it)::
+
+        result = train(TrainConfig(data_dir="flowers", image_size=160))
+        result.test_accuracy
     """
     # Multi-worker: the strategy comes first (before any other TensorFlow op); only the chief
     # writes the run directory, the other workers a scratch one, removed at the end.

@@ -8,9 +8,9 @@ maps it onto the Keras layers, and writes two files into ``~/.keras/models``: th
 backbone weights that training starts from, and the whole 1000-class classifier. Later builds
 read the cache, with or without the package.
 
-Example:
-    >>> imagenet_files()[0].name  # doctest: +SKIP
-    'efficientnet_lite0_imagenet_no_top.h5'
+Example (reads the package's checkpoint on first use; ``tests/test_efficientnet.py`` runs it)::
+
+    imagenet_files()[0].name  # 'efficientnet_lite0_imagenet_no_top.h5'
 """
 
 from __future__ import annotations

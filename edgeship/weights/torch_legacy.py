@@ -10,10 +10,10 @@ A checkpoint is data, whoever made it, so its pickles are read by
 file names. This module bounds the rest: the file by its size, a tensor by its storage, all
 tensors together by their storages. The newer zip format is named and refused, never opened.
 
-Example:
-    >>> tensors = read_legacy_checkpoint("efficientnet-lite0.pth")   # doctest: +SKIP
-    >>> tensors["_conv_stem.weight"].shape                           # doctest: +SKIP
-    (32, 3, 3, 3)
+Example (``tests/test_torch_legacy.py`` builds such files and reads them)::
+
+    tensors = read_legacy_checkpoint("efficientnet-lite0.pth")
+    tensors["_conv_stem.weight"].shape  # (32, 3, 3, 3)
 """
 
 from __future__ import annotations
