@@ -1,13 +1,14 @@
-"""Renders every benchmarks/results/*.json into the benchmark block of the top-level README.
+"""Renders every benchmarks/results/*.json into the README's goals table and the benchmarks page.
 
-The block opens with where each goal stands (every benchmark module's ``goal(report)``), then
-each benchmark's table (its ``render(report)``) in reading order. In README.md it sits between
-the two markers ``BEGIN`` and ``END`` below; nothing else of the README is touched.
+The README's block is where each goal stands (every benchmark module's ``goal(report)``); the
+block of docs/benchmarks.md is the same table, then each benchmark's table (its
+``render(report)``) in reading order. In both files the block sits between the two markers
+``BEGIN`` and ``END`` below; nothing else of either file is touched.
 
 Usage:
-    python benchmarks/render.py              # prints the block
-    python benchmarks/render.py --readme     # rewrites the README's block and every results/<name>.md
-    python benchmarks/render.py --check      # exit 1 when the README's block differs from the JSON
+    python benchmarks/render.py              # prints the benchmarks page's block
+    python benchmarks/render.py --readme     # rewrites both blocks and every results/<name>.md
+    python benchmarks/render.py --check      # exit 1 when either block differs from the JSON
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pathlib import Path
 from common import RESULTS, ROOT
 
 README = ROOT / "README.md"
+PAGE = ROOT / "docs" / "benchmarks.md"
 BEGIN = "<!-- benchmarks: begin (python benchmarks/render.py --readme) -->"
 END = "<!-- benchmarks: end -->"
 
@@ -72,30 +74,43 @@ def goals_table(reports: dict[str, dict]) -> str:
 
 
 def render_all(folder: Path = RESULTS) -> str:
-    """The goals table, then every benchmark's section."""
+    """The goals table, then every benchmark's section (a level-2 heading each, under the page's title)."""
     reports = load_reports(folder)
     sections = [goals_table(reports)]
     for name, report in reports.items():
-        sections.append(f"### {SECTIONS[name][1]}\n\n{_module(name).render(report).strip()}\n")
+        sections.append(f"## {SECTIONS[name][1]}\n\n{_module(name).render(report).strip()}\n")
     return "\n".join(section for section in sections if section)
 
 
 def readme_block(folder: Path = RESULTS) -> str:
+    """The README's block: the goals table alone, since the README is the front page."""
+    return f"{BEGIN}\n{goals_table(load_reports(folder))}{END}"
+
+
+def page_block(folder: Path = RESULTS) -> str:
+    """docs/benchmarks.md's block: the goals table and every benchmark's table."""
     return f"{BEGIN}\n{render_all(folder)}{END}"
 
 
-def current_block(text: str) -> str:
-    """The README's block, markers included."""
+def current_block(text: str, name: str = "README.md") -> str:
+    """The block of a file's text, markers included."""
     start, end = text.find(BEGIN), text.find(END)
     if start < 0 or end < start:
-        raise SystemExit(f"README.md lacks the markers {BEGIN!r} ... {END!r}.")
+        raise SystemExit(f"{name} lacks the markers {BEGIN!r} ... {END!r}.")
     return text[start : end + len(END)]
 
 
-def write_readme(readme: Path = README, folder: Path = RESULTS) -> None:
-    """Replaces the README's block, and each results/<name>.md, by what the JSON renders now."""
-    text = readme.read_text()
-    readme.write_text(text.replace(current_block(text), readme_block(folder)))
+def _stale(readme: Path = README, page: Path = PAGE, folder: Path = RESULTS) -> list[Path]:
+    """The files whose block differs from what the JSON renders now."""
+    wanted = {readme: readme_block(folder), page: page_block(folder)}
+    return [path for path, block in wanted.items() if current_block(path.read_text(), path.name) != block]
+
+
+def write_readme(readme: Path = README, page: Path = PAGE, folder: Path = RESULTS) -> None:
+    """Replaces both blocks, and each results/<name>.md, by what the JSON renders now."""
+    for path, block in ((readme, readme_block(folder)), (page, page_block(folder))):
+        text = path.read_text()
+        path.write_text(text.replace(current_block(text, path.name), block))
     for name, report in load_reports(folder).items():
         (folder / f"{name}.md").write_text(_module(name).render(report))
 
@@ -103,15 +118,17 @@ def write_readme(readme: Path = README, folder: Path = RESULTS) -> None:
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     action = parser.add_mutually_exclusive_group()
-    action.add_argument("--readme", action="store_true", help="Rewrite the README's block and results/*.md.")
-    action.add_argument("--check", action="store_true", help="Exit 1 when the README's block is out of date.")
+    action.add_argument("--readme", action="store_true",
+                        help="Rewrite the blocks of README.md and docs/benchmarks.md, and results/*.md.")
+    action.add_argument("--check", action="store_true", help="Exit 1 when either block is out of date.")
     args = parser.parse_args()
     if args.readme:
         write_readme()
     elif args.check:
-        if current_block(README.read_text()) != readme_block():
-            print("README.md's benchmark block differs from benchmarks/results: run "
-                  "`python benchmarks/render.py --readme`.", file=sys.stderr)
+        stale = _stale()
+        if stale:
+            print(f"The benchmark block of {', '.join(path.name for path in stale)} differs from "
+                  "benchmarks/results: run `python benchmarks/render.py --readme`.", file=sys.stderr)
             return 1
     else:
         print(render_all())

@@ -1,5 +1,6 @@
-"""The README's benchmark numbers are the ones in benchmarks/results/*.json, and every result says
-where and when it was measured. Reads JSON and renders markdown: no TensorFlow, no timing."""
+"""The benchmark numbers of the README (its goals table) and of docs/benchmarks.md (every table)
+are the ones in benchmarks/results/*.json, and every result says where and when it was measured.
+Reads JSON and renders markdown: no TensorFlow, no timing."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
 RESULTS = BENCHMARKS / "results"
+PAGE = ROOT / "docs" / "benchmarks.md"
 
 
 @pytest.fixture(scope="module")
@@ -27,9 +29,25 @@ def render():
         sys.path.remove(str(BENCHMARKS))
 
 
-def test_readme_block_is_what_the_results_render(render):
+def test_readme_block_is_the_goals_table_the_results_render(render):
     block = render.current_block((ROOT / "README.md").read_text())
     assert block == render.readme_block(), "README.md is out of date: run `python benchmarks/render.py --readme`"
+    goals = render.goals_table(render.load_reports())
+    assert goals and goals in block
+    assert "\n#" not in block, "the README's block is the goals table alone; the detailed tables go to docs/"
+
+
+def test_benchmarks_page_block_is_every_table_the_results_render(render):
+    block = render.current_block(PAGE.read_text(), PAGE.name)
+    assert block == render.page_block(), "docs/benchmarks.md is out of date: run `python benchmarks/render.py --readme`"
+    assert render.goals_table(render.load_reports()) in block
+    for name, report in render.load_reports().items():
+        module = render.importlib.import_module(render.SECTIONS[name][0])
+        assert f"## {render.SECTIONS[name][1]}\n\n{module.render(report).strip()}\n" in block, name
+
+
+def test_check_passes_on_the_committed_files(render):
+    assert render._stale() == []
 
 
 def test_every_result_renders_its_markdown_file(render):

@@ -1,5 +1,5 @@
 """The CI gate as CI runs it: the GitHub Action's steps, run with bash as a runner runs them, and
-the README's GitLab job, run as written.
+the GitLab job of docs/ci.md, run as written.
 
 The harness reads action.yml, gives each ``run:`` step its ``env:`` with the inputs substituted
 and the variables a runner sets (``GITHUB_STEP_SUMMARY``, ``GITHUB_OUTPUT``, ...), and runs the
@@ -194,15 +194,15 @@ def test_inputs_stay_values_in_the_shell(runtime_setup, runner):
 
 
 def _gitlab_job() -> dict:
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+    text = (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
     for block in re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M):
         document = yaml.safe_load(block)
         if isinstance(document, dict) and "validate" in document and "artifacts" in document["validate"]:
             return document["validate"]
-    raise AssertionError("the README has no GitLab `validate` job")
+    raise AssertionError("docs/ci.md has no GitLab `validate` job")
 
 
-def test_readme_gitlab_job_runs_as_written(runtime_setup, tmp_path):
+def test_documented_gitlab_job_runs_as_written(runtime_setup, tmp_path):
     models, _, run_dir = runtime_setup
     job = _gitlab_job()
     assert job["artifacts"]["when"] == "always"
@@ -223,11 +223,11 @@ def test_readme_gitlab_job_runs_as_written(runtime_setup, tmp_path):
         assert (tmp_path / path).read_text(encoding="utf-8").startswith("### ✅ edgeship gate passed")
 
 
-def test_readme_action_usage_names_only_declared_inputs():
-    text = (ROOT / "README.md").read_text(encoding="utf-8")
+def test_documented_action_usage_names_only_declared_inputs():
+    text = (ROOT / "docs" / "ci.md").read_text(encoding="utf-8")
     usages = [yaml.safe_load(block) for block in re.findall(r"^```yaml\n(.*?)^```", text, re.S | re.M)
               if "uses: OWNER/edgeship@" in block]
-    assert usages, "the README shows no use of the action"
+    assert usages, "docs/ci.md shows no use of the action"
     inputs = load_action()["inputs"]
     for [step] in usages:
         assert set(step["with"]) <= set(inputs) and "model" in step["with"]
