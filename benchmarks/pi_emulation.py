@@ -22,6 +22,7 @@ each version's libraries contain. Results: ``results/pi_emulation.json`` and ``.
 Set-up, once (Debian bookworm host, as root; about 300 MB under the cache folder):
     apt-get update
     apt-get install qemu-user-static debootstrap binutils-aarch64-linux-gnu gdb-multiarch
+    mkdir -p ../pi-cache   # debootstrap does not make the parent folder
     debootstrap --arch=arm64 --foreign --variant=minbase --include=python3.11 \\
         bookworm ../pi-cache/rootfs http://deb.debian.org/debian
     # --foreign unpacks the base system only; unpack Python and its libraries too:

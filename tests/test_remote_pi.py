@@ -22,6 +22,7 @@ Set-up, once, from the repository's folder (Debian bookworm, as root; about 450 
 ``benchmarks/pi_emulation.py`` uses)::
 
     apt-get update && apt-get install -y qemu-user-static debootstrap
+    mkdir -p ../pi-cache   # debootstrap does not make the parent folder
     debootstrap --arch=arm64 --foreign --variant=minbase --include=python3.11 \\
         bookworm ../pi-cache/rootfs http://deb.debian.org/debian
     for deb in ../pi-cache/rootfs/var/cache/apt/archives/*.deb; do dpkg-deb -x "$deb" ../pi-cache/rootfs; done
