@@ -50,12 +50,12 @@ class ExportConfig:
     # Short: QAT adapts the weights to the int8 grid, it does not retrain.
     qat_epochs: int = option(3, "Quantization-aware training epochs (0: calibration only).")
     # Adam moves every weight ~lr per step, about one int8 step of a depthwise kernel over an
-    # epoch (README: the measured choice).
+    # epoch (docs/qat.md: the measured choice).
     qat_learning_rate: float = option(1e-5, "QAT peak learning rate (Adam, cosine decay).")
-    # Robustness to TFLite rounding differently from the simulation (README: measured).
+    # Robustness to TFLite rounding differently from the simulation (docs/qat.md: measured).
     qat_noise: float = option(1.0, "Uniform noise on batch-norm outputs during QAT, in int8 steps (0: off).")
     # A third less QAT work: export under training time; on 3 seeds of 4 backbones a little
-    # further from float by probability distance, no worse by accuracy (README: export time).
+    # further from float by probability distance, no worse by accuracy (docs/qat.md: export time).
     qat_focus: float = option(0.5, "Share of the train images that QAT epochs after the first revisit: those "
                                    "whose logits were furthest from the float model's (1: every image).")
     qat_batch_size: int = option(32, "QAT batch size.")

@@ -24,10 +24,10 @@ Out of the box, tfmot's ``quantize_model`` followed by a couple of epochs of ``f
    every image and every class), with Adam at a peak rate of 1e-5, cosine decay, and the
    epoch closest to the float model on validation kept (the calibrated model before any step
    included). Adam moves every weight by about the rate per step whatever its scale: at 3e-5
-   the converted model ended further from the float one than at 1e-5 (README). The first
+   the converted model ended further from the float one than at 1e-5 (docs/qat.md). The first
    epoch visits every train image; the later ones only the half whose logits were still
    furthest from the float model's (``qat_focus``): the close calls that int8 flips. QAT is
-   most of an export's time, and this is what brings export under the training time (README:
+   most of an export's time, and this is what brings export under the training time (docs/qat.md:
    export time).
 
 4. **The simulation is not the converted model.** TFLite computes in fixed point: a fraction of

@@ -1,6 +1,6 @@
 """Known-bad combinations of machine, ai-edge-litert version and CPU, explained in one line each.
 
-What is known, and how it was measured (``benchmarks/pi_emulation.py``, README "Raspberry Pi"):
+What is known, and how it was measured (``benchmarks/pi_emulation.py``, docs/raspberry-pi.md):
 
 - ai-edge-litert 2.2.0 and 2.3.0 crash with SIGSEGV in ``allocate_tensors`` on aarch64 when
   ``/proc/cpuinfo`` lists no ARM processor: XNNPACK's CPU detection (the cpuinfo library,

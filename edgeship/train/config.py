@@ -80,10 +80,10 @@ class TrainConfig:
     image_size: int = option(224, "Square input size in pixels; 96-224 have ImageNet weights.")
     weights: str = option(WEIGHTS_IMAGENET, "imagenet | none | PATH of no-top .h5 weights.")
     # MediaPipe Tasks (phone apps) resizes with this sampling: trained on it, a model gets the
-    # same pixels from edgeship and from the app (README: "On a phone").
+    # same pixels from edgeship and from the app (docs/phones.md).
     resize_method: str = option(RESIZE_BILINEAR_ASYMMETRIC, "bilinear-asymmetric (MediaPipe Tasks' sampling) | "
                                 "bilinear (tf.image.resize's) | nearest | area; recorded in the model file.")
-    augment: str = option("light", "none | light | medium | heavy (README: the transforms).")
+    augment: str = option("light", "none | light | medium | heavy (docs/train.md: the transforms).")
     val_fraction: float = option(0.1, "Share of each class held out for validation.")
     test_fraction: float = option(0.1, "Share of each class held out for testing.")
     seed: int = option(42, "Fixes the split, the shuffling and the head's initialisation.")
