@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["display_path", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json_object", "read_regular_file",
-           "sha256_file"]
+__all__ = ["display_path", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "open_lock_file", "read_json_object",
+           "read_regular_file", "sha256_file", "try_flock"]
 
 
 def display_path(path: str | os.PathLike | bytes) -> str:
@@ -127,3 +127,40 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def open_lock_file(path: str | os.PathLike, what: str):
+    """Opens a lock file for reading and writing without following a link, and only as a
+    regular file: a planted link or FIFO must not make the lock truncate or block on it.
+
+    Raises:
+        DataError: ``path`` is a link, not a regular file, or cannot be opened; ``what`` names it.
+    """
+    from edgeship.errors import DataError
+
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        raise DataError(f"{path} cannot be opened as {what} ({e.strerror or e}); it must be a plain "
+                        "file edgeship made: remove it and run again.") from e
+    if not stat.S_ISREG(os.fstat(fd).st_mode):
+        os.close(fd)
+        raise DataError(f"{path} is not a regular file; remove it and run again.")
+    return os.fdopen(fd, "r+", encoding="utf-8")
+
+
+def try_flock(handle, blocking: bool = False) -> bool:
+    """Takes an exclusive advisory ``flock`` on an open file: True once held, False when another
+    process holds it (only without ``blocking``). The system releases it when the holder exits."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock, nothing is guarded
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except OSError:
+        if blocking:
+            raise
+        return False
