@@ -609,6 +609,34 @@ def doctor(
         raise typer.Exit(EXIT_ERROR)
 
 
+# --------------------------------------------------------------------------- the decode cache
+
+cache_app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                        help="The decode cache shared by every run on this machine: each photo decoded once per "
+                             "size and resize method.")
+app.add_typer(cache_app, name="cache")
+_CACHE_DIR = typer.Option(None, "--cache-dir", help="The cache folder [$EDGESHIP_CACHE_DIR, else "
+                                                    "$XDG_CACHE_HOME/edgeship, else ~/.cache/edgeship].")
+
+
+@cache_app.command("info")
+def cache_info(cache_dir: Optional[Path] = _CACHE_DIR, as_json: bool = _JSON) -> None:
+    """Where the decode cache is, how many photos and bytes it holds, and its size limit."""
+    from edgeship.runtime.decode_cache import DecodeCache, info_text
+
+    info = DecodeCache(cache_dir).info()
+    typer.echo(json.dumps(info, indent=2) if as_json else info_text(info))
+
+
+@cache_app.command("clear")
+def cache_clear(cache_dir: Optional[Path] = _CACHE_DIR) -> None:
+    """Remove every decoded photo from the cache (the next run decodes its photos again)."""
+    from edgeship.runtime.decode_cache import DecodeCache
+
+    cache = DecodeCache(cache_dir)
+    typer.echo(f"removed {cache.clear()} decoded photo(s) from {cache.root}")
+
+
 def main() -> None:
     """Console-script entry point."""
     app()

@@ -41,7 +41,8 @@ from edgeship.errors import ConfigError
 from edgeship.runtime.files import atomic_write_bytes, display_path, open_lock_file, read_regular_file, try_flock
 from edgeship.runtime.image import RESIZE_METHODS
 
-__all__ = ["CACHE_DIR_ENV", "CACHE_LIMIT_ENV", "DEFAULT_LIMIT_BYTES", "DecodeCache", "cache_root", "parse_size"]
+__all__ = ["CACHE_DIR_ENV", "CACHE_LIMIT_ENV", "DEFAULT_LIMIT_BYTES", "DecodeCache", "cache_root", "info_text",
+           "parse_size"]
 
 logger = logging.getLogger(__name__)
 
@@ -208,6 +209,21 @@ class DecodeCache:
         if self.layout_dir.is_dir() and not self.layout_dir.is_symlink():
             shutil.rmtree(self.layout_dir)  # does not follow links inside
         return count
+
+
+def info_text(info: dict) -> str:
+    """:meth:`DecodeCache.info` as a few lines of text.
+
+    Example:
+        >>> print(info_text({"path": "/c", "entries": 2, "bytes": 3 << 30, "limit_bytes": 20 << 30,
+        ...                  "keys": {"224x224-bilinear": 2}}))
+        decode cache /c: 2 photo(s), 3.0 GiB of 20.0 GiB
+          224x224-bilinear: 2
+    """
+    lines = [f"decode cache {info['path']}: {info['entries']} photo(s), {_gigabytes(info['bytes'])} of "
+             f"{_gigabytes(info['limit_bytes'])}"]
+    lines += [f"  {key}: {count}" for key, count in info["keys"].items()]
+    return "\n".join(lines)
 
 
 def _entry_bytes(size: tuple[int, int]) -> int:
