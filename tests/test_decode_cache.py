@@ -79,6 +79,21 @@ def test_second_prepare_decodes_nothing_and_gives_the_same_pixels(photos, tmp_pa
     assert DecodeCache(cache).info()["keys"] == {f"32x32-{METHOD}": 18, f"40x40-{METHOD}": 18}
 
 
+def test_a_kept_run_array_is_linked_not_copied_and_checked_before_reuse(photos, tmp_path):
+    cache = tmp_path / "cache"
+    first = prepare_data(_config(photos, tmp_path / "one", cache), tmp_path / "one")
+    second = prepare_data(_config(photos, tmp_path / "two", cache), tmp_path / "two")
+    assert os.stat(first.pixels.filename).st_ino == os.stat(second.pixels.filename).st_ino  # one copy on disk
+    kept, = cache.rglob("arrays/*.npy")
+    damaged = bytearray(kept.read_bytes())
+    damaged[-1] ^= 0xFF
+    kept.unlink()
+    kept.write_bytes(bytes(damaged))  # a file of its own: the runs' arrays stay as they were
+    third = prepare_data(_config(photos, tmp_path / "three", cache), tmp_path / "three")
+    assert os.stat(third.pixels.filename).st_ino != os.stat(first.pixels.filename).st_ino
+    assert np.array_equal(np.asarray(third.pixels), np.asarray(first.pixels))
+
+
 def test_a_changed_photo_is_decoded_again(photos, tmp_path):
     data = tmp_path / "data"
     write_photos(data, ("a", "b", "c"), per_class=4, sizes=((64, 48),))

@@ -4,6 +4,12 @@ The one module that knows the cache's layout::
 
     CACHE/decoded-v1/<height>x<width>-<method>/<sha[:2]>/<sha256 of the file>.px
     CACHE/decoded-v1/<height>x<width>-<method>/.fill.lock
+    CACHE/decoded-v1/<height>x<width>-<method>/arrays/<key>.npy (+ .json)   a run's whole array
+
+A run's ``(N, H, W, 3)`` array is kept too, as a hard link to the run's own file (no second
+copy on disk), keyed by the digests of its photos in order: a second run on the same photos
+with the same split links it instead of copying every photo again. Its record holds the
+CRC-32 of the whole file, checked before each reuse.
 
 ``CACHE`` is ``--cache-dir``, else ``$EDGESHIP_CACHE_DIR``, else ``$XDG_CACHE_HOME/edgeship``,
 else ``~/.cache/edgeship``. Every entry is its own file, written to a temporary name and
@@ -25,6 +31,7 @@ Example:
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import os
 import re
@@ -34,11 +41,13 @@ import time
 import zlib
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 
 from edgeship.errors import ConfigError
-from edgeship.runtime.files import atomic_write_bytes, display_path, open_lock_file, read_regular_file, try_flock
+from edgeship.runtime.files import (atomic_write_bytes, atomic_write_json, display_path, open_lock_file, read_json_object,
+                                    read_regular_file, try_flock)
 from edgeship.runtime.image import RESIZE_METHODS
 
 __all__ = ["CACHE_DIR_ENV", "CACHE_LIMIT_ENV", "DEFAULT_LIMIT_BYTES", "DecodeCache", "cache_root", "info_text",
@@ -154,7 +163,7 @@ class DecodeCache:
             raise ValueError(f"pixels of shape {pixels.shape} do not fit the cache key's size {size}")
         payload = pixels.tobytes()
         header = _HEADER.pack(_MAGIC, pixels.shape[0], pixels.shape[1], 3, zlib.crc32(payload))
-        atomic_write_bytes(self.entry_path(sha, size, method), header + payload)
+        atomic_write_bytes(self.entry_path(sha, size, method), header + payload, durable=False)
 
     @contextmanager
     def fill_lock(self, size: tuple[int, int], method: str):
@@ -169,9 +178,44 @@ class DecodeCache:
                 try_flock(handle, blocking=True)
             yield self
 
+    def array_path(self, digests: Sequence[str], size: tuple[int, int], method: str) -> Path:
+        """Where the whole array of photos ``digests``, in that order, is kept."""
+        key = hashlib.sha256("\n".join(digests).encode()).hexdigest()
+        return self.key_dir(size, method) / "arrays" / f"{key}.npy"
+
+    def link_array(self, digests: Sequence[str], size: tuple[int, int], method: str, target: Path) -> bool:
+        """Hard-links the kept array of ``digests`` to ``target`` (atomically); False when there
+        is none, it fails its record's size or CRC, or the two folders are on different disks."""
+        source = self.array_path(digests, size, method)
+        try:
+            record = read_json_object(source.with_suffix(".json"), 4096)
+            if not (source.stat().st_size == record["bytes"] and _file_crc(source) == record["crc32"]):
+                raise ValueError("size or CRC-32 differ from its record")
+        except FileNotFoundError:
+            return False
+        except (OSError, ValueError, KeyError, TypeError) as e:
+            logger.warning("Kept array %s is unusable (%s); copying its photos again", display_path(source), e)
+            source.unlink(missing_ok=True)
+            return False
+        _link_replace(source, target)
+        _touch(source)
+        return True
+
+    def keep_array(self, source: Path, digests: Sequence[str], size: tuple[int, int], method: str, crc: int) -> None:
+        """Keeps a run's finished array (``crc``: CRC-32 of its whole file) for later runs."""
+        target = self.array_path(digests, size, method)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_json(target.with_suffix(".json"), {"bytes": source.stat().st_size, "crc32": crc})
+        try:
+            _link_replace(source, target)
+        except OSError as e:  # another disk, or a file system without hard links: nothing is kept
+            logger.debug("Not keeping %s in the decode cache: %s", display_path(source), e)
+
     def _entries(self) -> list[tuple[Path, os.stat_result]]:
         found = []
-        for path in self.layout_dir.glob(f"*/??/*{_SUFFIX}") if self.layout_dir.is_dir() else ():
+        listed = [*self.layout_dir.glob(f"*/??/*{_SUFFIX}"), *self.layout_dir.glob("*/arrays/*.npy")] \
+            if self.layout_dir.is_dir() else []
+        for path in listed:
             try:
                 found.append((path, path.lstat()))
             except OSError:  # removed meanwhile by another process
@@ -182,10 +226,12 @@ class DecodeCache:
         """Where the cache is, how many entries and bytes it holds, and its limit."""
         entries = self._entries()
         keys: dict[str, int] = {}
-        for path, _ in entries:
+        photos = [(path, info) for path, info in entries if path.suffix == _SUFFIX]
+        for path, _ in photos:
             keys[path.parent.parent.name] = keys.get(path.parent.parent.name, 0) + 1
-        return {"path": str(self.root), "entries": len(entries), "bytes": sum(s.st_size for _, s in entries),
-                "limit_bytes": self.limit_bytes, "keys": dict(sorted(keys.items()))}
+        return {"path": str(self.root), "entries": len(photos), "arrays": len(entries) - len(photos),
+                "bytes": sum(s.st_size for _, s in entries), "limit_bytes": self.limit_bytes,
+                "keys": dict(sorted(keys.items()))}
 
     def evict(self) -> int:
         """Removes least recently used entries until the cache fits its limit; returns how many."""
@@ -196,6 +242,8 @@ class DecodeCache:
             if total <= self.limit_bytes:
                 break
             path.unlink(missing_ok=True)
+            if path.suffix == ".npy":
+                path.with_suffix(".json").unlink(missing_ok=True)
             total -= info.st_size
             removed += 1
         if removed:
@@ -205,7 +253,7 @@ class DecodeCache:
 
     def clear(self) -> int:
         """Removes every entry (the folder's other files are left alone); returns how many."""
-        count = len(self._entries())
+        count = self.info()["entries"]
         if self.layout_dir.is_dir() and not self.layout_dir.is_symlink():
             shutil.rmtree(self.layout_dir)  # does not follow links inside
         return count
@@ -217,11 +265,11 @@ def info_text(info: dict) -> str:
     Example:
         >>> print(info_text({"path": "/c", "entries": 2, "bytes": 3 << 30, "limit_bytes": 20 << 30,
         ...                  "keys": {"224x224-bilinear": 2}}))
-        decode cache /c: 2 photo(s), 3.0 GiB of 20.0 GiB
+        decode cache /c: 2 photo(s), 0 run array(s), 3.0 GiB of 20.0 GiB
           224x224-bilinear: 2
     """
-    lines = [f"decode cache {info['path']}: {info['entries']} photo(s), {_gigabytes(info['bytes'])} of "
-             f"{_gigabytes(info['limit_bytes'])}"]
+    lines = [f"decode cache {info['path']}: {info['entries']} photo(s), {info.get('arrays', 0)} run array(s), "
+             f"{_gigabytes(info['bytes'])} of {_gigabytes(info['limit_bytes'])}"]
     lines += [f"  {key}: {count}" for key, count in info["keys"].items()]
     return "\n".join(lines)
 
@@ -239,6 +287,22 @@ def _parse_entry(data: bytes, size: tuple[int, int]) -> np.ndarray | None:
     if magic != _MAGIC or (h, w, channels) != (height, width, 3) or zlib.crc32(payload) != crc:
         return None
     return np.frombuffer(data, np.uint8, offset=_HEADER.size).reshape(height, width, 3)
+
+
+def _file_crc(path: Path) -> int:
+    crc = 0
+    with open(path, "rb") as file:
+        for chunk in iter(lambda: file.read(1 << 22), b""):
+            crc = zlib.crc32(chunk, crc)
+    return crc
+
+
+def _link_replace(source: Path, target: Path) -> None:
+    """Makes ``target`` a hard link to ``source``: linked under a temporary name, then renamed."""
+    temporary = target.with_name(f".{target.name}.{os.getpid()}.link")
+    temporary.unlink(missing_ok=True)
+    os.link(source, temporary)
+    os.replace(temporary, target)
 
 
 def _touch(path: Path) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -199,25 +200,41 @@ def prepare_data(config, run_dir: Path) -> DecodedSplit:
 
 
 def _write_pixels(run: RunDir, config, entries: list[tuple[Path, str]], labels: np.ndarray) -> np.ndarray:
-    """Writes the run's ``(N, H, W, 3)`` array one photo at a time from the decode cache, to a
-    temporary name renamed into place; returns it memory-mapped.
+    """The run's ``(N, H, W, 3)`` array, memory-mapped: linked from the decode cache when an
+    earlier run kept the same photos in the same order, else written one photo at a time from
+    the cache's entries, to a temporary name renamed into place, and kept for later runs.
+    """
+    pixels_path, labels_path = run.pixels_paths(config.image_size, config.resize_method)
+    cache, size, method = _decode_cache(config), (config.image_size, config.image_size), config.resize_method
+    digests = [digest for _, digest in entries]
+    pixels_path.parent.mkdir(parents=True, exist_ok=True)
+    if not cache.link_array(digests, size, method, pixels_path):
+        crc = _assemble(pixels_path, cache, entries, size, method)
+        cache.keep_array(pixels_path, digests, size, method, crc)
+    with atomic_path(labels_path, suffix=".npy") as tmp:
+        np.save(tmp, labels)
+    return np.load(pixels_path, mmap_mode="r")
+
+
+def _assemble(pixels_path: Path, cache: DecodeCache, entries: list[tuple[Path, str]], size, method) -> int:
+    """Writes the ``.npy`` row by row; returns the CRC-32 of the whole file.
 
     Rows are written with plain file writes, not through a writable map: written pages of a
     map count in the process's resident memory until the map closes, the page cache does not.
     """
-    pixels_path, labels_path = run.pixels_paths(config.image_size, config.resize_method)
-    cache, size = _decode_cache(config), (config.image_size, config.image_size)
     header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
               "shape": (len(entries), *size, 3)}
     with atomic_path(pixels_path, suffix=".npy") as tmp, open(tmp, "wb") as file:
         np.lib.format.write_array_header_2_0(file, header)
+        file.flush()
+        crc = zlib.crc32(tmp.read_bytes())
         with progress(len(entries), "writing the run's pixels") as update:
             for path, digest in entries:
-                file.write(np.ascontiguousarray(_cached_pixels(cache, path, digest, size, config.resize_method)).data)
+                row = np.ascontiguousarray(_cached_pixels(cache, path, digest, size, method)).data
+                file.write(row)
+                crc = zlib.crc32(row, crc)
                 update()
-    with atomic_path(labels_path, suffix=".npy") as tmp:
-        np.save(tmp, labels)
-    return np.load(pixels_path, mmap_mode="r")
+    return crc
 
 
 def _cached_pixels(cache: DecodeCache, path: Path, digest: str, size: tuple[int, int], method: str) -> np.ndarray:
