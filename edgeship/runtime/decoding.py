@@ -22,7 +22,7 @@ import hashlib
 import io
 import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -37,8 +37,9 @@ from edgeship.runtime.image import preprocess
 
 __all__ = ["FillStats", "decode_file", "default_decode_workers", "fill_cache"]
 
-_CHUNK = 32              # photos per task: amortises the round trip to a worker
-_MIN_PARALLEL = 4 * _CHUNK  # fewer photos decode faster in-process than a pool starts
+_CHUNK = 32                    # photos per task: amortises the round trip to a worker
+_MIN_PARALLEL = 4 * _CHUNK     # fewer small photos decode faster in-process than a pool starts
+_MIN_PARALLEL_BYTES = 8 << 20  # ... unless they are large: two 4000x3000 JPEGs already pay for it
 
 
 @dataclass
@@ -95,6 +96,12 @@ def decode_file(path: str | os.PathLike, size: tuple[int, int], method: str) -> 
     return pixels, digest, reason
 
 
+def _check_one(path: Path, cache: DecodeCache, size: tuple[int, int], method: str) -> tuple[str, str, bool]:
+    """(sha256, error reason, whether it still needs decoding) of one photo."""
+    _, digest, reason = _read(path)
+    return digest, reason, not reason and not cache.has(digest, size, method)
+
+
 def _fill_one(path: Path, cache: DecodeCache, size: tuple[int, int], method: str) -> tuple[str, str, bool]:
     """(sha256, error reason, whether it was decoded now) of one photo, its entry written."""
     data, digest, reason = _read(path)
@@ -131,11 +138,23 @@ def fill_cache(
     """
     paths = [Path(p) for p in paths]
     workers = num_workers or default_decode_workers()
-    work = partial(_fill_one, cache=cache, size=tuple(size), method=method)
+    key = {"cache": cache, "size": tuple(size), "method": method}
     stats, results = FillStats(), []
     with cache.fill_lock(size, method):
-        for digest, reason, decoded in _map(work, paths, workers):
+        # First only read and hash (threads: hashlib releases the GIL), so that a run whose photos
+        # are all cached starts no decoding process at all.
+        with ThreadPoolExecutor(workers) as pool:
+            checked = list(pool.map(partial(_check_one, **key), paths))
+        missing = [i for i, (_, _, needed) in enumerate(checked) if needed]
+        for digest, reason, needed in checked:
             results.append((digest, reason))
+            stats.reused += not (needed or reason)
+            stats.failed += bool(reason)
+            if progress is not None and not needed:
+                progress()
+        for i, (digest, reason, decoded) in zip(missing, _map(partial(_fill_one, **key), [paths[i] for i in missing],
+                                                              workers)):
+            results[i] = (digest, reason)
             stats.decoded += decoded
             stats.reused += not (decoded or reason)
             stats.failed += bool(reason)
@@ -145,12 +164,23 @@ def fill_cache(
 
 
 def _map(work, paths: list[Path], workers: int):
-    if workers <= 1 or len(paths) < _MIN_PARALLEL:
+    """``work`` over ``paths`` in order, on ``workers`` processes when that pays for their start
+    (a few hundred small photos, or a few large ones: the files' size stands for the decode's cost)."""
+    size = sum(_file_size(path) for path in paths[:_MIN_PARALLEL])
+    if workers <= 1 or len(paths) < 2 or (len(paths) < _MIN_PARALLEL and size < _MIN_PARALLEL_BYTES):
         yield from map(work, paths)
         return
-    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+    chunk = max(1, min(_CHUNK, len(paths) // (4 * workers)))
+    with ProcessPoolExecutor(min(workers, len(paths)), mp_context=multiprocessing.get_context("spawn")) as pool:
         try:
-            yield from pool.map(work, paths, chunksize=_CHUNK)
+            yield from pool.map(work, paths, chunksize=chunk)
         except BaseException:
             pool.shutdown(wait=False, cancel_futures=True)
             raise
+
+
+def _file_size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return 0

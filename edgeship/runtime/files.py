@@ -26,14 +26,11 @@ def display_path(path: str | os.PathLike | bytes) -> str:
 
 
 @contextmanager
-def atomic_path(path: str | os.PathLike, suffix: str = "", durable: bool = True):
+def atomic_path(path: str | os.PathLike, suffix: str = ""):
     """Yields a temporary path beside ``path``; on success it is renamed to ``path``.
 
     For writers that want a file name rather than bytes (``np.save``, Keras ``save``).
-    ``suffix`` keeps an extension such writers look at (``.h5``). ``durable=False`` skips the
-    fsync, for files that are checked when read (a cache entry lost to a power cut reads as
-    damaged and is made again): the rename alone already keeps a killed writer's half-file
-    from appearing under the final name.
+    ``suffix`` keeps an extension such writers look at (``.h5``).
 
     Example:
         >>> with atomic_path("model.h5", suffix=".h5") as tmp:  # doctest: +SKIP
@@ -45,9 +42,8 @@ def atomic_path(path: str | os.PathLike, suffix: str = "", durable: bool = True)
     os.close(fd)
     try:
         yield Path(tmp)
-        if durable:
-            with open(tmp, "rb+") as f:
-                os.fsync(f.fileno())
+        with open(tmp, "rb+") as f:
+            os.fsync(f.fileno())
         os.chmod(tmp, 0o666 & ~_umask())  # mkstemp's 0600 would hide results from other users
         os.replace(tmp, path)
     except BaseException:
@@ -61,10 +57,9 @@ def _umask() -> int:
     return mask
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes, durable: bool = True) -> Path:
-    """Writes ``data`` to a temporary file beside ``path``, fsyncs it (unless not ``durable``:
-    see :func:`atomic_path`), then renames it into place."""
-    with atomic_path(path, durable=durable) as tmp:
+def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
+    """Writes ``data`` to a temporary file beside ``path``, fsyncs it, then renames it into place."""
+    with atomic_path(path) as tmp:
         tmp.write_bytes(data)
     return Path(path)
 
