@@ -12,11 +12,11 @@ from edgeship.export.config import FORMATS, ExportConfig, load_export_config
 __all__ = ["FORMATS", "ExportConfig", "export", "load_export_config", "render_markdown"]
 
 
-def export(config: ExportConfig):
+def export(config: ExportConfig, *, report_page: bool = True):
     """Exports per ``config``; see :func:`edgeship.export.exporter.export`."""
     from edgeship.export.exporter import export as _export
 
-    return _export(config)
+    return _export(config, report_page=report_page)
 
 
 def render_markdown(report: dict) -> str:
