@@ -1,12 +1,14 @@
 """Decoding many photos into the decode cache, on every core.
 
-Pillow's JPEG decoder releases the GIL, but the resize (numpy's gathers and casts on small
-rows) and Pillow's colour conversion mostly do not: on two cores two threads decode about
-1.3x as fast as one, two processes about 1.9x (``benchmarks/dataset_scale.py`` measures it).
-So :func:`fill_cache` decodes in worker processes, started fresh (``spawn``: a forked copy of
-a process that runs TensorFlow's threads can deadlock), each importing only edgeship's
-TensorFlow-free runtime. Workers return only the content digest: the pixels travel through
-the cache's files, never through the parent's memory.
+Pillow's JPEG decoder releases the GIL for part of its work, edgeship's resize (numpy's
+gathers and casts on rows of a few hundred values) hardly at all: two threads decode a
+320x240 JPEG 1.5x as fast as one and resize it 1.1x (``benchmarks/dataset_scale.py``, on a
+machine where two processes of a pure loop ran 1.08x one). So :func:`fill_cache` decodes in
+worker processes, started fresh (``spawn``: a forked copy of a process that runs TensorFlow's
+threads can deadlock), each importing only edgeship's TensorFlow-free runtime. Workers return
+only the content digest: the pixels travel through the cache's files, never through the
+parent's memory. ``num_workers=1`` decodes in-process, which is faster when the machine gives
+this process no second core.
 
 Example:
     >>> import tempfile
