@@ -188,18 +188,20 @@ from pathlib import Path
 from edgeship.runtime.decode_cache import DecodeCache
 from edgeship.runtime.decoding import fill_cache
 paths = sorted(Path(sys.argv[1]).rglob("*.png"))
-results, stats = fill_cache(DecodeCache(), paths, (32, 32), "bilinear-asymmetric", int(sys.argv[2]))
+size = (int(sys.argv[3]),) * 2
+results, stats = fill_cache(DecodeCache(), paths, size, "bilinear-asymmetric", int(sys.argv[2]))
 print(stats.decoded, stats.reused, stats.failed)
 """
 
 
 def test_a_killed_fill_resumes_where_it_stopped(many_tiny, tmp_path):
     cache = tmp_path / "cache"
-    worker = subprocess.Popen([sys.executable, "-c", _FILL, str(many_tiny), "1"], env=_subprocess_env(cache),
+    # At 160 px each photo takes a while, so that the kill lands mid-fill on a fast machine too.
+    worker = subprocess.Popen([sys.executable, "-c", _FILL, str(many_tiny), "1", "160"], env=_subprocess_env(cache),
                               stdout=subprocess.PIPE, start_new_session=True)
     deadline = time.monotonic() + 60
     while len(_entries(cache)) < 300 and time.monotonic() < deadline and worker.poll() is None:
-        time.sleep(0.05)
+        time.sleep(0.02)
     os.killpg(worker.pid, signal.SIGKILL)
     worker.wait()
     assert worker.returncode == -signal.SIGKILL, "the fill finished before it could be killed"
@@ -207,13 +209,13 @@ def test_a_killed_fill_resumes_where_it_stopped(many_tiny, tmp_path):
     assert 300 <= kept < 3000
     assert not [p for p in cache.rglob("*") if p.is_file() and p.suffix != ".px" and p.name != ".fill.lock"
                 and not p.name.startswith(".")]
-    results, stats = fill_cache(DecodeCache(cache), sorted(many_tiny.rglob("*.png")), SIZE, METHOD, 1)
+    results, stats = fill_cache(DecodeCache(cache), sorted(many_tiny.rglob("*.png")), (160, 160), METHOD, 1)
     assert (stats.decoded, stats.reused, stats.failed) == (3000 - kept, kept, 0)
 
 
 def test_two_processes_filling_one_cache_decode_each_photo_once(many_tiny, tmp_path):
     cache = tmp_path / "cache"
-    workers = [subprocess.Popen([sys.executable, "-c", _FILL, str(many_tiny), "1"], env=_subprocess_env(cache),
+    workers = [subprocess.Popen([sys.executable, "-c", _FILL, str(many_tiny), "1", "32"], env=_subprocess_env(cache),
                                 stdout=subprocess.PIPE, text=True) for _ in range(2)]
     outputs = [w.communicate(timeout=120)[0].split() for w in workers]
     assert [w.returncode for w in workers] == [0, 0]
