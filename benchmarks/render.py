@@ -32,6 +32,7 @@ SECTIONS = {
     "latency": ("latency_vs_litert", "`edgeship bench` vs LiteRT's benchmark tool"),
     "throughput": ("throughput", "Folder throughput: `predict` / `eval` vs invoke-only"),
     "input_pipeline": ("input_pipeline", "Training input pipeline vs in-memory tensors"),
+    "dataset_scale": ("dataset_scale", "Data sets that grow: preparation time, memory and the decode cache"),
     "accuracy": ("accuracy", "Shipped int8 vs float on real photos, over seeds and backbones"),
     "fine_tune_depth": ("fine_tune_depth", "Small models: fine-tuning the whole backbone"),
     "qat_recipe": ("qat_recipe", "QAT settings: how close each converted int8 model stays to the float model"),

@@ -302,6 +302,11 @@ def predict(
     images: List[Path] = typer.Argument(..., help="Image files and/or folders of images."),
     top_k: int = typer.Option(5, "--top-k", help="Classes per image."),
     score_threshold: float = typer.Option(0.0, "--score-threshold", help="Lowest score shown (inclusive)."),
+    out: Optional[Path] = typer.Option(None, "--out", help="Write one JSON line per image to this file as results "
+                                                           "come (big folders: flat memory, nothing on stdout but a "
+                                                           "summary)."),
+    resume: bool = typer.Option(False, "--resume", help="With --out: keep the results the file holds and skip "
+                                                        "those images (a stopped run continues)."),
     as_json: bool = _JSON,
     **flags,
 ) -> None:
@@ -309,17 +314,47 @@ def predict(
     from edgeship.runtime.classify import predict as run_predict
     from edgeship.runtime.render import predictions_table
 
+    if resume and out is None:
+        raise typer.BadParameter("--resume continues the file of --out: pass --out FILE too.")
     loaded = _load(model, flags)
-    results = [p.to_dict() for p in run_predict(loaded, images, top_k=top_k, score_threshold=score_threshold)]
-    if as_json:
-        _echo_json({"model": str(model), "predictions": results})
+    predictions = run_predict(loaded, images, top_k=top_k, score_threshold=score_threshold,
+                              skip=_done(out) if resume else ())
+    if out is not None:
+        failed, count = _predict_to_file(predictions, out, resume)
     else:
-        typer.echo(predictions_table(results))
-    failed = sum("error" in r for r in results)
-    if failed == len(results):
+        results = [p.to_dict() for p in predictions]
+        if as_json:
+            _echo_json({"model": str(model), "predictions": results})
+        else:
+            typer.echo(predictions_table(results))
+        failed, count = sum("error" in r for r in results), len(results)
+    if count and failed == count:
         raise EdgeshipError(f"None of the {failed} image(s) could be read.")
     if failed:
-        logging.getLogger("edgeship").warning("%d of %d images could not be read.", failed, len(results))
+        logging.getLogger("edgeship").warning("%d of %d images could not be read.", failed, count)
+
+
+def _done(out: Path) -> set:
+    from edgeship.runtime.jsonl import read_done
+
+    done = read_done(out)
+    logging.getLogger("edgeship").info("Resuming %s: %d image(s) done before, skipped", out, len(done))
+    return done
+
+
+def _predict_to_file(predictions, out: Path, append: bool) -> tuple[int, int]:
+    """Streams predictions to ``out`` as JSON lines; returns (unreadable, written)."""
+    from edgeship.runtime.jsonl import JsonLines
+
+    failed = count = 0
+    with JsonLines(out, append=append) as lines, _progress(None, f"predict -> {out.name}") as bar:
+        for prediction in predictions:
+            lines.write(prediction.to_dict())
+            failed += prediction.error is not None
+            count += 1
+            bar.update()
+    typer.echo(f"{count} image(s) classified into {out}" + (f", {failed} unreadable" if failed else ""))
+    return failed, count
 
 
 @app.command(name="eval")
@@ -607,6 +642,34 @@ def doctor(
     typer.echo(json.dumps(report, indent=2) if as_json else render_doctor(report))
     if not report["usable"]:
         raise typer.Exit(EXIT_ERROR)
+
+
+# --------------------------------------------------------------------------- the decode cache
+
+cache_app = typer.Typer(cls=_Group, no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                        help="The decode cache shared by every run on this machine: each photo decoded once per "
+                             "size and resize method.")
+app.add_typer(cache_app, name="cache")
+_CACHE_DIR = typer.Option(None, "--cache-dir", help="The cache folder [$EDGESHIP_CACHE_DIR, else "
+                                                    "$XDG_CACHE_HOME/edgeship, else ~/.cache/edgeship].")
+
+
+@cache_app.command("info")
+def cache_info(cache_dir: Optional[Path] = _CACHE_DIR, as_json: bool = _JSON) -> None:
+    """Where the decode cache is, how many photos and bytes it holds, and its size limit."""
+    from edgeship.runtime.decode_cache import DecodeCache, info_text
+
+    info = DecodeCache(cache_dir).info()
+    typer.echo(json.dumps(info, indent=2) if as_json else info_text(info))
+
+
+@cache_app.command("clear")
+def cache_clear(cache_dir: Optional[Path] = _CACHE_DIR) -> None:
+    """Remove every decoded photo from the cache (the next run decodes its photos again)."""
+    from edgeship.runtime.decode_cache import DecodeCache
+
+    cache = DecodeCache(cache_dir)
+    typer.echo(f"removed {cache.clear()} decoded photo(s) from {cache.root}")
 
 
 def main() -> None:

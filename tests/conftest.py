@@ -7,15 +7,22 @@ and photos are generated. Only the ``slow`` real-photo runs read ``../shared``.
 
 from __future__ import annotations
 
+import atexit
 import json
 import os
+import shutil
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ["EDGESHIP_NO_DOWNLOAD"] = "1"  # weights="imagenet" never reaches the network in tests
+# The decode cache of the whole suite (its subprocesses too) is a temporary folder, never ~/.cache.
+_CACHE = tempfile.mkdtemp(prefix="edgeship-test-cache-")
+os.environ["EDGESHIP_CACHE_DIR"] = _CACHE
+atexit.register(shutil.rmtree, _CACHE, ignore_errors=True)
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared"

@@ -230,4 +230,4 @@ def test_the_cli_has_exactly_its_documented_commands():
 
     names = set(get_command(app).commands)
     assert names == {"train", "export", "run", "report", "predict", "eval", "validate", "bench", "profile", "inspect",
-                     "compile", "doctor"}
+                     "compile", "doctor", "cache"}

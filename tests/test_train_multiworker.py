@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -36,13 +37,20 @@ def _free_ports(count: int) -> list[int]:
             s.close()
 
 
+def _decoded(log: str) -> int:
+    """Photos a worker decoded, from its log line ``train: N photo(s) decoded, ...``."""
+    found = re.search(r"train: (\d+) photo\(s\) decoded", log)
+    assert found, log[-3000:]
+    return int(found.group(1))
+
+
 def _launch(data: Path, out: Path, logs: Path, scratch: Path, resume: bool) -> list[subprocess.Popen]:
     ports = _free_ports(2)
     workers = []
     for index in range(2):
         tf_config = {"cluster": {"worker": [f"127.0.0.1:{p}" for p in ports]}, "task": {"type": "worker", "index": index}}
         env = {**os.environ, "TF_CONFIG": json.dumps(tf_config), "PYTHONPATH": str(ROOT), "TMPDIR": str(scratch),
-               "TF_CPP_MIN_LOG_LEVEL": "2"}
+               "TF_CPP_MIN_LOG_LEVEL": "2", "EDGESHIP_CACHE_DIR": str(scratch.parent / "decode-cache")}
         args = [sys.executable, "-m", "edgeship.cli", "train", str(data), "--out", str(out),
                 "--strategy", "multi-worker", *TINY, *(["--resume"] if resume else [])]
         log = open(logs / f"worker{index}{'_resumed' if resume else ''}.log", "w")
@@ -85,6 +93,9 @@ def test_two_workers_survive_a_killed_worker_and_resume(demo_data, tmp_path):
         _kill(workers)
     assert workers[1].returncode == -signal.SIGKILL
     chief = (logs / "worker0.log").read_text(errors="replace")
+    # Both workers prepared the data from one machine-wide cache, filled once between them.
+    num_images = sum(1 for _ in demo_data.rglob("*.png"))
+    assert _decoded(chief) + _decoded((logs / "worker1.log").read_text(errors="replace")) == num_images
     assert workers[0].returncode == 1 and "Traceback" not in chief, chief[-3000:]
     assert "error: Multi-worker training lost a worker" in chief and "--resume" in chief
     assert not (out / "model.h5").exists()

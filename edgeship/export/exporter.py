@@ -170,9 +170,10 @@ def _score_tflite(path: Path, data: DecodedSplit, part: str) -> tuple[np.ndarray
     model = load_model(path, num_threads=2)
     scores, seconds = [], []
     with progress(len(data.indices[part]), f"scoring {path.name.lstrip('.')} on {part}") as update:
-        for image in data.pixels[data.indices[part]]:
+        for row in data.indices[part]:  # one row at a time from the memory map: memory stays flat
+            image = np.asarray(data.pixels[row])
             start = time.perf_counter()
-            scores.append(model.classify(np.asarray(image)))
+            scores.append(model.classify(image))
             seconds.append(time.perf_counter() - start)
             update()
     return np.asarray(scores, np.float32), 1000 * float(np.mean(seconds[1:] or seconds))

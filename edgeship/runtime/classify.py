@@ -12,7 +12,7 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterator, NamedTuple, Sequence
+from typing import Callable, Collection, Iterator, NamedTuple, Sequence
 
 import numpy as np
 
@@ -85,10 +85,13 @@ def predict(
     top_k: int = 5,
     score_threshold: float = 0.0,
     num_workers: int | None = None,
+    skip: Collection[str] = (),
 ) -> Iterator[Prediction]:
     """Classifies image files and folders of images, decoding ahead on worker threads.
 
     Unreadable images give a :class:`Prediction` with ``error`` set rather than stopping the run.
+    Results come one at a time, so a folder of any size runs in flat memory. ``skip`` holds
+    the ``path`` of results already had (a resumed run): those files are not read again.
 
     Example:
         >>> from edgeship.runtime.model import load_model
@@ -97,6 +100,8 @@ def predict(
         ['Egyptian cat']
     """
     files = list_image_files(paths)
+    if skip:
+        files = [path for path in files if display_path(path) not in skip]
     labels = [model.label(i) for i in range(model.num_classes)]
     for path, tensor, error in prefetch(files, lambda p: model.input_tensor(model.preprocess(p)), num_workers):
         if error is not None:

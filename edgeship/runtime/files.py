@@ -10,8 +10,8 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
-__all__ = ["display_path", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "read_json_object", "read_regular_file",
-           "sha256_file"]
+__all__ = ["display_path", "atomic_path", "atomic_write_bytes", "atomic_write_json", "atomic_write_text", "open_lock_file", "read_json_object",
+           "read_regular_file", "sha256_file", "try_flock"]
 
 
 def display_path(path: str | os.PathLike | bytes) -> str:
@@ -130,3 +130,45 @@ def sha256_file(path: str | os.PathLike) -> str:
         for chunk in iter(lambda: f.read(1 << 20), b""):
             digest.update(chunk)
     return digest.hexdigest()
+
+
+def open_lock_file(path: str | os.PathLike, what: str):
+    """Opens a lock file for reading and writing without following a link, and only as a
+    regular file of one name: a planted link, hard link or FIFO must not make the lock truncate
+    or block on it.
+
+    Raises:
+        DataError: ``path`` is a link or a hard link, not a regular file, or cannot be opened;
+            ``what`` names it.
+    """
+    from edgeship.errors import DataError
+
+    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+    try:
+        fd = os.open(path, flags, 0o666)
+    except OSError as e:
+        raise DataError(f"{path} cannot be opened as {what} ({e.strerror or e}); it must be a plain "
+                        "file edgeship made: remove it and run again.") from e
+    status = os.fstat(fd)
+    if not stat.S_ISREG(status.st_mode) or status.st_nlink > 1:  # a hard link shares a file of the user's
+        os.close(fd)
+        what = "a hard link to another file" if stat.S_ISREG(status.st_mode) else "not a regular file"
+        raise DataError(f"{path} is {what}; edgeship truncates its lock files, so it refuses that one: remove it "
+                        "and run again.")
+    return os.fdopen(fd, "r+", encoding="utf-8")
+
+
+def try_flock(handle, blocking: bool = False) -> bool:
+    """Takes an exclusive advisory ``flock`` on an open file: True once held, False when another
+    process holds it (only without ``blocking``). The system releases it when the holder exits."""
+    try:
+        import fcntl
+    except ImportError:  # pragma: no cover - Windows: no advisory lock, nothing is guarded
+        return True
+    try:
+        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | (0 if blocking else fcntl.LOCK_NB))
+        return True
+    except OSError:
+        if blocking:
+            raise
+        return False

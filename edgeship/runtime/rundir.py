@@ -6,7 +6,7 @@
     RUN/config.json       the resolved TrainConfig          RUN/split.json   the recorded split
     RUN/labels.txt        one class per line                 RUN/model.h5     the best float model
     RUN/history.json      per-epoch training curves          RUN/metrics.json (+ .md) test metrics
-    RUN/cache/            decoded pixels (rebuilt on demand) RUN/checkpoints/ resume state
+    RUN/cache/            decoded pixels (a memory map)      RUN/checkpoints/ resume state
     RUN/export/           the exported .tflite files, report.json, report.md, predictions.json
     RUN/summary.json (+ .md)  the table of ``edgeship run``
     RUN/report.html       the report page (``edgeship report``), one self-contained file
@@ -29,14 +29,14 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import stat
 import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
 
 from edgeship.errors import ConfigError, DataError, EdgeshipError, RunBusyError
-from edgeship.runtime.files import atomic_write_json, atomic_write_text, read_json_object, sha256_file
+from edgeship.runtime.files import (atomic_write_json, atomic_write_text, open_lock_file, read_json_object, sha256_file,
+                                    try_flock)
 
 __all__ = ["SPLIT_PARTS", "RunDir", "Split", "split_digest"]
 
@@ -146,6 +146,13 @@ class RunDir:
     metrics_path = property(lambda self: self.path / "metrics.json")
     metrics_markdown_path = property(lambda self: self.path / "metrics.md")
     cache_dir = property(lambda self: self.path / "cache")
+
+    def pixels_paths(self, image_size: int, resize_method: str) -> tuple[Path, Path]:
+        """The run's decoded pixels (one ``.npy`` array in the split's order, read as a memory
+        map) and their labels, at one size and resize method."""
+        name = f"{int(image_size)}_{resize_method}"
+        return self.cache_dir / f"pixels_{name}.npy", self.cache_dir / f"labels_{name}.npy"
+
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     # Resume state of training: phases done, and the best weights on validation with their record.
     state_path = property(lambda self: self.checkpoints_dir / "state.json")
@@ -264,9 +271,9 @@ class RunDir:
         """
         self.path.mkdir(parents=True, exist_ok=True)
         self.check_links()
-        handle = _open_lock(self.path / _LOCK)
+        handle = open_lock_file(self.path / _LOCK, "the run's lock file")
         try:
-            if not _try_flock(handle):
+            if not try_flock(handle):
                 handle.seek(0)
                 holder = handle.read(200).strip() or "another process"
                 raise RunBusyError(
@@ -358,37 +365,6 @@ class RunDir:
                     path.unlink(missing_ok=True)
                 else:
                     shutil.rmtree(path, ignore_errors=True)
-
-
-def _open_lock(path: Path):
-    """Opens ``RUN/.lock`` for reading and writing without following a link, and only as a
-    regular file of one name: a planted link, hard link or FIFO must not make the lock truncate
-    or block on it."""
-    flags = os.O_RDWR | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
-    try:
-        fd = os.open(path, flags, 0o666)
-    except OSError as e:
-        raise DataError(f"{path} cannot be opened as the run's lock file ({e.strerror or e}); it must be a plain "
-                        "file edgeship made: remove it and run again.") from e
-    status = os.fstat(fd)
-    if not stat.S_ISREG(status.st_mode) or status.st_nlink > 1:  # a hard link shares a file of the user's
-        os.close(fd)
-        what = "a hard link to another file" if stat.S_ISREG(status.st_mode) else "not a regular file"
-        raise DataError(f"{path} is {what}; edgeship truncates its lock file, so it refuses that one: remove it "
-                        "and run again.")
-    return os.fdopen(fd, "r+", encoding="utf-8")
-
-
-def _try_flock(handle) -> bool:
-    try:
-        import fcntl
-    except ImportError:  # pragma: no cover - Windows: no advisory lock, runs are not guarded
-        return True
-    try:
-        fcntl.flock(handle.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
-        return True
-    except OSError:
-        return False
 
 
 def _changed_message(split_path: Path, root: Path, missing: list[str], changed: list[str]) -> str:

@@ -100,6 +100,10 @@ class TrainConfig:
     strategy: str = option("default", "default | mirrored | multi-worker (tf.distribute; TF_CONFIG).")
     deterministic: bool = option(False, "The same data, seed and machine give the same model, bit for bit "
                                         "(TensorFlow's deterministic ops, for the rest of the process).")
+    # Machine-wide, so a second run on the same photos decodes nothing (README: "The decode cache").
+    cache_dir: str = option("", "Decoded-photo cache shared by every run [$EDGESHIP_CACHE_DIR, else "
+                                "$XDG_CACHE_HOME/edgeship, else ~/.cache/edgeship].")
+    decode_workers: int = option(0, "Processes decoding photos; 0: one per core.")
 
     def __post_init__(self) -> None:
         _choice("backbone", self.backbone, BACKBONES)
@@ -129,6 +133,8 @@ class TrainConfig:
         for name in ("batch_size", "epochs", "patience"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"`{name}` must be at least 1; received {getattr(self, name)}.")
+        if self.decode_workers < 0:
+            raise ConfigError(f"`decode_workers` must be >= 0 (0: one per core); received {self.decode_workers}.")
         if self.fine_tune_epochs < 0:
             raise ConfigError(f"`fine_tune_epochs` must be >= 0; received {self.fine_tune_epochs}.")
         if not 0 <= self.fine_tune_fraction <= 1:

@@ -1,27 +1,30 @@
 """Data: scan class folders, decode every image once, split, and record the split.
 
-Every image is decoded and resized exactly once, with the runtime's own :func:`preprocess`
-(one definition, so training sees what the device will see), into a ``uint8`` array that is
-kept in the run directory. Epochs then read that array; ``tfdata.py`` augments it in
-``tf.data``. Corrupt files are reported by path and skipped.
+Every photo is decoded and resized with the runtime's own :func:`preprocess` (one
+definition, so training sees what the device will see) into the machine-wide decode cache
+(:mod:`edgeship.runtime.decode_cache`), once per (content, size, resize method): a second run
+on the same photos decodes nothing. The run's own pixels are then written, row by row, into
+one ``uint8`` ``.npy`` array in the run directory, atomically, and read back as a memory map,
+so memory stays flat whatever the data set's size. Epochs read batches from that map;
+``tfdata.py`` augments them in ``tf.data``. Corrupt files are reported by path and skipped.
 """
 
 from __future__ import annotations
 
-import hashlib
-import io
 import logging
 import os
-from concurrent.futures import ThreadPoolExecutor
+import zlib
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
 from edgeship.errors import DataError
+from edgeship.progress import progress
 from edgeship.runtime.dataset import class_folders, find_images
+from edgeship.runtime.decode_cache import DecodeCache
+from edgeship.runtime.decoding import FillStats, decode_file, fill_cache
 from edgeship.runtime.files import atomic_path, display_path
-from edgeship.runtime.image import preprocess
 from edgeship.runtime.rundir import SPLIT_PARTS, RunDir, Split, split_digest
 from edgeship.train.config import Normalization, input_normalization
 
@@ -93,61 +96,53 @@ def _share(n: int, fraction: float) -> int:
 class DecodedSplit:
     """Decoded pixels of every image of a run's split, with labels and each part's indices."""
 
-    pixels: np.ndarray           # (N, H, W, 3) uint8, possibly a read-only memmap
+    pixels: np.ndarray           # (N, H, W, 3) uint8, a read-only memory map of the run's array
     labels: np.ndarray           # (N,) int64 class indices
     indices: dict[str, np.ndarray]
     split: Split
     normalization: Normalization  # the backbone's: what every stage feeds the network
+    decode_stats: FillStats | None = None  # photos decoded now / found in the decode cache
 
     @property
     def num_classes(self) -> int:
         return len(self.split.classes)
 
 
-def _decode(path: Path, size: tuple[int, int], method: str) -> tuple[np.ndarray | None, str, str]:
-    """(pixels or None, content sha256, error reason)."""
-    if not path.is_file():  # a pipe would block the read forever
-        return None, "", "not a regular file (a broken or looping link, a pipe or a device)"
-    try:
-        data = path.read_bytes()
-    except OSError as e:
-        return None, "", f"unreadable: {e.strerror or e}"
-    digest = hashlib.sha256(data).hexdigest()
-    if not data:
-        return None, digest, "empty file"
-    stream = io.BytesIO(data)
-    stream.name = display_path(path)  # so that a decoding error names the file, not the stream object
-    try:
-        return preprocess(stream, size, method), digest, ""
-    except DataError as e:
-        return None, digest, str(e)
+def _decode_cache(config) -> DecodeCache:
+    return DecodeCache(config.cache_dir or None)
 
 
-def _decode_all(paths: list[Path], size: tuple[int, int], method: str):
-    workers = min(8, (os.cpu_count() or 2))
-    with ThreadPoolExecutor(workers) as pool:  # Pillow releases the GIL while decoding
-        return list(pool.map(lambda p: _decode(p, size, method), paths))
+def _fill(config, paths: list[Path], what: str) -> tuple[list[tuple[str, str]], FillStats]:
+    """Every photo of ``paths`` into the decode cache; ``(sha256, error reason)`` of each."""
+    cache = _decode_cache(config)
+    size = (config.image_size, config.image_size)
+    with progress(len(paths), f"decoding {what}") as update:
+        results, stats = fill_cache(cache, paths, size, config.resize_method, config.decode_workers, update)
+    logger.info("%s: %d photo(s) decoded, %d found in the decode cache (%s), %d unreadable", what, stats.decoded,
+                stats.reused, display_path(cache.root), stats.failed)
+    return results, stats
 
 
-def _collect(root: Path, classes: list[str], size, method, what: str):
+def _collect(config, root: Path, classes: list[str], what: str):
     items = list_images(root, classes)
     if not items:
         raise DataError(f"No images found under {root} ({what}); supported: .jpg .jpeg .png .bmp .gif .webp.")
-    logger.info("Decoding %d images from %s (%s) at %dx%d ...", len(items), root, what, size[0], size[1])
-    decoded = _decode_all([p for p, _ in items], size, method)
+    logger.info("Preparing %d images from %s (%s) at %dx%d ...", len(items), root, what, config.image_size,
+                config.image_size)
+    decoded, stats = _fill(config, [p for p, _ in items], what)
     good, skipped = [], []
-    for (path, label), (pixels, digest, reason) in zip(items, decoded):
-        if pixels is None:
+    for (path, label), (digest, reason) in zip(items, decoded):
+        if reason:
             logger.warning("Skipping %s: %s", display_path(path), reason)
             skipped.append({"path": str(path), "reason": reason})
         else:
-            good.append((path, label, pixels, digest))
-    return good, skipped
+            good.append((path, label, digest))
+    return good, skipped, stats
 
 
-def _collect_parts(config, root: Path, classes: list[str], size) -> tuple[dict[str, list], list[dict]]:
+def _collect_parts(config, root: Path, classes: list[str]) -> tuple[dict[str, list], list[dict], FillStats]:
     """The decoded images of each part: split from ``data_dir``, or taken from ready-made folders."""
-    good, skipped = _collect(root, classes, size, config.resize_method, "train")
+    good, skipped, stats = _collect(config, root, classes, "train")
     extra = {}
     for name in ("val", "test"):
         folder = getattr(config, f"{name}_dir")
@@ -156,15 +151,16 @@ def _collect_parts(config, root: Path, classes: list[str], size) -> tuple[dict[s
             unknown = sorted(set(find_classes(folder)) - set(classes))
             if unknown:
                 raise DataError(f"{folder} has class folder(s) {unknown} that {root} lacks; both need the same classes.")
-            extra[name], more = _collect(folder, classes, size, config.resize_method, name)
+            extra[name], more, more_stats = _collect(config, folder, classes, name)
             skipped += more
-    present = {label for _, label, _, _ in good}
+            stats = stats + more_stats
+    present = {label for _, label, _ in good}
     empty = [c for i, c in enumerate(classes) if i not in present]
     if empty:
         raise DataError(
             f"Class folder(s) {', '.join(empty)} in {root} have no usable image. Add images or remove the folder(s)."
         )
-    labels = np.array([label for _, label, _, _ in good], dtype=np.int64)
+    labels = np.array([label for _, label, _ in good], dtype=np.int64)
     fractions = [0.0 if name in extra else getattr(config, f"{name}_fraction") for name in ("val", "test")]
     indices = split_items(labels, *fractions, config.seed)
     parts: dict[str, list] = {name: [good[i] for i in indices[name]] for name in SPLIT_PARTS}
@@ -173,55 +169,97 @@ def _collect_parts(config, root: Path, classes: list[str], size) -> tuple[dict[s
         raise DataError(f"Nothing left to train on in {root} after the split; add images.")
     if not parts["val"]:
         raise DataError("The validation split is empty: add images (at least 3 per class) or pass a val folder.")
-    return parts, skipped
+    return parts, skipped, stats
 
 
 def prepare_data(config, run_dir: Path) -> DecodedSplit:
-    """Scans, decodes once, splits, and records the split in ``run_dir``.
+    """Scans, decodes once (into the decode cache), splits, records the split in ``run_dir``
+    and writes the run's pixel array.
 
-    Nothing is written before the data has proved usable, so a failed first attempt leaves
-    no half-made run behind.
+    Nothing is written to the run before the data has proved usable, so a failed first
+    attempt leaves no half-made run behind (the decode cache keeps what was decoded).
     """
     run = RunDir(run_dir)
-    size = (config.image_size, config.image_size)
     root = Path(config.data_dir).resolve()
     classes = find_classes(root)
-    parts, skipped = _collect_parts(config, root, classes, size)
+    parts, skipped, stats = _collect_parts(config, root, classes)
     split = Split(data_root=str(root), classes=classes, skipped=skipped)
     for name in SPLIT_PARTS:
-        setattr(split, name, [(os.path.relpath(p, root), int(label), sha) for p, label, _, sha in parts[name]])
+        setattr(split, name, [(os.path.relpath(p, root), int(label), sha) for p, label, sha in parts[name]])
     split.digest = split_digest((name, *entry) for name in SPLIT_PARTS for entry in split.part(name))
     flat = [item for name in SPLIT_PARTS for item in parts[name]]
-    pixels = np.stack([item[2] for item in flat]).astype(np.uint8)
-    labels = np.array([item[1] for item in flat], dtype=np.int64)
-    _save_cache(run, config, pixels, labels)
+    labels = np.array([label for _, label, _ in flat], dtype=np.int64)
+    pixels = _write_pixels(run, config, [(path, sha) for path, _, sha in flat], labels)
     run.write_split(split)
+    _decode_cache(config).evict()
     logger.info(
         "Split %s: train %d, val %d, test %d; %d file(s) skipped as undecodable",
         split.digest[:12], *(len(parts[name]) for name in SPLIT_PARTS), len(skipped),
     )
-    return DecodedSplit(pixels, labels, _indices(split), split, input_normalization(config.backbone))
+    return DecodedSplit(pixels, labels, _indices(split), split, input_normalization(config.backbone), stats)
 
 
-def _cache_paths(run: RunDir, config) -> tuple[Path, Path]:
-    name = f"{config.image_size}_{config.resize_method}"
-    return run.cache_dir / f"pixels_{name}.npy", run.cache_dir / f"labels_{name}.npy"
+def _write_pixels(run: RunDir, config, entries: list[tuple[Path, str]], labels: np.ndarray) -> np.ndarray:
+    """The run's ``(N, H, W, 3)`` array, memory-mapped: linked from the decode cache when an
+    earlier run kept the same photos in the same order, else written one photo at a time from
+    the cache's entries, to a temporary name renamed into place, and kept for later runs.
+    """
+    pixels_path, labels_path = run.pixels_paths(config.image_size, config.resize_method)
+    cache, size, method = _decode_cache(config), (config.image_size, config.image_size), config.resize_method
+    digests = [digest for _, digest in entries]
+    pixels_path.parent.mkdir(parents=True, exist_ok=True)
+    if not cache.link_array(digests, size, method, pixels_path):
+        crc = _assemble(pixels_path, cache, entries, size, method)
+        cache.keep_array(pixels_path, digests, size, method, crc)
+    with atomic_path(labels_path, suffix=".npy") as tmp:
+        np.save(tmp, labels)
+    return np.load(pixels_path, mmap_mode="r")
 
 
-def _save_cache(run: RunDir, config, pixels: np.ndarray, labels: np.ndarray) -> None:
-    for path, array in zip(_cache_paths(run, config), (pixels, labels)):
-        with atomic_path(path, suffix=".npy") as tmp:
-            np.save(tmp, array)
+def _assemble(pixels_path: Path, cache: DecodeCache, entries: list[tuple[Path, str]], size, method) -> int:
+    """Writes the ``.npy`` row by row; returns the CRC-32 of the whole file.
+
+    Rows are written with plain file writes, not through a writable map: written pages of a
+    map count in the process's resident memory until the map closes, the page cache does not.
+    """
+    header = {"descr": np.lib.format.dtype_to_descr(np.dtype(np.uint8)), "fortran_order": False,
+              "shape": (len(entries), *size, 3)}
+    with atomic_path(pixels_path, suffix=".npy") as tmp, open(tmp, "wb") as file:
+        np.lib.format.write_array_header_2_0(file, header)
+        file.flush()
+        crc = zlib.crc32(tmp.read_bytes())
+        with progress(len(entries), "writing the run's pixels") as update:
+            for path, digest in entries:
+                row = np.ascontiguousarray(_cached_pixels(cache, path, digest, size, method)).data
+                file.write(row)
+                crc = zlib.crc32(row, crc)
+                update()
+    return crc
+
+
+def _cached_pixels(cache: DecodeCache, path: Path, digest: str, size: tuple[int, int], method: str) -> np.ndarray:
+    """One photo's pixels from the cache; decoded again when its entry went missing meanwhile
+    (evicted by another process) or was damaged."""
+    pixels = cache.read(digest, size, method)
+    if pixels is not None:
+        return pixels
+    pixels, actual, reason = decode_file(path, size, method)
+    if pixels is None or actual != digest:
+        raise DataError(f"{display_path(path)} changed while its pixels were being prepared "
+                        f"({reason or 'its content is not what was read before'}). Leave the data folder alone "
+                        "while edgeship prepares it, and run again.")
+    cache.write(digest, size, method, pixels)
+    return pixels
 
 
 def _load_cache(run: RunDir, config, labels: np.ndarray) -> np.ndarray | None:
-    """The cached pixels, memory-mapped, when the cache fits the split; else None (decode again).
+    """The run's pixels, memory-mapped, when the array fits the split; else None (prepare again).
 
-    The cache comes with the run directory, whoever made it: both arrays are mapped (numpy
+    The array comes with the run directory, whoever made it: both arrays are mapped (numpy
     refuses a header that declares more than the file holds, so nothing is allocated at a size
     the file states), and they must have the split's length, the configured size and its labels.
     """
-    pixels_path, labels_path = _cache_paths(run, config)
+    pixels_path, labels_path = run.pixels_paths(config.image_size, config.resize_method)
     if not (pixels_path.exists() and labels_path.exists()):
         return None
     size = config.image_size
@@ -235,7 +273,7 @@ def _load_cache(run: RunDir, config, labels: np.ndarray) -> np.ndarray | None:
         reason = "its arrays do not match the recorded split"
     if fits:
         return pixels
-    logger.warning("The decoded cache in %s cannot be used (%s); decoding the images again", run.cache_dir, reason)
+    logger.warning("The decoded pixels in %s cannot be used (%s); preparing them again", run.cache_dir, reason)
     return None
 
 
@@ -245,7 +283,8 @@ def _indices(split: Split) -> dict[str, np.ndarray]:
 
 
 def load_data(run_dir: str | os.PathLike, config) -> DecodedSplit:
-    """The recorded split of a run with its decoded pixels (from the cache, else decoded again).
+    """The recorded split of a run with its decoded pixels (the run's array, else rebuilt
+    through the decode cache).
 
     Every file is first checked against the content digest recorded in the split: export and
     evaluation must score exactly the images training held out, and a changed file would
@@ -256,15 +295,14 @@ def load_data(run_dir: str | os.PathLike, config) -> DecodedSplit:
     run.verify_split(split)
     samples = [sample for name in SPLIT_PARTS for sample in split.samples(name)]
     labels = np.array([label for _, label in samples], dtype=np.int64)
+    normalization = input_normalization(config.backbone)
     cached = _load_cache(run, config, labels)
     if cached is not None:
-        logger.info("Reusing the recorded split and decoded cache in %s", run_dir)
-        return DecodedSplit(cached, labels, _indices(split), split, input_normalization(config.backbone))
-    logger.info("Decoding the %d images of the recorded split ...", len(samples))
-    decoded = _decode_all([path for path, _ in samples], (config.image_size,) * 2, config.resize_method)
-    for (path, _), (pixels, _, reason) in zip(samples, decoded):
-        if pixels is None:
+        logger.info("Reusing the recorded split and decoded pixels in %s", run_dir)
+        return DecodedSplit(cached, labels, _indices(split), split, normalization)
+    decoded, stats = _fill(config, [path for path, _ in samples], "the recorded split")
+    for (path, _), (_, reason) in zip(samples, decoded):
+        if reason:
             raise DataError(f"{path}, recorded in {run.split_path}, cannot be read now: {reason}")
-    pixels = np.stack([item[0] for item in decoded])
-    _save_cache(run, config, pixels, labels)
-    return DecodedSplit(pixels, labels, _indices(split), split, input_normalization(config.backbone))
+    pixels = _write_pixels(run, config, [(path, digest) for (path, _), (digest, _) in zip(samples, decoded)], labels)
+    return DecodedSplit(pixels, labels, _indices(split), split, normalization, stats)
