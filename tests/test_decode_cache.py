@@ -258,3 +258,15 @@ def test_preparing_data_holds_no_copy_of_the_pixels(many_tiny, photos, tmp_path)
     before, after, pixels = map(int, result.stdout.split())
     assert pixels > 140_000
     assert after - before < 30_000, f"peak memory grew by {(after - before) // 1024} MiB while preparing"
+
+
+def test_decoding_processes_never_run_the_users_script_again(many_tiny, tmp_path):
+    """A user's script with no ``if __name__ == "__main__":`` guard: multiprocessing's spawn would
+    run it again in every worker (and fail); the workers run only edgeship's own module."""
+    script, marker = tmp_path / "prepare.py", tmp_path / "runs.txt"
+    script.write_text(f"with open({str(marker)!r}, 'a') as f:\n    f.write('ran\\n')\n" + _FILL)
+    done = subprocess.run([sys.executable, str(script), str(many_tiny), "2", "16"], env=_subprocess_env(tmp_path / "c"),
+                          capture_output=True, text=True, timeout=300, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.split() == ["3000", "0", "0"]
+    assert marker.read_text() == "ran\n"

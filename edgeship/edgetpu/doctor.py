@@ -20,7 +20,6 @@ import os
 import platform
 import signal
 import subprocess
-import sys
 import tempfile
 from dataclasses import dataclass
 from importlib import metadata
@@ -29,6 +28,7 @@ from pathlib import Path
 from edgeship.edgetpu.compat import PAIRINGS, known_bad
 from edgeship.runtime.platform_check import known_problems
 from edgeship.errors import ConfigError
+from edgeship.runtime.child_process import python_command
 from edgeship.runtime.device import device_hint, edgetpu_library, parse_device
 
 __all__ = ["DoctorConfig", "diagnose", "render_doctor"]
@@ -56,14 +56,9 @@ def _system() -> dict:
 
 
 def _probe(args: list[str], timeout: float, python_args: tuple[str, ...] = ("-m", "edgeship.edgetpu.probe")) -> dict:
-    """Runs one probe in a child process; a crash or a hang is reported, not suffered.
-
-    ``python -m`` puts the working directory first on ``sys.path``: run where a cloned
-    repository holds an ``edgeship/`` folder, it would import that instead of the installed
-    package. The child starts in an empty folder of its own, and with ``-P`` where Python has it.
-    """
-    safe_path = ("-P",) if sys.version_info >= (3, 11) else ()
-    command = [sys.executable, *safe_path, *python_args, *args]
+    """Runs one probe in a child process; a crash or a hang is reported, not suffered. The child
+    imports only the installed package (:mod:`edgeship.runtime.child_process`)."""
+    command = [*python_command(*python_args), *args]
     try:
         with tempfile.TemporaryDirectory(prefix="edgeship-probe-") as empty:
             done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, cwd=empty)

@@ -4,15 +4,18 @@ Pillow's JPEG decoder releases the GIL for part of its work, edgeship's resize (
 gathers and casts on rows of a few hundred values) hardly at all: two threads decode a
 320x240 JPEG 1.5x as fast as one and resize it 1.1x (``benchmarks/dataset_scale.py``, on a
 machine where two processes of a pure loop ran 1.08x one). So :func:`fill_cache` decodes in
-worker processes, started fresh (``spawn``: a forked copy of a process that runs TensorFlow's
-threads can deadlock), each importing only edgeship's TensorFlow-free runtime. Workers return
+worker processes, started fresh as ``python -P -m edgeship.runtime.decode_worker`` (a forked
+copy of a process that runs TensorFlow's threads can deadlock, and ``multiprocessing``'s
+``spawn`` would run the user's own script again in every worker), each importing only
+edgeship's TensorFlow-free runtime. Workers return
 only the content digest: the pixels travel through the cache's files, never through the
 parent's memory. ``num_workers=1`` decodes in-process, which is faster when the machine gives
 this process no second core.
 
 Example:
     >>> import tempfile
-    >>> from edgeship.runtime.decode_cache import DecodeCache
+    >>> from edgeship.runtime.child_process import module_command
+from edgeship.runtime.decode_cache import DecodeCache
     >>> results, stats = fill_cache(DecodeCache(tempfile.mkdtemp()), [], (224, 224), "bilinear")
     >>> stats.decoded
     0
@@ -22,9 +25,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import multiprocessing
+import json
 import os
-from concurrent.futures import ProcessPoolExecutor, ThreadPoolExecutor
+import subprocess
+import tempfile
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import partial
 from pathlib import Path
@@ -33,14 +39,14 @@ from typing import Callable, Sequence
 import numpy as np
 
 from edgeship.errors import DataError
+from edgeship.runtime.child_process import module_command
 from edgeship.runtime.decode_cache import DecodeCache
 from edgeship.runtime.files import display_path
 from edgeship.runtime.image import preprocess
 
 __all__ = ["FillStats", "decode_file", "default_decode_workers", "fill_cache"]
 
-_CHUNK = 32                    # photos per task: amortises the round trip to a worker
-_MIN_PARALLEL = 4 * _CHUNK     # fewer small photos decode faster in-process than a pool starts
+_MIN_PARALLEL = 128            # fewer small photos decode faster in-process than workers start
 _MIN_PARALLEL_BYTES = 8 << 20  # ... unless they are large: two 4000x3000 JPEGs already pay for it
 
 
@@ -104,7 +110,7 @@ def _check_one(path: Path, cache: DecodeCache, size: tuple[int, int], method: st
     return digest, reason, not reason and not cache.has(digest, size, method)
 
 
-def _fill_one(path: Path, cache: DecodeCache, size: tuple[int, int], method: str) -> tuple[str, str, bool]:
+def fill_one(path: Path, cache: DecodeCache, size: tuple[int, int], method: str) -> tuple[str, str, bool]:
     """(sha256, error reason, whether it was decoded now) of one photo, its entry written."""
     data, digest, reason = _read(path)
     if reason or cache.has(digest, size, method):
@@ -154,7 +160,7 @@ def fill_cache(
             stats.failed += bool(reason)
             if progress is not None and not needed:
                 progress()
-        for i, (digest, reason, decoded) in zip(missing, _map(partial(_fill_one, **key), [paths[i] for i in missing],
+        for i, (digest, reason, decoded) in zip(missing, _map(partial(fill_one, **key), [paths[i] for i in missing],
                                                               workers)):
             results[i] = (digest, reason)
             stats.decoded += decoded
@@ -172,13 +178,56 @@ def _map(work, paths: list[Path], workers: int):
     if workers <= 1 or len(paths) < 2 or (len(paths) < _MIN_PARALLEL and size < _MIN_PARALLEL_BYTES):
         yield from map(work, paths)
         return
-    chunk = max(1, min(_CHUNK, len(paths) // (4 * workers)))
-    with ProcessPoolExecutor(min(workers, len(paths)), mp_context=multiprocessing.get_context("spawn")) as pool:
+    yield from _in_workers(work.keywords, paths, min(workers, len(paths)))
+
+
+def _in_workers(key: dict, paths: list[Path], workers: int):
+    """:func:`fill_one` over ``paths`` in order, photo ``i`` on worker ``i % workers``
+    (:mod:`edgeship.runtime.decode_worker`); a worker that dies is an error naming its last words."""
+    # Absolute: the workers start in an empty folder of their own.
+    header = json.dumps({"cache": os.path.abspath(key["cache"].root), "limit_bytes": key["cache"].limit_bytes,
+                         "size": list(key["size"]), "method": key["method"]})
+    with tempfile.TemporaryDirectory(prefix="edgeship-decode-") as empty:
+        # stderr to a file: a worker's warnings must never fill a pipe nobody reads.
+        logs = [tempfile.TemporaryFile("w+", dir=empty) for _ in range(workers)]
+        children = [subprocess.Popen(module_command("edgeship.runtime.decode_worker"), cwd=empty, text=True,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log) for log in logs]
         try:
-            yield from pool.map(work, paths, chunksize=chunk)
-        except BaseException:
-            pool.shutdown(wait=False, cancel_futures=True)
-            raise
+            for k, child in enumerate(children):
+                threading.Thread(target=_feed, args=(child, header, paths[k::workers]), daemon=True).start()
+            for i in range(len(paths)):
+                yield _answer(children[i % workers], logs[i % workers], paths[i])
+        finally:
+            for child, log in zip(children, logs):
+                if child.poll() is None:
+                    child.kill()
+                child.wait()
+                child.stdout.close()
+                log.close()
+
+
+def _feed(child: subprocess.Popen, header: str, paths: list[Path]) -> None:
+    try:
+        child.stdin.write(header + "\n")
+        for path in paths:  # JSON: a name may hold a line break, or bytes that are not UTF-8
+            child.stdin.write(json.dumps(os.path.abspath(path)) + "\n")
+        child.stdin.close()
+    except (BrokenPipeError, ValueError):  # the worker died or was stopped: _answer says so
+        pass
+
+
+def _answer(child: subprocess.Popen, log, path: Path) -> tuple[str, str, bool]:
+    line = child.stdout.readline()
+    try:
+        digest, reason, decoded = json.loads(line)
+        return str(digest), str(reason), bool(decoded)
+    except (ValueError, TypeError):
+        child.kill()
+        log.seek(0)
+        tail = " ".join(log.read().split())[-300:]
+        raise DataError(f"A decoding process stopped while decoding {display_path(path)} "
+                        f"(exit {child.wait()}): {tail or 'no message'}. Run again with --decode-workers 1 "
+                        "to decode in this process.") from None
 
 
 def _file_size(path: Path) -> int:
