@@ -14,8 +14,8 @@ from typing import Any
 from edgeship.config import option
 from edgeship.errors import ConfigError
 
-__all__ = ["DEFAULT_FORMATS", "EDGETPU", "FILE_NAMES", "FORMATS", "FULL_INTEGER", "IO_TYPES", "ExportConfig",
-           "load_export_config"]
+__all__ = ["DEFAULT_FORMATS", "EDGETPU", "FILE_NAMES", "FORMATS", "FULL_INTEGER", "INT16X8", "INT16X8_MANIFEST",
+           "IO_TYPES", "ExportConfig", "load_export_config"]
 
 INT8 = "int8"            # quantization-aware trained, full integer (Edge TPU ready)
 INT8_PTQ = "int8-ptq"    # post-training full integer, calibrated on the train split
@@ -23,8 +23,10 @@ FLOAT16 = "float16"      # float16 weights, float compute
 DYNAMIC = "dynamic"      # int8 weights, float activations (dynamic-range)
 FLOAT32 = "float32"      # the float model as it is
 INT8_MIXED = "int8-mixed"  # post-training int8 with the fewest layers kept in float that reach --min-agreement (CPU)
-FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32, INT8_MIXED)
-# int8-mixed is opt-in: its search costs a conversion and a validation pass per step.
+INT16X8 = "int16x8"      # post-training int16 activations, int8 weights; float input and output (CPU, not Edge TPU)
+FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32, INT8_MIXED, INT16X8)
+# int8-mixed is opt-in: its search costs a conversion and a validation pass per step. int16x8
+# too: TFLite's 16x8 kernels are reference kernels, slower than float32 on a CPU (docs/small-models.md).
 DEFAULT_FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32)
 EDGETPU = "edgetpu"      # not a conversion: model_int8.tflite compiled by edgetpu_compiler, on request only
 FULL_INTEGER = (INT8, INT8_PTQ)
@@ -36,7 +38,12 @@ FILE_NAMES = {
     DYNAMIC: "model_dynamic.tflite",
     FLOAT32: "model_float32.tflite",
     INT8_MIXED: "model_int8_mixed.tflite",
+    INT16X8: "model_int16x8.tflite",
 }
+# What the 16x8 variant's file records about itself (its manifest's extra fields): the input
+# and output stay float32, so the runtime and MediaPipe Tasks feed it normalised float pixels.
+INT16X8_MANIFEST = {"activations": "int16", "weights": "int8", "input_type": "float32", "output_type": "float32",
+                    "edgetpu_compatible": False}
 
 
 @dataclass(frozen=True)

@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.edgetpu.reporting import compile_variant, variant_mapping
-from edgeship.export.config import EDGETPU, FILE_NAMES, FULL_INTEGER, INT8, INT8_MIXED, INT8_PTQ, ExportConfig
+from edgeship.export.config import (EDGETPU, FILE_NAMES, FLOAT32, FULL_INTEGER, INT8, INT8_MIXED, INT8_PTQ, INT16X8,
+                                    INT16X8_MANIFEST, ExportConfig)
 from edgeship.export.convert import convert, convert_variants
 from edgeship.export.int8_choice import choose_int8, probability_distance
 from edgeship.export.mixed_precision import build_int8_mixed
@@ -191,6 +192,8 @@ def _write_and_score(run: _Run, built: dict[str, bytes], notes: dict, config: Ex
         extra = {k: notes[k] for k in ("int8_source", "int8_choice_reason")} if kind == INT8 and notes else {}
         if kind == INT8_MIXED:
             extra = {k: notes[INT8_MIXED][k] for k in ("float_layers", "val_agreement", "target")}
+        if kind == INT16X8:
+            extra = dict(INT16X8_MANIFEST)
         data_bytes = run.file_bytes(INT8 if kind == _QAT_NOT_SHIPPED else kind, built[kind], **extra)
         path = atomic_write_bytes(staging / FILE_NAMES.get(kind, f".{kind}.tflite"), data_bytes)
         scores, latency_ms = _score_tflite(path, run.data, "test")
@@ -207,11 +210,28 @@ def _write_and_score(run: _Run, built: dict[str, bytes], notes: dict, config: Ex
             continue
         predictions[kind] = top.tolist()
         variants[kind] = row
-        if kind in FULL_INTEGER + (INT8_MIXED,):  # int8-mixed: the mapping shows where its float ops cut it
+        # int8-mixed: the mapping shows where its float ops cut it; int16x8: why it never compiles
+        if kind in FULL_INTEGER + (INT8_MIXED, INT16X8):
             variants[kind]["edgetpu"] = variant_mapping(data_bytes, path.name)
         logger.info("%-9s test accuracy %.2f %%  agreement %.2f %%  %.1f KiB  %.2f ms", kind, 100 * accuracy,
                     100 * variants[kind]["agreement"], len(data_bytes) / 1024, latency_ms)
     return variants, predictions
+
+
+def _int16x8_note(variants: dict[str, dict]) -> str:
+    """What the 16x8 file costs in time, from the scoring's own latencies on this machine."""
+    if INT16X8 not in variants:
+        return ""
+    edgetpu = "It is a CPU variant: the Edge TPU runs 8-bit activations only, so it is never compiled for it."
+    if FLOAT32 not in variants:
+        return (f"{edgetpu} Its speed against float32 was not measured in this export (float32 was not exported): "
+                f"`edgeship bench {FILE_NAMES[INT16X8]} {FILE_NAMES[FLOAT32]}` compares them.")
+    wide, plain = variants[INT16X8]["mean_latency_ms"], variants[FLOAT32]["mean_latency_ms"]
+    if wide <= plain:
+        return f"{edgetpu} On this machine it ran as fast as float32 or faster ({wide:.2f} ms vs {plain:.2f} ms)."
+    return (f"{edgetpu} On this machine it is {wide / plain:.1f}x SLOWER than float32 ({wide:.2f} ms vs {plain:.2f} ms "
+            "per image, 2 threads, the test split's scoring): LiteRT runs 16x8 with its built-in integer kernels, "
+            "not XNNPACK, which takes the float32 file (docs/small-models.md). Ship it for its fidelity, not speed.")
 
 
 def _int8_mixed(run: _Run, config: ExportConfig, staging: Path) -> tuple[bytes, dict]:
@@ -265,6 +285,8 @@ def export(config: ExportConfig, *, report_page: bool = True) -> ExportResult:
                          "val_accuracy": float(np.mean(np.argmax(run.float_val, axis=1) == val_labels))},
             variants=variants, config=config.to_dict(), **notes,
         )
+        if INT16X8 in variants:
+            report["int16x8_note"] = _int16x8_note(variants)
         if EDGETPU in config.formats:
             with run.timed("edgetpu_compile"):
                 report["edgetpu"] = compile_variant(staging / FILE_NAMES[INT8])

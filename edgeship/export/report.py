@@ -46,6 +46,8 @@ def render_markdown(report: dict) -> str:
                 f"({qat['delta_pp']:+.2f} pp), {100 * qat['agreement']:.2f} % agreement with float."
             )
     lines += _mixed_lines(report)
+    if report.get("int16x8_note"):
+        lines += ["", f"**int16x8.** {report['int16x8_note']}"]
     lines += markdown_lines(report)
     steps = report.get("step_seconds", {})
     lines += ["", f"Export took {report['export_seconds']:.0f} s" + (
