@@ -21,7 +21,7 @@ import numpy as np
 
 from edgeship.edgetpu.reporting import compile_variant, variant_mapping
 from edgeship.export.config import (EDGETPU, FILE_NAMES, FLOAT32, FULL_INTEGER, INT8, INT8_MIXED, INT8_PTQ, INT16X8,
-                                    INT16X8_MANIFEST, ExportConfig)
+                                    INT16X8_MANIFEST, SEARCH_VAL, ExportConfig)
 from edgeship.export.convert import convert, convert_variants
 from edgeship.export.int8_choice import choose_int8, probability_distance
 from edgeship.export.mixed_precision import build_int8_mixed
@@ -162,16 +162,18 @@ def _convert_variants(run: _Run, config: ExportConfig, staging: Path) -> tuple[d
     return built, notes
 
 
-def _score_tflite(path: Path, data: DecodedSplit, part: str) -> tuple[np.ndarray, float]:
-    """Class scores of a .tflite for every image of a split part, through the device runtime,
-    and the mean latency of one classification in ms. The cached pixels are the runtime's own
-    preprocessing."""
+def _score_tflite(path: Path, data: DecodedSplit, part: str,
+                  indices: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Class scores of a .tflite for every image of a split part (or of ``indices``, named
+    ``part``), through the device runtime, and the mean latency of one classification in ms.
+    The cached pixels are the runtime's own preprocessing."""
     from edgeship.runtime.model import load_model
 
     model = load_model(path, num_threads=2)
+    indices = data.indices[part] if indices is None else indices
     scores, seconds = [], []
-    with progress(len(data.indices[part]), f"scoring {path.name.lstrip('.')} on {part}") as update:
-        for image in data.pixels[data.indices[part]]:
+    with progress(len(indices), f"scoring {path.name.lstrip('.')} on {part}") as update:
+        for image in data.pixels[indices]:
             start = time.perf_counter()
             scores.append(model.classify(np.asarray(image)))
             seconds.append(time.perf_counter() - start)
@@ -191,7 +193,8 @@ def _write_and_score(run: _Run, built: dict[str, bytes], notes: dict, config: Ex
     for kind in kinds:
         extra = {k: notes[k] for k in ("int8_source", "int8_choice_reason")} if kind == INT8 and notes else {}
         if kind == INT8_MIXED:
-            extra = {k: notes[INT8_MIXED][k] for k in ("float_layers", "val_agreement", "target")}
+            extra = {k: notes[INT8_MIXED][k] for k in ("float_layers", "search_images", "search_agreement",
+                                                       "val_agreement", "target")}
         if kind == INT16X8:
             extra = dict(INT16X8_MANIFEST)
         data_bytes = run.file_bytes(INT8 if kind == _QAT_NOT_SHIPPED else kind, built[kind], **extra)
@@ -234,19 +237,40 @@ def _int16x8_note(variants: dict[str, dict]) -> str:
             "not XNNPACK, which takes the float32 file (docs/small-models.md). Ship it for its fidelity, not speed.")
 
 
+def _search_images(run: _Run, config: ExportConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The indices int8-mixed's search uses (``config.mixed_search_images``) and the float
+    model's top-1 class on each; never a test image."""
+    indices = run.data.indices
+    if config.mixed_search_images == SEARCH_VAL:
+        return indices["val"], np.argmax(run.float_val, axis=1)
+    float_train = predict_probabilities(run.float_model, run.data, "train", config.qat_batch_size)
+    return (np.concatenate([indices["train"], indices["val"]]),
+            np.argmax(np.concatenate([float_train, run.float_val]), axis=1))
+
+
 def _int8_mixed(run: _Run, config: ExportConfig, staging: Path) -> tuple[bytes, dict]:
-    """The int8-mixed search (``mixed_precision.py``), each candidate scored on the validation split
+    """The int8-mixed search (``mixed_precision.py``) on the search images, each candidate scored
     as the shipped file is run."""
-    data, float_top = run.data, np.argmax(run.float_val, axis=1)
+    data = run.data
+    search, float_top = _search_images(run, config)
+    name = config.mixed_search_images
 
     def agreement(flatbuffer: bytes) -> float:
         path = atomic_write_bytes(staging / ".candidate_mixed.tflite", run.file_bytes(INT8_MIXED, flatbuffer))
-        top = np.argmax(_score_tflite(path, data, "val")[0], axis=1)
+        top = np.argmax(_score_tflite(path, data, name, search)[0], axis=1)
         path.unlink()
         return float(np.mean(top == float_top))
 
-    return build_int8_mixed(run.float_model, _representative(run, config.representative_samples),
-                            _inputs(data, data.indices["val"]), agreement, config.min_agreement, config.io)
+    model, notes = build_int8_mixed(run.float_model, _representative(run, config.representative_samples),
+                                    _inputs(data, search), agreement, config.min_agreement, config.io)
+    if name == SEARCH_VAL:
+        val_agreement = notes["search_agreement"]
+    else:  # the validation split alone, as the report has always stated it
+        path = atomic_write_bytes(staging / ".candidate_mixed.tflite", run.file_bytes(INT8_MIXED, model))
+        top = np.argmax(_score_tflite(path, data, "val")[0], axis=1)
+        path.unlink()
+        val_agreement = float(np.mean(top == np.argmax(run.float_val, axis=1)))
+    return model, {**notes, "search_images": name, "num_search_images": len(search), "val_agreement": val_agreement}
 
 
 def export(config: ExportConfig, *, report_page: bool = True) -> ExportResult:
