@@ -139,3 +139,11 @@ def ratio_report(description: str, args, rows: list[dict], goal_ratio: float) ->
         "max_ratio": max(row["ratio"] for row in rows),
         "all_within_goal": all(row["within_goal"] for row in rows),
     }
+
+
+def copy_run(run_dir: Path, folder: Path) -> Path:
+    """A copy of a finished run without its export, to export into (its own export is left alone).
+    A copy, not links: a run directory holding links edgeship did not make is refused."""
+    import shutil
+
+    return Path(shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("export", "checkpoints", ".*")))

@@ -29,8 +29,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, machine, machine_line, write_results  # noqa: E402
-from qat_recipe import scratch_copy  # noqa: E402
+from common import RESULTS, copy_run, machine, machine_line, write_results  # noqa: E402
 
 RUNS = [Path("runs/bench-accuracy/mobilenet_v1_0.25-128-seed1")]
 KINDS = ("int8", "int16x8", "float32")
@@ -81,7 +80,7 @@ def _timings(paths: dict[str, Path], rounds: int) -> dict[str, dict[str, list[fl
 def measure_run(run_dir: Path, folder: Path, rounds: int) -> dict:
     from edgeship.export import ExportConfig, export
 
-    report = export(ExportConfig(run_dir=str(scratch_copy(run_dir, folder)), formats=KINDS), report_page=False)
+    report = export(ExportConfig(run_dir=str(copy_run(run_dir, folder)), formats=KINDS), report_page=False)
     paths = {kind: folder / "export" / report["variants"][kind]["file"] for kind in KINDS}
     times = _timings(paths, rounds)
     variants = {}

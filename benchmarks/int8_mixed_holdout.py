@@ -25,8 +25,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, machine, machine_line, write_results  # noqa: E402
-from qat_recipe import scratch_copy  # noqa: E402
+from common import RESULTS, copy_run, machine, machine_line, write_results  # noqa: E402
 
 RUNS = [Path("runs/bench-accuracy") / f"mobilenet_v1_0.25-128-seed{seed}" for seed in (1, 2, 3, 4, 5)]
 CHOICES = ("val", "train+val")
@@ -39,7 +38,7 @@ def measure(run_dir: Path, choice: str, target: float, folder: Path) -> dict:
     """One export of int8-mixed from ``run_dir`` with its search on ``choice``."""
     from edgeship.export import ExportConfig, export
 
-    config = ExportConfig(run_dir=str(scratch_copy(run_dir, folder)), formats=("int8-mixed",),
+    config = ExportConfig(run_dir=str(copy_run(run_dir, folder)), formats=("int8-mixed",),
                           min_agreement=target, mixed_search_images=choice)
     report = export(config, report_page=False)
     mixed, row = report["int8-mixed"], report["variants"]["int8-mixed"]
