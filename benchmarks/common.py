@@ -147,3 +147,15 @@ def copy_run(run_dir: Path, folder: Path) -> Path:
     import shutil
 
     return Path(shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("export", "checkpoints", ".*")))
+
+
+def require_finished_runs(runs: Sequence[Path]) -> None:
+    """Exits naming any of ``runs`` that is not a finished training run; then logs edgeship's
+    progress to stderr, as a benchmark over runs does."""
+    import logging
+
+    missing = [str(run) for run in runs if not (Path(run) / "metrics.json").exists()]
+    if missing:
+        raise SystemExit(f"Not finished training runs: {', '.join(missing)}. Run benchmarks/accuracy.py first.")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("edgeship").setLevel(logging.INFO)

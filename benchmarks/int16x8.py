@@ -18,7 +18,6 @@ Writes benchmarks/results/small-models/int16x8.json and .md.
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import sys
 import tempfile
@@ -29,7 +28,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, copy_run, machine, machine_line, write_results  # noqa: E402
+from common import RESULTS, copy_run, machine, machine_line, require_finished_runs, write_results  # noqa: E402
 
 RUNS = [Path("runs/bench-accuracy/mobilenet_v1_0.25-128-seed1")]
 KINDS = ("int8", "int16x8", "float32")
@@ -128,11 +127,7 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=ROUNDS)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    missing = [str(run) for run in args.runs if not (run / "metrics.json").exists()]
-    if missing:
-        raise SystemExit(f"Not finished training runs: {', '.join(missing)}. Run benchmarks/accuracy.py first.")
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("edgeship").setLevel(logging.INFO)
+    require_finished_runs(args.runs)
     with tempfile.TemporaryDirectory() as folder:
         rows = [measure_run(run, Path(folder) / run.name, args.rounds) for run in args.runs]
     result = {"machine": machine(), "rounds": args.rounds, "rows": rows}

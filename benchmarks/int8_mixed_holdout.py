@@ -17,7 +17,6 @@ Writes benchmarks/results/small-models/int8_mixed_holdout.json and .md.
 from __future__ import annotations
 
 import argparse
-import logging
 import statistics
 import sys
 import tempfile
@@ -25,7 +24,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import RESULTS, copy_run, machine, machine_line, write_results  # noqa: E402
+from common import RESULTS, copy_run, machine, machine_line, require_finished_runs, write_results  # noqa: E402
 
 RUNS = [Path("runs/bench-accuracy") / f"mobilenet_v1_0.25-128-seed{seed}" for seed in (1, 2, 3, 4, 5)]
 CHOICES = ("val", "train+val")
@@ -111,11 +110,7 @@ def main() -> None:
     parser.add_argument("--target", type=float, default=TARGET)
     parser.add_argument("--out", type=Path, default=OUT)
     args = parser.parse_args()
-    missing = [str(run) for run in args.runs if not (run / "metrics.json").exists()]
-    if missing:
-        raise SystemExit(f"Not finished training runs: {', '.join(missing)}. Run benchmarks/accuracy.py first.")
-    logging.basicConfig(level=logging.WARNING, format="%(message)s")
-    logging.getLogger("edgeship").setLevel(logging.INFO)
+    require_finished_runs(args.runs)
     rows = []
     with tempfile.TemporaryDirectory() as folder:
         for run in args.runs:

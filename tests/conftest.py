@@ -96,3 +96,19 @@ def standin_compiler(tmp_path, monkeypatch) -> Path:
     args = tmp_path / "compiler_args.json"
     monkeypatch.setenv("EDGETPU_STANDIN_ARGS", str(args))
     return args
+
+
+def assert_backbone_matches(model, reference) -> int:
+    """Asserts that every weighted backbone layer of ``model`` holds ``reference``'s layer of the
+    same name's weights; returns how many layers were compared."""
+    import numpy as np
+
+    from edgeship.train.model import HEAD_LAYERS
+
+    compared = 0
+    for layer in model.layers:
+        if layer.weights and layer.name not in HEAD_LAYERS:
+            for ours, theirs in zip(layer.get_weights(), reference.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(ours, theirs)
+            compared += 1
+    return compared

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from conftest import CORAL
+from conftest import CORAL, assert_backbone_matches
 from edgeship.errors import ConfigError
 from edgeship.train.config import EFFICIENTNET_LITE1, EFFICIENTNET_LITE2, TrainConfig, load_config
 
@@ -59,22 +59,15 @@ def test_the_converted_network_classifies_the_cat(converted):
 
 
 def test_training_starts_from_the_converted_backbone(converted, monkeypatch):
-    from edgeship.train.model import HEAD_LAYERS, build_model
+    from edgeship.train.efficientnet import imagenet_classifier
+    from edgeship.train.model import build_model
 
     backbone, no_top, full = converted
     monkeypatch.setenv("HOME", str(no_top.parents[2]))  # the cache the fixture filled
     model = build_model(TrainConfig(backbone=backbone, image_size=64, weights="imagenet"), 3)
-    from edgeship.train.efficientnet import imagenet_classifier
-
     reference = imagenet_classifier(64, backbone)
     reference.load_weights(str(full))
-    compared = 0
-    for layer in model.layers:
-        if layer.weights and layer.name not in HEAD_LAYERS:
-            for ours, theirs in zip(layer.get_weights(), reference.get_layer(layer.name).get_weights()):
-                np.testing.assert_array_equal(ours, theirs)
-            compared += 1
-    assert compared == 128  # 21 blocks: 21 depthwise, 21 projection, 20 expansion, stem and top, each with BN
+    assert assert_backbone_matches(model, reference) == 128  # 21 blocks: 21 depthwise, 21 projection, 20 expansion, stem and top, each with BN
 
 
 @pytest.mark.parametrize("backbone", [EFFICIENTNET_LITE1, EFFICIENTNET_LITE2])
