@@ -1,6 +1,6 @@
 """16-bit activations (int16x8) against int8 and float32: fidelity, size and speed.
 
-Exports ``int8``, ``int16x8`` and ``float32`` from each finished training run (by default the
+Exports ``int8``, ``int8-ptq``, ``dynamic``, ``int16x8`` and ``float32`` from each finished training run (by default the
 accuracy benchmark's MobileNet v1 0.25 @128, seed 1) into a scratch copy of the run (its own
 export is left alone). Per variant, on the test split: top-1 agreement with the float Keras
 model, accuracy change against it, probability distance, file size; and the median invoke time
@@ -31,7 +31,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from common import RESULTS, copy_run, machine, machine_line, require_finished_runs, write_results  # noqa: E402
 
 RUNS = [Path("runs/bench-accuracy/mobilenet_v1_0.25-128-seed1")]
-KINDS = ("int8", "int16x8", "float32")
+# int8-ptq and dynamic beside them: post-training int8 weights with 8-bit and with float
+# activations, which tell whether int16x8's error is its weights' or its activations'.
+KINDS = ("int8", "int8-ptq", "dynamic", "int16x8", "float32")
 THREADS = (1, 2)
 ROUNDS = 5
 NUM_INVOKES = 50
@@ -97,7 +99,7 @@ def measure_run(run_dir: Path, folder: Path, rounds: int) -> dict:
 
 def render(result: dict) -> str:
     lines = [
-        "`--formats int8,int16x8,float32` on flowers5 runs, scored on the test split against the float Keras model. "
+        f"`--formats {','.join(KINDS)}` on flowers5 runs, scored on the test split against the float Keras model. "
         f"Times: medians of {result['rounds']} interleaved rounds of {NUM_INVOKES} invokes with the runtime's bench; "
         "the last two columns at 1 thread with LiteRT's default op resolver (XNNPACK where it takes the graph) and "
         f"without its default delegates. {machine_line(result['machine'])}",

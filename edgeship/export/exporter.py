@@ -233,8 +233,8 @@ def _int16x8_note(variants: dict[str, dict]) -> str:
     if wide <= plain:
         return f"{edgetpu} On this machine it ran as fast as float32 or faster ({wide:.2f} ms vs {plain:.2f} ms)."
     return (f"{edgetpu} On this machine it is {wide / plain:.1f}x SLOWER than float32 ({wide:.2f} ms vs {plain:.2f} ms "
-            "per image, 2 threads, the test split's scoring): LiteRT runs 16x8 with its built-in integer kernels, "
-            "not XNNPACK, which takes the float32 file (docs/small-models.md). Ship it for its fidelity, not speed.")
+            "per image, 2 threads, the test split's scoring): LiteRT runs 16x8 with its built-in kernels, not "
+            "XNNPACK, and a second thread does not help it (docs/small-models.md).")
 
 
 def _search_images(run: _Run, config: ExportConfig) -> tuple[np.ndarray, np.ndarray]:
