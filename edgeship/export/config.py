@@ -26,7 +26,7 @@ INT8_MIXED = "int8-mixed"  # post-training int8 with the fewest layers kept in f
 INT16X8 = "int16x8"      # post-training int16 activations, int8 weights; float input and output (CPU, not Edge TPU)
 FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32, INT8_MIXED, INT16X8)
 # int8-mixed is opt-in: its search costs a conversion and a validation pass per step. int16x8
-# too: LiteRT runs it without XNNPACK, ~100x slower than float32 on x86-64 (docs/small-models.md).
+# too: LiteRT runs it without XNNPACK, tens of times slower than float32 on x86-64 (docs/small-models.md).
 DEFAULT_FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32)
 EDGETPU = "edgetpu"      # not a conversion: model_int8.tflite compiled by edgetpu_compiler, on request only
 FULL_INTEGER = (INT8, INT8_PTQ)

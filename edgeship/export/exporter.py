@@ -248,28 +248,27 @@ def _search_images(run: _Run, config: ExportConfig) -> tuple[np.ndarray, np.ndar
             np.argmax(np.concatenate([float_train, run.float_val]), axis=1))
 
 
+def _mixed_agreement(run: _Run, staging: Path, flatbuffer: bytes, part: str, indices: np.ndarray,
+                     float_top: np.ndarray) -> float:
+    """A candidate int8-mixed flatbuffer's top-1 agreement with the float model on ``indices``,
+    scored as the shipped file is run."""
+    path = atomic_write_bytes(staging / ".candidate_mixed.tflite", run.file_bytes(INT8_MIXED, flatbuffer))
+    top = np.argmax(_score_tflite(path, run.data, part, indices)[0], axis=1)
+    path.unlink()
+    return float(np.mean(top == float_top))
+
+
 def _int8_mixed(run: _Run, config: ExportConfig, staging: Path) -> tuple[bytes, dict]:
-    """The int8-mixed search (``mixed_precision.py``) on the search images, each candidate scored
-    as the shipped file is run."""
-    data = run.data
+    """The int8-mixed search (``mixed_precision.py``) on the search images, and the chosen file's
+    agreement on the validation split alone, as the report has always stated it."""
+    data, name = run.data, config.mixed_search_images
     search, float_top = _search_images(run, config)
-    name = config.mixed_search_images
-
-    def agreement(flatbuffer: bytes) -> float:
-        path = atomic_write_bytes(staging / ".candidate_mixed.tflite", run.file_bytes(INT8_MIXED, flatbuffer))
-        top = np.argmax(_score_tflite(path, data, name, search)[0], axis=1)
-        path.unlink()
-        return float(np.mean(top == float_top))
-
-    model, notes = build_int8_mixed(run.float_model, _representative(run, config.representative_samples),
-                                    _inputs(data, search), agreement, config.min_agreement, config.io)
-    if name == SEARCH_VAL:
-        val_agreement = notes["search_agreement"]
-    else:  # the validation split alone, as the report has always stated it
-        path = atomic_write_bytes(staging / ".candidate_mixed.tflite", run.file_bytes(INT8_MIXED, model))
-        top = np.argmax(_score_tflite(path, data, "val")[0], axis=1)
-        path.unlink()
-        val_agreement = float(np.mean(top == np.argmax(run.float_val, axis=1)))
+    model, notes = build_int8_mixed(
+        run.float_model, _representative(run, config.representative_samples), _inputs(data, search),
+        lambda flatbuffer: _mixed_agreement(run, staging, flatbuffer, name, search, float_top),
+        config.min_agreement, config.io)
+    val_agreement = notes["search_agreement"] if name == SEARCH_VAL else _mixed_agreement(
+        run, staging, model, "val", data.indices["val"], np.argmax(run.float_val, axis=1))
     return model, {**notes, "search_images": name, "num_search_images": len(search), "val_agreement": val_agreement}
 
 

@@ -34,6 +34,7 @@ from typing import NamedTuple
 import numpy as np
 
 from edgeship.errors import ConfigError
+from edgeship.train.config import DEFAULT_IMAGE_SIZE, NATIVE_IMAGE_SIZES
 from edgeship.train.tfkeras import keras
 
 __all__ = ["BLOCKS", "SCALING", "LiteScaling", "efficientnet_lite", "efficientnet_lite0", "imagenet_classifier",
@@ -52,17 +53,17 @@ BLOCKS = (
 
 
 class LiteScaling(NamedTuple):
-    """Google's compound scaling of one Lite network (``efficientnet_lite_builder.efficientnet_lite_params``)."""
+    """Google's compound scaling of one Lite network (``efficientnet_lite_builder.efficientnet_lite_params``;
+    the resolution its weights were trained at is ``NATIVE_IMAGE_SIZES``, the train config's default)."""
 
     width: float
     depth: float
-    image_size: int  # the resolution its ImageNet weights were trained at
 
 
 SCALING = {
-    "efficientnet_lite0": LiteScaling(1.0, 1.0, 224),
-    "efficientnet_lite1": LiteScaling(1.0, 1.1, 240),
-    "efficientnet_lite2": LiteScaling(1.1, 1.2, 260),
+    "efficientnet_lite0": LiteScaling(1.0, 1.0),
+    "efficientnet_lite1": LiteScaling(1.0, 1.1),
+    "efficientnet_lite2": LiteScaling(1.1, 1.2),
 }
 _STEM_CHANNELS = 32
 _TOP_CHANNELS = 1280
@@ -88,7 +89,7 @@ def _round_channels(channels: int, width: float) -> int:
 
 def stages(backbone: str) -> tuple[tuple[int, int, int, int, int, int], ...]:
     """:data:`BLOCKS` scaled for ``backbone``: the stem's and the first and last stages' repeats stay."""
-    width, depth, _ = _scaling(backbone)
+    width, depth = _scaling(backbone)
     scaled = []
     for index, (repeats, kernel, stride, expansion, in_channels, out_channels) in enumerate(BLOCKS):
         fixed = index in (0, len(BLOCKS) - 1)
@@ -157,7 +158,8 @@ def efficientnet_lite0(inputs) -> keras.Model:
 def imagenet_classifier(image_size: int | None = None, backbone: str = "efficientnet_lite0") -> keras.Model:
     """The backbone with ImageNet's 1000-class softmax (``predictions``), as the checkpoint has
     it, at ``image_size`` (default: the size its weights were trained at)."""
-    size = image_size or _scaling(backbone).image_size
+    _scaling(backbone)
+    size = image_size or NATIVE_IMAGE_SIZES.get(backbone, DEFAULT_IMAGE_SIZE)
     inputs = keras.Input((size, size, 3), name="image")
     base = efficientnet_lite(inputs, backbone)
     x = keras.layers.GlobalAveragePooling2D(name="avg_pool")(base.output)
