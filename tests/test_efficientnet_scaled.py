@@ -123,8 +123,10 @@ def test_without_the_package_or_cache_imagenet_says_what_to_install(monkeypatch,
         resolve_imagenet(EFFICIENTNET_LITE2, 1.0, 260)
 
 
+@pytest.mark.slow
 def test_a_tiny_lite2_trains_and_exports_int8(demo_data, tmp_path):
-    """The scaled graph goes through QAT and conversion like Lite0, full integer, raw-pixel input."""
+    """The scaled graph goes through QAT and conversion like Lite0, full integer, raw-pixel input
+    (about a minute on two cores: make test-slow)."""
     from edgeship.export import export
     from edgeship.export.config import FILE_NAMES, INT8, ExportConfig
     from edgeship.runtime.model import load_model
