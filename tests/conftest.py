@@ -7,6 +7,7 @@ and photos are generated. Only the ``slow`` real-photo runs read ``../shared``.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import sys
@@ -112,3 +113,16 @@ def assert_backbone_matches(model, reference) -> int:
                 np.testing.assert_array_equal(ours, theirs)
             compared += 1
     return compared
+
+
+@contextlib.contextmanager
+def benchmark_module(name: str):
+    """A script of benchmarks/ imported as the scripts import each other (their folder on sys.path)."""
+    import importlib
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)

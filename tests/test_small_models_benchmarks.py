@@ -3,23 +3,15 @@ what they count and render is what the 5-seed runs will report."""
 
 from __future__ import annotations
 
-import sys
-from pathlib import Path
-
 import pytest
 
-BENCHMARKS = Path(__file__).resolve().parents[1] / "benchmarks"
+from conftest import benchmark_module
 
 
 @pytest.fixture(scope="module")
 def holdout():
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import int8_mixed_holdout
-
-        yield int8_mixed_holdout
-    finally:
-        sys.path.remove(str(BENCHMARKS))
+    with benchmark_module("int8_mixed_holdout") as module:
+        yield module
 
 
 def _row(run: str, choice: str, test: float, layers: int) -> dict:
