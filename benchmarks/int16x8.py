@@ -119,7 +119,7 @@ def render(result: dict) -> str:
 
 
 def goal(result: dict) -> list[dict]:
-    """Evidence, not a goal: int16x8 is opt-in for fidelity, and its speed is what it costs."""
+    """Evidence, not a goal: whether 16-bit activations buy fidelity here, and what they cost in time."""
     return []
 
 

@@ -73,6 +73,9 @@ def test_the_edge_tpu_compile_is_refused_before_the_compiler_runs(tiny_export, s
 
     with pytest.raises(CompileError, match="16-bit activations.*Compile the int8 variant"):
         compile_model(tiny_export / FILE_NAMES[INT16X8])
+    result = runner.invoke(app, ["compile", str(tiny_export / FILE_NAMES[INT16X8])])
+    assert result.exit_code not in (0, 2) and "16-bit activations" in result.output
+    assert "Traceback" not in result.output
     assert not standin_compiler.exists()  # the stand-in compiler was never called
 
 
