@@ -97,7 +97,8 @@ def goal(result: dict) -> list[dict]:
     return [{
         "claim": f"int8-mixed searched on {choice} holds --min-agreement on the unseen test split",
         "goal": f"≥ {100 * target:g} % test agreement on every run",
-        "measured": f"{100 * s['test_agreement_min']:.2f} % at worst, {s['runs_holding_target']} of {s['num_runs']} runs",
+        "measured": (f"{100 * s['test_agreement_min']:.2f} % at worst, {s['runs_holding_target']} of "
+                     f"{s['num_runs']} runs"),
         "verdict": "met" if s["runs_holding_target"] == s["num_runs"] else
                    f"missed on {s['num_runs'] - s['runs_holding_target']} run(s)",
     } for choice, s in result["summary"].items()]

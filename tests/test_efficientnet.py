@@ -56,7 +56,8 @@ def test_training_starts_from_the_converted_backbone(converted, monkeypatch, tmp
     model = build_model(config, 3)
     reference = imagenet_classifier(224)
     reference.load_weights(str(full))
-    assert assert_backbone_matches(model, reference) == 98  # 16 depthwise, 16 projection, 15 expansion and 2 other convolutions, each with BN
+    # 16 depthwise, 16 projection, 15 expansion and 2 other convolutions, each with BN
+    assert assert_backbone_matches(model, reference) == 98
     assert "cached" in describe_weights(config) and str(no_top) in describe_weights(config)
     assert not any(isinstance(layer, type(model)) for layer in model.layers)  # flat: tfmot refuses nesting
 

@@ -67,7 +67,8 @@ def test_training_starts_from_the_converted_backbone(converted, monkeypatch):
     model = build_model(TrainConfig(backbone=backbone, image_size=64, weights="imagenet"), 3)
     reference = imagenet_classifier(64, backbone)
     reference.load_weights(str(full))
-    assert assert_backbone_matches(model, reference) == 128  # 21 blocks: 21 depthwise, 21 projection, 20 expansion, stem and top, each with BN
+    # 21 blocks: 21 depthwise, 21 projection and 20 expansion convolutions, the stem and the top, each with BN
+    assert assert_backbone_matches(model, reference) == 128
 
 
 @pytest.mark.parametrize("backbone", [EFFICIENTNET_LITE1, EFFICIENTNET_LITE2])

@@ -38,8 +38,8 @@ from edgeship.edgetpu.rules import (
 )
 from edgeship.runtime.graph import EDGETPU_CUSTOM_OP, FLOAT_TYPES, Graph, parse_graph, read_graph
 
-__all__ = ["MappingReport", "OpPlacement", "compiled_mapping", "int16_activation_ops", "mapping_rows", "predict_mapping",
-           "render_mapping", "render_rows"]
+__all__ = ["MappingReport", "OpPlacement", "compiled_mapping", "int16_activation_ops", "mapping_rows",
+           "predict_mapping", "render_mapping", "render_rows"]
 
 
 @dataclass(frozen=True)

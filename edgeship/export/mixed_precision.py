@@ -233,6 +233,7 @@ def build_int8_mixed(float_model: keras.Model, representative: Inputs, search_in
                      if np.isfinite(l.noise_to_signal) else None} for l in ranking], "trials": result.trials,
     }
     if not result.reached:
-        logger.warning("int8-mixed: even with %d layer(s) in float the agreement on the search images is %.4f, below %.4f.",
+        logger.warning("int8-mixed: even with %d layer(s) in float the agreement on the search images is %.4f, "
+                       "below %.4f.",
                        len(result.float_layers), result.agreement, target)
     return model, notes
