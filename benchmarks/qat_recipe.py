@@ -35,7 +35,7 @@ import sys
 import tempfile
 from pathlib import Path
 
-from common import machine, machine_line, write_results
+from common import copy_run, machine, machine_line, write_results
 
 # (label, ExportConfig overrides); the last is ExportConfig's default recipe.
 SETTINGS = (
@@ -53,20 +53,6 @@ SETTINGS = (
     ("QAT, logit matching, 1e-5, 3 epochs, rounding noise of 1 step, epochs 2 and 3 on the half of the images "
      "furthest from float (default)", dict(qat_epochs=3, qat_learning_rate=1e-5, qat_noise=1.0, qat_focus=0.5)),
 )
-# What a run directory holds that an export reads; its export/ and lock are left out.
-RUN_FILES = ("config.json", "labels.txt", "split.json", "model.h5", "history.json", "metrics.json", "metrics.md",
-             "cache")
-
-
-def scratch_copy(run_dir: Path, folder: Path) -> Path:
-    """A run directory of symbolic links to ``run_dir``'s files, to export into."""
-    folder.mkdir(parents=True)
-    for name in RUN_FILES:
-        if (run_dir / name).exists():
-            (folder / name).symlink_to((run_dir / name).resolve())
-    return folder
-
-
 def ship_qat():
     """Makes every export in this process ship its QAT file, so that each setting is scored on test."""
     from edgeship.export import exporter
@@ -80,7 +66,7 @@ def export_setting(run_dir: Path, folder: Path, overrides: dict, tiny: bool) -> 
     from edgeship.export import ExportConfig, export
 
     make = ExportConfig.tiny if tiny else ExportConfig
-    config = make(run_dir=str(scratch_copy(run_dir, folder)), formats=("int8", "int8-ptq"), **overrides)
+    config = make(run_dir=str(copy_run(run_dir, folder)), formats=("int8", "int8-ptq"), **overrides)
     report = export(config)
     scores = {}
     for name, variant in (("qat", "int8"), ("ptq", "int8-ptq")):

@@ -51,10 +51,10 @@ class RunConfig:
     # The gate is validate's, with validate's defaults; it is on when any of its values is given.
     max_drop: float | None = option(None, "Gate: exit 3 when int8 loses more accuracy than this (pp) against the "
                                           "float model [validate's 1.0 when only --min-agreement is given].", float)
-    # One value for both: ExportConfig's own min_agreement is the same idea on the validation split.
+    # One value for both: ExportConfig's own min_agreement is the same idea on int8-mixed's search images.
     min_agreement: float | None = option(None, "Gate: smallest share of test images where int8 keeps the float "
-                                               "model's top-1 class [0: off]; also int8-mixed's target on the "
-                                               "validation split [export's 0.99].", float)
+                                               "model's top-1 class [0: off]; also int8-mixed's target on its "
+                                               "search images [export's 0.99].", float)
     max_class_drop: float | None = option(None, "Gate: exit 3 when int8 loses more recall than this (pp) on any "
                                                 "one class [off].", float)
     bench_runs: int = option(50, "Timed invokes per variant.")
@@ -132,7 +132,7 @@ def _demo_weights_available(train_config) -> bool:
 
 def _export_config(config: RunConfig, run_dir: Path) -> ExportConfig:
     """The export stage's config for ``run_dir``. Run's one ``min_agreement`` is both the gate's
-    (int8, test split) and int8-mixed's search target (validation split); 0, which turns the
+    (int8, test split) and int8-mixed's search target (its search images); 0, which turns the
     gate's agreement check off, leaves the target as the export config has it."""
     values = {**config.export.to_dict(), "run_dir": str(run_dir)}
     if config.min_agreement:

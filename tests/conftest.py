@@ -8,6 +8,7 @@ and photos are generated. Only the ``slow`` real-photo runs read ``../shared``.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import json
 import os
 import shutil
@@ -103,3 +104,32 @@ def standin_compiler(tmp_path, monkeypatch) -> Path:
     args = tmp_path / "compiler_args.json"
     monkeypatch.setenv("EDGETPU_STANDIN_ARGS", str(args))
     return args
+
+
+def assert_backbone_matches(model, reference) -> int:
+    """Asserts that every weighted backbone layer of ``model`` holds ``reference``'s layer of the
+    same name's weights; returns how many layers were compared."""
+    import numpy as np
+
+    from edgeship.train.model import HEAD_LAYERS
+
+    compared = 0
+    for layer in model.layers:
+        if layer.weights and layer.name not in HEAD_LAYERS:
+            for ours, theirs in zip(layer.get_weights(), reference.get_layer(layer.name).get_weights()):
+                np.testing.assert_array_equal(ours, theirs)
+            compared += 1
+    return compared
+
+
+@contextlib.contextmanager
+def benchmark_module(name: str):
+    """A script of benchmarks/ imported as the scripts import each other (their folder on sys.path)."""
+    import importlib
+
+    folder = str(Path(__file__).resolve().parents[1] / "benchmarks")
+    sys.path.insert(0, folder)
+    try:
+        yield importlib.import_module(name)
+    finally:
+        sys.path.remove(folder)

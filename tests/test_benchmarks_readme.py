@@ -6,10 +6,11 @@ from __future__ import annotations
 
 import datetime
 import json
-import sys
 from pathlib import Path
 
 import pytest
+
+from conftest import benchmark_module
 
 ROOT = Path(__file__).resolve().parents[1]
 BENCHMARKS = ROOT / "benchmarks"
@@ -20,13 +21,8 @@ PAGE = ROOT / "docs" / "benchmarks.md"
 @pytest.fixture(scope="module")
 def render():
     """benchmarks/render.py, imported as the scripts import each other (their folder on sys.path)."""
-    sys.path.insert(0, str(BENCHMARKS))
-    try:
-        import render as module
-
+    with benchmark_module("render") as module:
         yield module
-    finally:
-        sys.path.remove(str(BENCHMARKS))
 
 
 def test_readme_block_is_the_goals_table_the_results_render(render):

@@ -44,20 +44,23 @@ def mixed_run(demo_data, tmp_path_factory):
     kernel, bias = head.get_weights()
     head.set_weights([kernel * 1e-3, np.linspace(0, 1e-3, bias.size, dtype=bias.dtype)])
     model.save(RunDir(out).model_path)
-    export(ExportConfig.tiny(run_dir=str(out), formats=("int8-ptq", "float32", INT8_MIXED), min_agreement=TARGET))
+    export(ExportConfig.tiny(run_dir=str(out), formats=("int8-ptq", "float32", INT8_MIXED), min_agreement=TARGET,
+                             mixed_search_images="val"))
     return out
 
 
-def _val_agreement(run, config: ExportConfig, float_tensors: list[str], tmp_path) -> float:
-    """Re-measured from scratch: calibrate, quantize with ``float_tensors`` in float, run the file in LiteRT."""
+def _val_agreement(run, config: ExportConfig, float_tensors: list[str], tmp_path, parts=("val",)) -> float:
+    """Re-measured from scratch: calibrate, quantize with ``float_tensors`` in float, run the file
+    in LiteRT on the split ``parts``."""
     from edgeship.export import exporter
     from edgeship.export.mixed_precision import layer_sensitivity, quantize_keeping_float
     from edgeship.runtime.rundir import RunDir
-    from edgeship.train import normalize_tf
+    from edgeship.train import normalize_tf, predict_probabilities
 
     loaded = exporter._load_run(RunDir(run), config)
     data = loaded.data
-    val = data.indices["val"]
+    val = np.concatenate([data.indices[part] for part in parts])
+    float_scores = np.concatenate([predict_probabilities(loaded.float_model, data, part, 8) for part in parts])
     representative = exporter._representative(loaded, config.representative_samples)
     calibrated, _ = layer_sensitivity(loaded.float_model, representative,
                                       lambda: ([normalize_tf(data.pixels[i : i + 1], data.normalization).numpy()] for i in val))
@@ -65,14 +68,14 @@ def _val_agreement(run, config: ExportConfig, float_tensors: list[str], tmp_path
     path.write_bytes(loaded.file_bytes(INT8_MIXED, quantize_keeping_float(calibrated, float_tensors, config.io)))
     model = load_model(path)
     top = np.asarray([np.argmax(model.classify(pixels)) for pixels in data.pixels[val]])
-    return float(np.mean(top == np.argmax(loaded.float_val, axis=1)))
+    return float(np.mean(top == np.argmax(float_scores, axis=1)))
 
 
 def test_search_keeps_the_fewest_layers_in_float_that_reach_the_target(mixed_run, tmp_path):
     report = json.loads((mixed_run / "export" / "report.json").read_text())
     mixed = report[INT8_MIXED]
     assert 1 <= mixed["num_float_layers"] < mixed["num_layers"] and mixed["reached"]
-    assert mixed["val_agreement"] >= TARGET
+    assert mixed["val_agreement"] == mixed["search_agreement"] >= TARGET and mixed["search_images"] == "val"
     assert mixed["float_layers"] and len(mixed["float_tensors"]) == mixed["num_float_layers"]
     # The bisection's k was measured to reach the target and its k - 1 prefix to miss it.
     ranked = [layer["tensor"] for layer in mixed["ranking"]]
@@ -140,6 +143,31 @@ def test_min_agreement_is_checked_and_run_has_one_flag_for_gate_and_search(tiny_
     assert _export_config(RunConfig(min_agreement=0.995), run).min_agreement == 0.995
     # 0 turns the gate's agreement check off; the search keeps its own target.
     assert _export_config(RunConfig(min_agreement=0.0), run).min_agreement == 0.99
+
+
+def test_the_search_on_train_and_val_images_reaches_its_target_there(mixed_run, tmp_path):
+    """The default: every train and validation image, the test split never."""
+    from edgeship.export import export
+
+    run = tmp_path / "run"
+    shutil.copytree(mixed_run, run, ignore=shutil.ignore_patterns("export"))
+    export(ExportConfig.tiny(run_dir=str(run), formats=(INT8_MIXED,), min_agreement=TARGET), report_page=False)
+    mixed = json.loads((run / "export" / "report.json").read_text())[INT8_MIXED]
+    split = json.loads((run / "split.json").read_text())
+    assert mixed["search_images"] == "train+val" and ExportConfig().mixed_search_images == "train+val"
+    assert mixed["num_search_images"] == len(split["train"]) + len(split["val"])
+    assert mixed["search_agreement"] >= TARGET and mixed["reached"] and 0 <= mixed["val_agreement"] <= 1
+    config = ExportConfig.tiny(run_dir=str(run), min_agreement=TARGET)
+    assert _val_agreement(run, config, mixed["float_tensors"], tmp_path, ("train", "val")) >= TARGET
+    markdown = (run / "export" / "report.md").read_text()
+    assert f"on the train and validation images ({mixed['num_search_images']} images" in markdown
+
+
+def test_mixed_search_images_is_checked_and_a_flag():
+    with pytest.raises(ConfigError, match=r"`mixed_search_images` must be one of val, train\+val; received "
+                                          r"mixed_search_images='test'"):
+        ExportConfig(mixed_search_images="test")
+    assert "--mixed-search-images" in runner.invoke(app, ["export", "--help"]).output
 
 
 def _layers(count: int) -> list[Layer]:

@@ -25,22 +25,26 @@ def flowers_v1_run(tmp_path_factory):
     return out
 
 
-def test_flowers_int8_mixed_reaches_99_percent_agreement_on_val(flowers_v1_run):
+def test_flowers_int8_mixed_reaches_99_percent_agreement_on_its_search_images(flowers_v1_run):
     from edgeship.export import ExportConfig, export
 
     report = export(ExportConfig(run_dir=str(flowers_v1_run), formats=("int8", "int8-ptq", "int8-mixed", "float32")))
     mixed, rows = report["int8-mixed"], report["variants"]
     logger.warning(
-        "int8-mixed: %d of %d layers in float (%s); val agreement %.4f; test agreement %.4f (int8 %.4f, int8-ptq "
-        "%.4f); size %d / %d / %d bytes and latency %.2f / %.2f / %.2f ms (int8-mixed / int8 / float32)",
-        mixed["num_float_layers"], mixed["num_layers"], ", ".join(mixed["float_layers"]), mixed["val_agreement"],
+        "int8-mixed: %d of %d layers in float (%s); search agreement %.4f, val %.4f; test agreement %.4f "
+        "(int8 %.4f, int8-ptq %.4f); size %d / %d / %d bytes and latency %.2f / %.2f / %.2f ms "
+        "(int8-mixed / int8 / float32)",
+        mixed["num_float_layers"], mixed["num_layers"], ", ".join(mixed["float_layers"]), mixed["search_agreement"],
+        mixed["val_agreement"],
         rows["int8-mixed"]["agreement"], rows["int8"]["agreement"], rows["int8-ptq"]["agreement"],
         *(rows[k]["size_bytes"] for k in ("int8-mixed", "int8", "float32")),
         *(rows[k]["mean_latency_ms"] for k in ("int8-mixed", "int8", "float32")),
     )
-    assert mixed["reached"] and mixed["val_agreement"] >= 0.99, mixed["val_agreement"]
+    # The default search: every train and validation image (docs/small-models.md).
+    assert mixed["search_images"] == "train+val" and mixed["num_search_images"] > 2000, mixed["num_search_images"]
+    assert mixed["reached"] and mixed["search_agreement"] >= 0.99, mixed["search_agreement"]
     assert mixed["num_float_layers"] < mixed["num_layers"]  # not the float model under another name
     # On the untouched test split it keeps more of the float model's answers than post-training
-    # int8, though less than on val: the float set was chosen on val (two trainings measured 0.947
-    # and 0.977 on test, 0.992 on val, 264 images each).
+    # int8 (searched on val alone, two trainings measured 0.947 and 0.977 on test, 0.992 on val,
+    # 264 images each; searched on train+val, one measured 0.989 on test, 0.990 searched).
     assert rows["int8-mixed"]["agreement"] >= rows["int8-ptq"]["agreement"], rows

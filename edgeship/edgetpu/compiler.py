@@ -23,7 +23,7 @@ import tempfile
 from collections import Counter
 from pathlib import Path
 
-from edgeship.edgetpu.mapping import compiled_mapping, predict_mapping
+from edgeship.edgetpu.mapping import compiled_mapping, int16_activation_ops, predict_mapping
 from edgeship.edgetpu.rules import STATUS_MAPPED
 from edgeship.errors import CompileError, CompilerNotFoundError, ConfigError
 from edgeship.runtime.files import atomic_write_bytes, atomic_write_text
@@ -152,7 +152,12 @@ def compile_model(
     _check_runtime(min_runtime_version)
     source = Path(model)
     data = read_model_bytes(source)
-    predicted = predict_mapping(parse_graph(data, str(source)), str(source), min_runtime_version).to_dict()
+    graph = parse_graph(data, str(source))
+    if int16_activation_ops(graph):
+        raise CompileError(f"{source.name} has 16-bit activations (16x8 quantization, edgeship's int16x8), which "
+                           "the Edge TPU does not run: it computes on 8-bit integers only. Compile the int8 "
+                           "variant (model_int8.tflite) instead.")
+    predicted = predict_mapping(graph, str(source), min_runtime_version).to_dict()
     compiler = find_compiler()
     if compiler is None:
         raise CompilerNotFoundError(compiler_missing_message())

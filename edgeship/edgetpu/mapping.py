@@ -38,7 +38,8 @@ from edgeship.edgetpu.rules import (
 )
 from edgeship.runtime.graph import EDGETPU_CUSTOM_OP, FLOAT_TYPES, Graph, parse_graph, read_graph
 
-__all__ = ["MappingReport", "OpPlacement", "compiled_mapping", "mapping_rows", "predict_mapping", "render_mapping", "render_rows"]
+__all__ = ["MappingReport", "OpPlacement", "compiled_mapping", "int16_activation_ops", "mapping_rows",
+           "predict_mapping", "render_mapping", "render_rows"]
 
 
 @dataclass(frozen=True)
@@ -204,6 +205,18 @@ def _dynamic_shapes(graph: Graph) -> str:
     return ""
 
 
+# An int8 LSTM keeps its cell state in int16 and still maps (rules.py): not 16-bit activations.
+_INT16_STATE_OPS = ("UNIDIRECTIONAL_SEQUENCE_LSTM", "LSTM")
+
+
+def int16_activation_ops(graph: Graph) -> int:
+    """How many ops compute on int16 activations (TFLite's 16x8 quantization), which the Edge
+    TPU never runs: it computes on 8-bit integers only."""
+    tensors = graph.tensors
+    return sum(1 for op in graph.ops if op.name not in _INT16_STATE_OPS
+               and any(t >= 0 and not tensors[t].constant and tensors[t].dtype == "int16" for t in op.inputs))
+
+
 def _model_problems(graph: Graph) -> list[str]:
     """Failures that stop the compiler before it maps anything, each with what to do."""
     if graph.is_edgetpu_compiled:
@@ -220,6 +233,11 @@ def _model_problems(graph: Graph) -> list[str]:
         problems.append(
             f"dynamic shapes: {dynamic}; the Edge TPU needs every size fixed at compile time. Convert with a "
             "fixed batch size of 1 (e.g. a Keras Input with batch_size=1, or a concrete function with a fixed input signature).")
+    wide = int16_activation_ops(graph)
+    if wide:
+        problems.append(
+            f"16-bit activations: {wide} op(s) compute on int16 tensors (16x8 quantization, edgeship's int16x8); "
+            "the Edge TPU computes on 8-bit integers only. Export int8 (model_int8.tflite) for it.")
     body, any_integer = _float_body_ops(graph)
     if not graph.ops or not any_integer:
         problems.append("model not quantized: no op computes on 8-bit integers. Export a full-integer "

@@ -14,8 +14,8 @@ from typing import Any
 from edgeship.config import option
 from edgeship.errors import ConfigError
 
-__all__ = ["DEFAULT_FORMATS", "EDGETPU", "FILE_NAMES", "FORMATS", "FULL_INTEGER", "IO_TYPES", "ExportConfig",
-           "load_export_config"]
+__all__ = ["DEFAULT_FORMATS", "EDGETPU", "FILE_NAMES", "FORMATS", "FULL_INTEGER", "INT16X8", "INT16X8_MANIFEST",
+           "IO_TYPES", "MIXED_SEARCH_IMAGES", "ExportConfig", "load_export_config"]
 
 INT8 = "int8"            # quantization-aware trained, full integer (Edge TPU ready)
 INT8_PTQ = "int8-ptq"    # post-training full integer, calibrated on the train split
@@ -23,12 +23,19 @@ FLOAT16 = "float16"      # float16 weights, float compute
 DYNAMIC = "dynamic"      # int8 weights, float activations (dynamic-range)
 FLOAT32 = "float32"      # the float model as it is
 INT8_MIXED = "int8-mixed"  # post-training int8 with the fewest layers kept in float that reach --min-agreement (CPU)
-FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32, INT8_MIXED)
-# int8-mixed is opt-in: its search costs a conversion and a validation pass per step.
+INT16X8 = "int16x8"      # post-training int16 activations, int8 weights; float input and output (CPU, not Edge TPU)
+FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32, INT8_MIXED, INT16X8)
+# int8-mixed is opt-in: its search costs a conversion and a validation pass per step. int16x8
+# too: LiteRT runs it without XNNPACK, tens of times slower than float32 on x86-64 (docs/small-models.md).
 DEFAULT_FORMATS = (INT8, INT8_PTQ, FLOAT16, DYNAMIC, FLOAT32)
 EDGETPU = "edgetpu"      # not a conversion: model_int8.tflite compiled by edgetpu_compiler, on request only
 FULL_INTEGER = (INT8, INT8_PTQ)
 IO_TYPES = ("uint8", "int8")
+# The images int8-mixed's layer search scores agreement on. Agreement with the float model needs
+# no labels, so the search may use the train images too; the test split is never searched.
+SEARCH_VAL = "val"
+SEARCH_TRAIN_VAL = "train+val"
+MIXED_SEARCH_IMAGES = (SEARCH_VAL, SEARCH_TRAIN_VAL)
 FILE_NAMES = {
     INT8: "model_int8.tflite",
     INT8_PTQ: "model_int8_ptq.tflite",
@@ -36,7 +43,12 @@ FILE_NAMES = {
     DYNAMIC: "model_dynamic.tflite",
     FLOAT32: "model_float32.tflite",
     INT8_MIXED: "model_int8_mixed.tflite",
+    INT16X8: "model_int16x8.tflite",
 }
+# What the 16x8 variant's file records about itself (its manifest's extra fields): the input
+# and output stay float32, so the runtime and MediaPipe Tasks feed it normalised float pixels.
+INT16X8_MANIFEST = {"activations": "int16", "weights": "int8", "input_type": "float32", "output_type": "float32",
+                    "edgetpu_compatible": False}
 
 
 @dataclass(frozen=True)
@@ -62,8 +74,13 @@ class ExportConfig:
     calibration_batches: int = option(16, "Batches that set the activation ranges before QAT starts.")
     representative_samples: int = option(256, "Train images that calibrate post-training int8.")
     # Agreement moves in whole images: on a validation split of ~260, 0.99 allows two flips.
-    min_agreement: float = option(0.99, "int8-mixed: the top-1 agreement with the float model on the validation "
-                                        "split that its search must reach (0 < x <= 1).")
+    min_agreement: float = option(0.99, "int8-mixed: the top-1 agreement with the float model on the search "
+                                        "images (--mixed-search-images) that its search must reach (0 < x <= 1).")
+    # A float set fitted to a few hundred validation images held 96-98 % on test where it
+    # reached 99 % on val (docs/small-models.md).
+    mixed_search_images: str = option(SEARCH_TRAIN_VAL, "int8-mixed: the images its layer search ranks and "
+                                      "scores agreement on: val (the validation split) | train+val (every train "
+                                      "and validation image; the test split never).")
 
     def __post_init__(self) -> None:
         formats = tuple(self.formats)
@@ -75,6 +92,9 @@ class ExportConfig:
         if EDGETPU in formats and INT8 not in formats:
             raise ConfigError("The edgetpu format compiles model_int8.tflite: add int8 to `formats` (e.g. int8,edgetpu).")
         object.__setattr__(self, "formats", formats)
+        if self.mixed_search_images not in MIXED_SEARCH_IMAGES:
+            raise ConfigError(f"`mixed_search_images` must be one of {', '.join(MIXED_SEARCH_IMAGES)}; received "
+                              f"mixed_search_images={self.mixed_search_images!r}.")
         if self.io not in IO_TYPES:
             raise ConfigError(f"`io` must be one of {', '.join(IO_TYPES)}; received io={self.io!r}.")
         if self.qat_epochs < 0:

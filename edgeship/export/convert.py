@@ -16,7 +16,7 @@ from typing import Callable, Iterable
 import numpy as np
 
 from edgeship.errors import ConfigError
-from edgeship.export.config import DYNAMIC, FLOAT16, FORMATS, FULL_INTEGER
+from edgeship.export.config import DYNAMIC, FLOAT16, FORMATS, FULL_INTEGER, INT16X8
 from edgeship.runtime.native_stderr import filtered_native_stderr
 from edgeship.train.tfkeras import keras, tf
 
@@ -34,6 +34,16 @@ def _configure(converter, kind: str, representative, io: str):
         converter.target_spec.supported_types = [tf.float16]
     elif kind == DYNAMIC:
         converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    elif kind == INT16X8:
+        if representative is None:
+            raise ConfigError("int16x8 conversion needs representative data (train images) for its activation ranges.")
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+        converter.representative_dataset = representative
+        # The 16x8 op set alone: an op without a 16x8 kernel fails the conversion instead of
+        # silently staying float. Input and output stay float32 (the converter's default here),
+        # which MediaPipe Tasks can feed; it has no int16 input.
+        converter.target_spec.supported_ops = [
+            tf.lite.OpsSet.EXPERIMENTAL_TFLITE_BUILTINS_ACTIVATIONS_INT16_WEIGHTS_INT8]
     elif kind in FULL_INTEGER:
         if representative is None:  # TensorFlow asks for it even when fake-quant ranges cover everything
             raise ConfigError("Full-integer conversion needs representative data (train images).")
@@ -102,12 +112,12 @@ def convert(
         model: a float Keras model, or a tfmot QAT model for ``int8``.
         kind: one of ``FORMATS``.
         representative: calibration samples (a generator function of ``[batch]`` lists of
-            normalised float inputs); required for full integer; for a QAT model it only fills
-            ranges the fake-quant ops do not give.
+            normalised float inputs); required for full integer and int16x8; for a QAT model it
+            only fills ranges the fake-quant ops do not give.
         io: ``uint8`` or ``int8`` input and output of full-integer models.
 
     Raises:
-        ConfigError: unknown kind, or full integer without representative data.
+        ConfigError: unknown kind, or full integer or int16x8 without representative data.
     """
     return convert_variants(model, [kind], representative=representative, io=io)[kind]
 

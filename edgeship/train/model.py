@@ -12,7 +12,7 @@ import logging
 from pathlib import Path
 
 from edgeship.errors import ConfigError
-from edgeship.train.config import EFFICIENTNET_LITE0, MOBILENET_V1, WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainConfig
+from edgeship.train.config import EFFICIENTNET_LITES, MOBILENET_V1, WEIGHTS_IMAGENET, WEIGHTS_NONE, TrainConfig
 from edgeship.train.h5weights import load_h5_weights
 from edgeship.train.tfkeras import keras
 from edgeship.weights import resolve_imagenet
@@ -51,13 +51,13 @@ def describe_weights(config: TrainConfig) -> str:
     return resolved.description if resolved else "ImageNet (Keras)"
 
 
-def _efficientnet(inputs, weights: str | None) -> keras.Model:
-    from edgeship.train.efficientnet import efficientnet_lite0
+def _efficientnet(backbone: str, inputs, weights: str | None) -> keras.Model:
+    from edgeship.train.efficientnet import efficientnet_lite
 
-    base = efficientnet_lite0(inputs)
+    base = efficientnet_lite(inputs, backbone)
     if weights is not None:
         load_h5_weights(base, weights, "Pass --weights imagenet, --weights none, or the no-top .h5 weights of an "
-                                       "EfficientNet-Lite0.")
+                                       f"{backbone}.")
     return base
 
 
@@ -93,8 +93,8 @@ def build_model(config: TrainConfig, num_classes: int, pretrained: bool = True) 
     size = config.image_size
     inputs = keras.Input((size, size, 3), name="image")
     weights = _weights_argument(config) if pretrained else None
-    if config.backbone == EFFICIENTNET_LITE0:
-        base = _efficientnet(inputs, weights)
+    if config.backbone in EFFICIENTNET_LITES:
+        base = _efficientnet(config.backbone, inputs, weights)
     else:
         base = _mobilenet(config, inputs, weights)
     if config.weights == WEIGHTS_NONE:

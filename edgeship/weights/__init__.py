@@ -4,8 +4,8 @@
 then its download. Without internet and without a cached file, the MobileNet v1 (alpha 0.25)
 weights fall back to the copy of Keras' published file shipped in this package (2 MB,
 Apache-2.0, see ``NOTICE``), so the demo stays a real fine-tune offline. Other backbones have
-no embedded copy: they need the cache, the network, or ``--weights PATH``. EfficientNet-Lite0's
-come from an optional package, converted once into Keras' cache (``efficientnet.py``).
+no embedded copy: they need the cache, the network, or ``--weights PATH``. EfficientNet-Lite0,
+Lite1 and Lite2's come from optional packages, converted once into Keras' cache (``efficientnet.py``).
 
 Set ``EDGESHIP_NO_DOWNLOAD=1`` to skip the download attempt (the test suite does).
 
@@ -102,18 +102,18 @@ def _log_fallback(wanted: str, embedded: str) -> None:
 
 def resolve_imagenet(backbone: str, alpha: float, image_size: int) -> ImagenetWeights | None:
     """Where ``weights="imagenet"`` comes from for a backbone that has an embedded copy, or
-    that Keras does not publish (EfficientNet-Lite0: a converted file, always a path).
+    that Keras does not publish (EfficientNet-Lite: a converted file, always a path).
 
     Returns None for the other backbones: Keras' own ``weights="imagenet"`` handles those
     (and reports its own failure).
 
     Raises:
-        ConfigError: EfficientNet-Lite0's weights are neither cached nor installed.
+        ConfigError: an EfficientNet-Lite's weights are neither cached nor installed.
     """
-    if backbone == "efficientnet_lite0":
-        from edgeship.weights.efficientnet import imagenet_files
+    from edgeship.weights.efficientnet import BACKBONES, imagenet_files
 
-        no_top, _, description = imagenet_files()
+    if backbone in BACKBONES:
+        no_top, _, description = imagenet_files(backbone)
         return ImagenetWeights(str(no_top), SOURCE_CONVERTED, description)
     embedded = embedded_weights(backbone, alpha)
     if embedded is None:
