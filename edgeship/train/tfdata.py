@@ -84,7 +84,7 @@ def make_dataset(
         ds = ds.shuffle(len(indices), seed=seed, reshuffle_each_iteration=True)
     ds = ds.batch(batch_size).map(load, num_parallel_calls=tf.data.AUTOTUNE)
     ds = ds.map(transform, num_parallel_calls=tf.data.AUTOTUNE)
-    if tf.distribute.has_strategy() or tf.distribute.in_cross_replica_context() and _distributed():
+    if tf.distribute.has_strategy() or (tf.distribute.in_cross_replica_context() and _distributed()):
         # Index batches carry no file names to shard by: split the batches between workers.
         options = tf.data.Options()
         options.experimental_distribute.auto_shard_policy = tf.data.experimental.AutoShardPolicy.DATA
