@@ -237,6 +237,7 @@ def test_converted_lstm_answers_like_keras_every_time(keras_lstm, images):
 
 
 def test_training_scan_names_and_skips_every_unreadable_file(tmp_path, images, caplog):
+    from edgeship.train.config import TrainConfig
     from edgeship.train.data import _collect, find_classes
 
     folder, unreadable = messy_folder(tmp_path, images)
@@ -249,7 +250,8 @@ def test_training_scan_names_and_skips_every_unreadable_file(tmp_path, images, c
     caplog.set_level(logging.INFO)
     classes = find_classes(data)
     assert classes == ["blue", "red"] and "gr\\xfcn: its name is not UTF-8" in caplog.text
-    good, skipped = _collect(data, classes, (SIZE, SIZE), "bilinear", "train")
+    config = TrainConfig(data_dir=str(data), image_size=32, resize_method="bilinear", cache_dir=str(tmp_path / "c"))
+    good, skipped, _ = _collect(config, data, classes, "train")
     assert len(good) == 6
     reasons = {Path(s["path"]).name.encode("utf-8", "surrogateescape").decode("utf-8", "backslashreplace"): s["reason"]
                for s in skipped}

@@ -14,8 +14,7 @@ this process no second core.
 
 Example:
     >>> import tempfile
-    >>> from edgeship.runtime.child_process import module_command
-from edgeship.runtime.decode_cache import DecodeCache
+    >>> from edgeship.runtime.decode_cache import DecodeCache
     >>> results, stats = fill_cache(DecodeCache(tempfile.mkdtemp()), [], (224, 224), "bilinear")
     >>> stats.decoded
     0
