@@ -64,7 +64,7 @@ def score_models(
     outputs = [match_classes(data.classes, model.labels) for model in models]
     for model in models:
         _check_digest(model, data)
-    raw, errors = predict_top1(models, data.paths, num_workers, progress)
+    raw, errors = predict_top1(models, data.paths, num_workers, progress, data.pixels)
     readable = raw[0] >= 0
     if not readable.any():
         raise DataError(f"None of the {len(data.samples)} images in {data.source} could be read.")

@@ -1,0 +1,109 @@
+"""`eval --run` / `validate --run` read the run's decoded pixels when they fit, else decode."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+from runtime_models import SIZE
+
+from edgeship.runtime.dataset import run_dataset
+from edgeship.runtime.evaluation import evaluate
+from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_NEAREST, preprocess
+from edgeship.runtime.model import load_model
+from edgeship.runtime.rundir import RunDir
+from edgeship.runtime.validation import ValidationGate, validate
+
+
+def _write_pixels(run_dir: Path, size: int, method: str, edit=None) -> Path:
+    """The run's config and pixel array as training writes them (``edit`` changes the rows)."""
+    run = RunDir(run_dir)
+    split = run.read_split()
+    run.write_config({"image_size": size, "resize_method": method})
+    rows = np.stack([preprocess(path, (size, size), method) for name in ("train", "val", "test")
+                     for path, _ in split.samples(name)])
+    pixels_path, labels_path = run.pixels_paths(size, method)
+    pixels_path.parent.mkdir(exist_ok=True)
+    np.save(pixels_path, edit(rows) if edit else rows)
+    np.save(labels_path, split.labels())
+    return pixels_path
+
+
+@pytest.fixture
+def run_copy(runtime_setup, tmp_path) -> Path:
+    _, _, run_dir = runtime_setup
+    return Path(shutil.copytree(run_dir, tmp_path / "run", symlinks=True))
+
+
+@pytest.fixture
+def model(runtime_setup):
+    models, _, _ = runtime_setup
+    return load_model(models["float"])
+
+
+def _decoded(data):
+    return dataclasses.replace(data, pixels=None)
+
+
+def test_the_report_is_the_same_from_the_array_as_from_decoding(run_copy, model):
+    _write_pixels(run_copy, SIZE, model.resize_method)
+    data = run_dataset(run_copy)
+    assert data.pixels is not None and data.pixels.rows.shape == (len(data.samples), SIZE, SIZE, 3)
+    assert isinstance(data.pixels.rows, np.memmap)
+    from_array, decoded = evaluate(model, data), evaluate(model, _decoded(data))
+    assert from_array == decoded and decoded["accuracy"] == 1.0
+    baseline = load_model(run_copy / "export" / "model_float32.tflite")
+    gate = ValidationGate(max_drop=100.0)
+    first, second = validate(model, baseline, data, gate), validate(model, baseline, _decoded(data), gate)
+    first.pop("seconds"), second.pop("seconds")
+    assert first == second
+
+
+def test_the_rows_are_what_is_scored(run_copy, model):
+    # Every row turned green: a model reading the array says green for every image.
+    _write_pixels(run_copy, SIZE, model.resize_method, edit=lambda rows: np.broadcast_to(
+        np.array([30, 190, 50], np.uint8), rows.shape).copy())
+    report = evaluate(model, run_dataset(run_copy))
+    assert report["confusion_matrix"] == [[0, 4, 0], [0, 4, 0], [0, 4, 0]]
+
+
+@pytest.mark.parametrize("damage", ["truncated", "shape", "labels", "dtype"])
+def test_a_damaged_or_mismatched_array_is_decoded_with_a_warning(run_copy, model, damage, caplog):
+    pixels_path = _write_pixels(run_copy, SIZE, model.resize_method)
+    labels_path = RunDir(run_copy).pixels_paths(SIZE, model.resize_method)[1]
+    if damage == "truncated":
+        pixels_path.write_bytes(pixels_path.read_bytes()[:-100])
+    elif damage == "shape":
+        np.save(pixels_path, np.load(pixels_path)[:-1])
+    elif damage == "labels":
+        np.save(labels_path, np.roll(np.load(labels_path), 1))
+    else:
+        np.save(pixels_path, np.load(pixels_path).astype(np.float32))
+    with caplog.at_level(logging.WARNING):
+        data = run_dataset(run_copy)
+    assert data.pixels is None
+    assert "cannot be used" in caplog.text and "decoding the images instead" in caplog.text
+    assert evaluate(model, data)["accuracy"] == 1.0
+
+
+@pytest.mark.parametrize("size, method", [(2 * SIZE, None), (SIZE, "other")])
+def test_a_model_of_another_input_size_or_resize_decodes(run_copy, model, size, method):
+    # The run's array at another size (or resize method), filled with garbage: the model must not read it.
+    if method == "other":
+        method = RESIZE_NEAREST if model.resize_method != RESIZE_NEAREST else RESIZE_BILINEAR
+    _write_pixels(run_copy, size, method or model.resize_method, edit=np.zeros_like)
+    data = run_dataset(run_copy)
+    assert data.pixels is not None and not data.pixels.fits(model)
+    assert evaluate(model, data) == evaluate(model, _decoded(data))
+    assert evaluate(model, data)["accuracy"] == 1.0
+
+
+def test_a_run_without_config_or_array_decodes(run_copy, model):
+    assert run_dataset(run_copy).pixels is None
+    RunDir(run_copy).config_path.write_text(json.dumps({"image_size": "huge", "resize_method": "bilinear"}))
+    assert run_dataset(run_copy).pixels is None
