@@ -107,3 +107,18 @@ def test_a_run_without_config_or_array_decodes(run_copy, model):
     assert run_dataset(run_copy).pixels is None
     RunDir(run_copy).config_path.write_text(json.dumps({"image_size": "huge", "resize_method": "bilinear"}))
     assert run_dataset(run_copy).pixels is None
+
+
+def test_eval_run_on_the_command_line_reads_the_array(runtime_setup, run_copy):
+    from typer.testing import CliRunner
+
+    from edgeship.cli import app
+
+    models, _, _ = runtime_setup
+    method = load_model(models["float"]).resize_method
+    logging.getLogger().handlers.clear()
+    _write_pixels(run_copy, SIZE, method, edit=lambda rows: rows[:, :, :, ::-1].copy())  # red and blue swapped
+    result = CliRunner().invoke(app, ["eval", str(models["float"]), "--run", str(run_copy), "--json"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(RunDir(run_copy).eval_dir("colour_float").joinpath("eval.json").read_text())
+    assert report["per_class"]["green"]["recall"] == 1.0 and report["per_class"]["red"]["recall"] == 0.0

@@ -4,14 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
+from killed_run import ENV, kill_when_written
 from runtime_models import write_images
 from typer.testing import CliRunner
 
@@ -21,8 +19,6 @@ from edgeship.runtime.dataset import folder_dataset
 from edgeship.runtime.evaluation import evaluate, evaluate_to_file
 from edgeship.runtime.jsonl import read_done
 from edgeship.runtime.model import load_model
-
-ROOT = Path(__file__).resolve().parents[1]
 
 
 def run(*args):
@@ -87,19 +83,11 @@ def test_a_killed_eval_resumes_to_the_report_of_one_run(runtime_setup, big_folde
     models, _, _ = runtime_setup
     out = tmp_path / "eval.jsonl"
     command = [sys.executable, "-m", "edgeship.cli", "eval", str(models["wrong"]), str(big_folder), "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and worker.poll() is None and (not out.exists() or out.stat().st_size < 4000):
-        time.sleep(0.005)
-    os.killpg(worker.pid, signal.SIGKILL)
-    worker.wait()
-    assert worker.returncode == -signal.SIGKILL, "eval finished before it could be killed"
+    kill_when_written(command, out, 4000)
     total = 3001  # 1000 per class and the corrupt JPEG
     done = len(read_done(out))
     assert 0 < done < total
-    result = subprocess.run(command + ["--resume", "--json"], env=env, capture_output=True, text=True, timeout=300)
+    result = subprocess.run(command + ["--resume", "--json"], env=ENV, capture_output=True, text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
     paths = [line["path"] for line in _lines(out)]
     assert len(paths) == len(set(paths)) == total
