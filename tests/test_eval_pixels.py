@@ -31,6 +31,7 @@ def _write_pixels(run_dir: Path, size: int, method: str, edit=None) -> Path:
     pixels_path.parent.mkdir(exist_ok=True)
     np.save(pixels_path, edit(rows) if edit else rows)
     np.save(labels_path, split.labels())
+    run.write_pixels_record(split.digest, size, method)
     return pixels_path
 
 
@@ -72,7 +73,7 @@ def test_the_rows_are_what_is_scored(run_copy, model):
     assert report["confusion_matrix"] == [[0, 4, 0], [0, 4, 0], [0, 4, 0]]
 
 
-@pytest.mark.parametrize("damage", ["truncated", "shape", "labels", "dtype"])
+@pytest.mark.parametrize("damage", ["truncated", "shape", "labels", "dtype", "digest"])
 def test_a_damaged_or_mismatched_array_is_decoded_with_a_warning(run_copy, model, damage, caplog):
     pixels_path = _write_pixels(run_copy, SIZE, model.resize_method)
     labels_path = RunDir(run_copy).pixels_paths(SIZE, model.resize_method)[1]
@@ -82,6 +83,8 @@ def test_a_damaged_or_mismatched_array_is_decoded_with_a_warning(run_copy, model
         np.save(pixels_path, np.load(pixels_path)[:-1])
     elif damage == "labels":
         np.save(labels_path, np.roll(np.load(labels_path), 1))
+    elif damage == "digest":  # written for another split of the same images and classes
+        RunDir(run_copy).write_pixels_record("f" * 64, SIZE, model.resize_method)
     else:
         np.save(pixels_path, np.load(pixels_path).astype(np.float32))
     with caplog.at_level(logging.WARNING):

@@ -6,7 +6,8 @@
     RUN/config.json       the resolved TrainConfig          RUN/split.json   the recorded split
     RUN/labels.txt        one class per line                 RUN/model.h5     the best float model
     RUN/history.json      per-epoch training curves          RUN/metrics.json (+ .md) test metrics
-    RUN/cache/            decoded pixels (a memory map)      RUN/checkpoints/ resume state
+    RUN/cache/            decoded pixels (a memory map, with the digest of the split it holds)
+    RUN/checkpoints/      resume state
     RUN/export/           the exported .tflite files, report.json, report.md, predictions.json
     RUN/summary.json (+ .md)  the table of ``edgeship run``
     RUN/report.html       the report page (``edgeship report``), one self-contained file
@@ -164,12 +165,21 @@ class RunDir:
         name = f"{int(image_size)}_{resize_method}"
         return self.cache_dir / f"pixels_{name}.npy", self.cache_dir / f"labels_{name}.npy"
 
+    def _pixels_record_path(self, image_size: int, resize_method: str) -> Path:
+        return self.pixels_paths(image_size, resize_method)[0].with_suffix(".json")
+
+    def write_pixels_record(self, split_digest: str, image_size: int, resize_method: str) -> None:
+        """Records which split the pixel array was written for (call once the array is in place)."""
+        atomic_write_json(self._pixels_record_path(image_size, resize_method), {"split_digest": split_digest})
+
     def read_pixels(self, split: Split, image_size: int, resize_method: str) -> np.ndarray | None:
         """The run's pixel array of ``split``, memory-mapped; None when there is none.
 
         The array comes with the run directory, whoever made it: both arrays are mapped (numpy
         refuses a header that declares more than the file holds, so nothing is allocated at a
-        size the file states), and they must have the split's length, the size and its labels.
+        size the file states), and they must have the split's length, the size and its labels,
+        and, when the array's record names a split digest (runs of older versions have none),
+        the split's digest.
 
         Raises:
             DataError: the arrays are damaged or do not fit the split (prepare them again).
@@ -177,6 +187,10 @@ class RunDir:
         pixels_path, labels_path = self.pixels_paths(image_size, resize_method)
         if not (pixels_path.exists() and labels_path.exists()):
             return None
+        record_path = self._pixels_record_path(image_size, resize_method)
+        if record_path.exists() and self._read_json(record_path, "part of a run", DataError).get(
+                "split_digest") != split.digest:
+            raise DataError(f"{pixels_path} was written for another split than the one in {self.split_path}")
         labels = split.labels()
         try:
             pixels, recorded = np.load(pixels_path, mmap_mode="r"), np.load(labels_path, mmap_mode="r")

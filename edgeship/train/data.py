@@ -189,7 +189,7 @@ def prepare_data(config, run_dir: Path) -> DecodedSplit:
     split.digest = split_digest((name, *entry) for name in SPLIT_PARTS for entry in split.part(name))
     flat = [item for name in SPLIT_PARTS for item in parts[name]]
     labels = np.array([label for _, label, _ in flat], dtype=np.int64)
-    pixels = _write_pixels(run, config, [(path, sha) for path, _, sha in flat], labels)
+    pixels = _write_pixels(run, config, [(path, sha) for path, _, sha in flat], labels, split.digest)
     run.write_split(split)
     _decode_cache(config).evict()
     logger.info(
@@ -199,7 +199,8 @@ def prepare_data(config, run_dir: Path) -> DecodedSplit:
     return DecodedSplit(pixels, labels, _indices(split), split, input_normalization(config.backbone), stats)
 
 
-def _write_pixels(run: RunDir, config, entries: list[tuple[Path, str]], labels: np.ndarray) -> np.ndarray:
+def _write_pixels(run: RunDir, config, entries: list[tuple[Path, str]], labels: np.ndarray,
+                  split_digest: str) -> np.ndarray:
     """The run's ``(N, H, W, 3)`` array, memory-mapped: linked from the decode cache when an
     earlier run kept the same photos in the same order, else written one photo at a time from
     the cache's entries, to a temporary name renamed into place, and kept for later runs.
@@ -213,6 +214,7 @@ def _write_pixels(run: RunDir, config, entries: list[tuple[Path, str]], labels: 
         cache.keep_array(pixels_path, digests, size, method, crc)
     with atomic_path(labels_path, suffix=".npy") as tmp:
         np.save(tmp, labels)
+    run.write_pixels_record(split_digest, config.image_size, config.resize_method)
     return np.load(pixels_path, mmap_mode="r")
 
 
@@ -287,5 +289,6 @@ def load_data(run_dir: str | os.PathLike, config) -> DecodedSplit:
     for (path, _), (_, reason) in zip(samples, decoded):
         if reason:
             raise DataError(f"{path}, recorded in {run.split_path}, cannot be read now: {reason}")
-    pixels = _write_pixels(run, config, [(path, digest) for (path, _), (digest, _) in zip(samples, decoded)], labels)
+    pixels = _write_pixels(run, config, [(path, digest) for (path, _), (digest, _) in zip(samples, decoded)], labels,
+                           split.digest)
     return DecodedSplit(pixels, labels, _indices(split), split, normalization, stats)
