@@ -13,7 +13,7 @@ import pytest
 from runtime_models import SIZE
 
 from edgeship.runtime.dataset import run_dataset
-from edgeship.runtime.evaluation import evaluate
+from edgeship.runtime.evaluation import evaluate, evaluate_to_file
 from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_NEAREST, preprocess
 from edgeship.runtime.model import load_model
 from edgeship.runtime.rundir import RunDir
@@ -65,12 +65,13 @@ def test_the_report_is_the_same_from_the_array_as_from_decoding(run_copy, model)
     assert first == second
 
 
-def test_the_rows_are_what_is_scored(run_copy, model):
+def test_the_rows_are_what_is_scored(run_copy, model, tmp_path):
     # Every row turned green: a model reading the array says green for every image.
     _write_pixels(run_copy, SIZE, model.resize_method, edit=lambda rows: np.broadcast_to(
         np.array([30, 190, 50], np.uint8), rows.shape).copy())
     report = evaluate(model, run_dataset(run_copy))
     assert report["confusion_matrix"] == [[0, 4, 0], [0, 4, 0], [0, 4, 0]]
+    assert evaluate_to_file(model, run_dataset(run_copy), tmp_path / "eval.jsonl") == report  # streamed too
 
 
 @pytest.mark.parametrize("damage", ["truncated", "shape", "labels", "dtype", "digest"])
@@ -125,3 +126,24 @@ def test_eval_run_on_the_command_line_reads_the_array(runtime_setup, run_copy):
     assert result.exit_code == 0, result.output
     report = json.loads(RunDir(run_copy).eval_dir("colour_float").joinpath("eval.json").read_text())
     assert report["per_class"]["green"]["recall"] == 1.0 and report["per_class"]["red"]["recall"] == 0.0
+
+
+def test_eval_run_with_the_array_and_a_stream_never_loads_tensorflow(runtime_setup, run_copy, tmp_path):
+    import subprocess
+    import sys
+
+    models, _, _ = runtime_setup
+    _write_pixels(run_copy, SIZE, load_model(models["float"]).resize_method)
+    out = tmp_path / "eval.jsonl"
+    script = f"""
+import sys
+from typer.testing import CliRunner
+from edgeship.cli import app
+result = CliRunner().invoke(app, ["eval", {str(models["float"])!r}, "--run", {str(run_copy)!r}, "--out", {str(out)!r}])
+assert result.exit_code == 0, result.output
+print("LOADED", sorted(m for m in sys.modules if m.split(".")[0] in ("tensorflow", "tf_keras", "keras")))
+"""
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "LOADED []" in result.stdout, result.stdout[-2000:]
+    assert len(out.read_text().splitlines()) == 12
