@@ -64,12 +64,14 @@ def test_eval_resume_refuses_a_file_it_did_not_write(runtime_setup, tmp_path):
     models, data, _ = runtime_setup
     model, photos = load_model(models["float"]), folder_dataset(data)
     out = tmp_path / "eval.jsonl"
-    out.write_text('{"path": "a.jpg"}\n[1, 2]\n')
-    with pytest.raises(DataError, match="Line 2 .* not a result edgeship wrote"):
+    out.write_text('[1, 2]\n')
+    with pytest.raises(DataError, match="Line 1 .* not a result edgeship wrote"):
         evaluate_to_file(model, photos, out, resume=True)
-    out.write_text('{"path": "elsewhere/a.png", "target": 0, "prediction": 0}\n')
+    foreign = '{"path": "elsewhere/a.png", "target": 0, "prediction": 0}\n'
+    out.write_text(foreign)
     with pytest.raises(DataError, match="not this evaluation's result"):
         evaluate_to_file(model, photos, out, resume=True)
+    assert out.read_text() == foreign  # refused before anything was scored into it
     # Another class recorded for one of these images: not this evaluation's either.
     evaluate_to_file(model, photos, out)
     first = json.loads(out.read_text().splitlines()[0])

@@ -17,7 +17,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -25,7 +25,7 @@ from edgeship.errors import DataError
 from edgeship.runtime.classify import get_classes, model_inputs, predict_top1
 from edgeship.runtime.dataset import Dataset, match_classes
 from edgeship.runtime.files import atomic_path, atomic_write_json, atomic_write_text, display_path
-from edgeship.runtime.jsonl import JsonLines, read_done, read_lines
+from edgeship.runtime.jsonl import JsonLines, read_lines
 from edgeship.runtime.metrics import classification_report, matrix_report, report_markdown
 from edgeship.runtime.model import Model
 from edgeship.runtime.plot import confusion_image
@@ -160,7 +160,9 @@ def evaluate_to_file(
     """
     outputs = match_classes(data.classes, model.labels)
     _check_digest(model, data)
-    done = read_done(out) if resume else set()
+    order = {display_path(path): (i, target) for i, (path, target) in enumerate(data.samples)}
+    # Checked before any scoring: a file of another evaluation stops at once, not after the rest.
+    done = {path for path, _ in _results(data, out, order)} if resume else set()
     todo = [i for i, path in enumerate(data.paths) if display_path(path) not in done]
     position = {output: i for i, output in enumerate(outputs)}
     labels = [model.label(i) for i in range(model.num_classes)]
@@ -176,7 +178,7 @@ def evaluate_to_file(
             lines.write(record)
             if progress is not None:
                 progress(1)
-    report, errors = _report_from_lines(data, out)
+    report, errors = _report_from_lines(data, out, order)
     return _describe(report, model, data, errors)
 
 
@@ -193,22 +195,30 @@ def _prediction(classes: Sequence[str], position: dict[int, int], labels: list[s
     }
 
 
-def _report_from_lines(data: Dataset, out: str | os.PathLike) -> tuple[dict, dict[str, str]]:
-    """The classification report and the unreadable images, counted from the lines of ``out``."""
-    num_classes = len(data.classes)
-    order = {display_path(path): (i, target) for i, (path, target) in enumerate(data.samples)}
-    matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
-    errors, seen = {}, set()
+def _results(data: Dataset, out: str | os.PathLike, order: dict[str, tuple[int, int]]) -> Iterator[tuple[str, dict]]:
+    """``(path, line)`` of every whole line of ``out``, each checked to be this evaluation's
+    result on one of its images, once (``order``: index and class of each image by path)."""
+    seen = set()
     for record in read_lines(out):
-        path, prediction = str(record["path"]), record.get("prediction")
-        if not _is_result(record, order.get(path), num_classes) or path in seen:
+        path = str(record["path"])
+        if not _is_result(record, order.get(path), len(data.classes)) or path in seen:
             raise DataError(f"{display_path(out)} holds a line about {path} that is not this evaluation's result "
                             f"on {data.source}. Pass another --out, or drop --resume to start it afresh.")
         seen.add(path)
+        yield path, record
+
+
+def _report_from_lines(data: Dataset, out: str | os.PathLike,
+                       order: dict[str, tuple[int, int]]) -> tuple[dict, dict[str, str]]:
+    """The classification report and the unreadable images, counted from the lines of ``out``."""
+    num_classes = len(data.classes)
+    matrix = np.zeros((num_classes + 1, num_classes + 1), dtype=np.int64)
+    errors = {}
+    for path, record in _results(data, out, order):
         if "error" in record:
             errors[path] = str(record["error"])
         else:
-            matrix[order[path][1], prediction] += 1
+            matrix[order[path][1], record["prediction"]] += 1
     _check_readable(data, bool(matrix.any()), errors)
     labels = list(data.classes)
     if matrix[:, num_classes].any():
