@@ -364,19 +364,30 @@ def evaluate(
     data_dir: Optional[Path] = typer.Argument(None, help="Folder of class sub-folders named after the model's labels."),
     run: Optional[Path] = _RUN,
     out: Optional[Path] = typer.Option(None, "--out", help="Write eval.json, eval.md, confusion.png here "
-                                                           "[with --run: RUN_DIR/eval/<model>]."),
+                                                           "[with --run: RUN_DIR/eval/<model>]; or, for FILE.jsonl, "
+                                                           "one JSON line per image as results come (big folders)."),
+    resume: bool = typer.Option(False, "--resume", help="With --out FILE.jsonl: keep the results the file holds and "
+                                                        "score only the other images (a stopped run continues)."),
     as_json: bool = _JSON,
     **flags,
 ) -> None:
     """Accuracy, per-class precision/recall/F1 and confusion matrix on labelled images."""
-    from edgeship.runtime.evaluation import eval_markdown, write_report
+    from edgeship.runtime.evaluation import eval_markdown, evaluate_to_file, write_report
     from edgeship.runtime.evaluation import evaluate as run_evaluate
     from edgeship.runtime.rundir import RunDir
 
+    lines = out if out is not None and out.suffix == ".jsonl" else None
+    if resume and lines is None:
+        raise typer.BadParameter("--resume continues the file of --out: pass --out FILE.jsonl too.")
     data = _dataset(data_dir, run)
     loaded = _load(model, flags, labels=_run_labels(run))
-    with _progress(len(data.samples), f"eval {model.name}") as bar:
-        report = run_evaluate(loaded, data, progress=bar.update)
+    if lines is not None:
+        with _progress(None, f"eval {model.name} -> {lines.name}") as bar:
+            report = evaluate_to_file(loaded, data, lines, resume=resume, progress=bar.update)
+        out = None
+    else:
+        with _progress(len(data.samples), f"eval {model.name}") as bar:
+            report = run_evaluate(loaded, data, progress=bar.update)
     if out is None and run is not None and data_dir is None:
         out = RunDir(run).eval_output_dir(model.stem)
     if out is not None:

@@ -4,11 +4,8 @@ from __future__ import annotations
 
 import json
 import logging
-import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -19,8 +16,7 @@ from typer.testing import CliRunner
 from edgeship.cli import app
 from edgeship.errors import DataError
 from edgeship.runtime.jsonl import read_done
-
-ROOT = Path(__file__).resolve().parents[1]
+from killed_run import ENV, kill_when_written
 
 
 def run(*args):
@@ -74,18 +70,10 @@ def test_a_killed_predict_resumes_where_it_stopped(runtime_setup, folder, tmp_pa
     models, _, _ = runtime_setup
     out = tmp_path / "predictions.jsonl"
     command = [sys.executable, "-m", "edgeship.cli", "predict", str(models["float"]), str(folder), "--out", str(out)]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    worker = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                              start_new_session=True)
-    deadline = time.monotonic() + 60
-    while time.monotonic() < deadline and worker.poll() is None and (not out.exists() or out.stat().st_size < 2000):
-        time.sleep(0.005)
-    os.killpg(worker.pid, signal.SIGKILL)
-    worker.wait()
-    assert worker.returncode == -signal.SIGKILL, "predict finished before it could be killed"
+    kill_when_written(command, out, 2000)
     done = len(read_done(out))
     assert 0 < done < 4000
-    result = subprocess.run(command + ["--resume"], env=env, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(command + ["--resume"], env=ENV, capture_output=True, text=True, timeout=120)
     assert result.returncode == 0, result.stderr[-2000:]
     paths = [line["path"] for line in _lines(out)]
     assert len(paths) == len(set(paths)) == 4000

@@ -77,6 +77,16 @@ def test_a_changed_file_breaks_the_recorded_split(demo_data, tmp_path):
         load_data(tmp_path / "run", config)  # the decoded cache is there, and still not trusted
 
 
+def test_the_run_array_is_reused_only_for_the_split_it_was_written_for(demo_data, tmp_path, caplog):
+    config = TrainConfig.tiny(data_dir=str(demo_data), out_dir=str(tmp_path / "run"))
+    prepare_data(config, tmp_path / "run")
+    assert load_data(tmp_path / "run", config).decode_stats is None  # the run's array, nothing decoded
+    RunDir(tmp_path / "run").write_pixels_record("f" * 64, config.image_size, config.resize_method)
+    again = load_data(tmp_path / "run", config)
+    assert again.decode_stats is not None and "written for another split" in caplog.text
+    assert load_data(tmp_path / "run", config).decode_stats is None  # prepared again, with its own record
+
+
 def test_separate_val_and_test_folders(demo_data, tmp_path):
     train_dir, val_dir, test_dir = (tmp_path / n for n in ("train", "val", "test"))
     for cls in sorted(p.name for p in demo_data.iterdir()):

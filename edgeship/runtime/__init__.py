@@ -12,7 +12,7 @@ from edgeship.runtime.bench_report import write_bench
 from edgeship.runtime.device_info import device_identity
 from edgeship.runtime.classify import Class, Prediction, get_classes, predict
 from edgeship.runtime.dataset import Dataset, folder_dataset, run_dataset
-from edgeship.runtime.evaluation import evaluate, write_report
+from edgeship.runtime.evaluation import evaluate, evaluate_to_file, write_report
 from edgeship.runtime.gate_report import GateReports, gate_summary, junit_xml, write_gate_reports
 from edgeship.runtime.graph import is_full_integer, read_graph
 from edgeship.runtime.image import RESIZE_METHODS, load_image, normalize, preprocess, resize
@@ -41,6 +41,7 @@ __all__ = [
     "device_identity",
     "embed",
     "evaluate",
+    "evaluate_to_file",
     "folder_dataset",
     "gate_summary",
     "get_classes",

@@ -23,7 +23,7 @@ from edgeship.runtime.image import load_image
 from edgeship.runtime.model import Model
 from edgeship.runtime.prefetch import prefetch
 
-__all__ = ["Class", "Prediction", "get_classes", "predict", "predict_top1"]
+__all__ = ["Class", "Prediction", "get_classes", "model_inputs", "predict", "predict_top1"]
 
 logger = logging.getLogger(__name__)
 
@@ -110,28 +110,47 @@ def predict(
         yield Prediction(display_path(path), get_classes(model.invoke(tensor), top_k, score_threshold, labels))
 
 
+def model_inputs(models: Sequence[Model], paths: Sequence[Path], pixels=None) -> Callable[[int], list[np.ndarray]]:
+    """The input tensor of each model for image ``i`` of ``paths``, one decode for all models.
+
+    ``pixels`` (a :class:`edgeship.runtime.dataset.RunPixels`, the images' rows of a run's
+    array) is read instead of the file when every model fits it; otherwise each file is decoded.
+    Pure: safe to call from worker threads.
+    """
+    if pixels is not None and not all(pixels.fits(model) for model in models):
+        logger.info("Decoding the images: a model's input size or resize method differs from the run's (%dx%d, %s)",
+                    *pixels.size, pixels.resize_method)
+        pixels = None
+    if pixels is not None and len(pixels.rows) != len(paths):
+        raise ValueError(f"{len(pixels.rows)} rows of pixels for {len(paths)} images")
+
+    def prepare(i: int) -> list[np.ndarray]:
+        image = np.array(pixels.rows[i]) if pixels is not None else load_image(paths[i])
+        return [model.input_tensor(model.preprocess(image)) for model in models]
+
+    return prepare
+
+
 def predict_top1(
     models: Sequence[Model],
     paths: Sequence[Path],
     num_workers: int | None = None,
     progress: Callable[[int], None] | None = None,
+    pixels=None,
 ) -> tuple[np.ndarray, dict[str, str]]:
-    """Top-1 output index of each model on each image, decoding each image once for all models.
+    """Top-1 output index of each model on each image, decoding each image once for all models
+    (or reading its row of ``pixels``, see :func:`model_inputs`).
 
     Returns:
         ``(predictions, errors)``: an int array ``(len(models), len(paths))`` with -1 where an
         image could not be read, and the reason per unreadable path.
     """
-
-    def prepare(path: Path) -> list[np.ndarray]:
-        pixels = load_image(path)
-        return [model.input_tensor(model.preprocess(pixels)) for model in models]
-
     predictions = np.full((len(models), len(paths)), -1, dtype=np.int64)
     errors: dict[str, str] = {}
-    for i, (path, tensors, error) in enumerate(prefetch(paths, prepare, num_workers)):
+    prepare = model_inputs(models, paths, pixels)
+    for i, tensors, error in prefetch(range(len(paths)), prepare, num_workers):
         if error is not None:
-            errors[display_path(path)] = str(error)
+            errors[display_path(paths[i])] = str(error)
             logger.warning("Skipped: %s", error)
         else:
             for m, (model, tensor) in enumerate(zip(models, tensors)):

@@ -10,18 +10,39 @@ from __future__ import annotations
 
 import logging
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Sequence
 
-from edgeship.errors import DataError
-from edgeship.runtime.files import display_path
-from edgeship.runtime.image import IMAGE_EXTENSIONS, is_image_file
-from edgeship.runtime.rundir import RunDir
+import numpy as np
 
-__all__ = ["Dataset", "class_folders", "find_images", "folder_dataset", "list_image_files", "match_classes", "run_dataset"]
+from edgeship.errors import DataError, EdgeshipError
+from edgeship.runtime.files import display_path
+from edgeship.runtime.image import IMAGE_EXTENSIONS, RESIZE_METHODS, is_image_file
+from edgeship.runtime.rundir import RunDir, Split
+
+__all__ = ["Dataset", "RunPixels", "class_folders", "find_images", "folder_dataset", "list_image_files",
+           "match_classes", "run_dataset"]
 
 logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RunPixels:
+    """The decoded pixels of a dataset's images, one row each in its order, from a run's array.
+
+    Training decoded them with the runtime's own preprocessing at ``size`` and
+    ``resize_method``: for a model of that input size and resize method a row is exactly what
+    decoding the file again would give, so scoring reads the row instead.
+    """
+
+    rows: np.ndarray             # (N, H, W, 3) uint8, a read-only memory map
+    size: tuple[int, int]
+    resize_method: str
+
+    def fits(self, model) -> bool:
+        """Whether ``model`` sees these rows as they are (same input size and resize method)."""
+        return tuple(model.input_size) == self.size and model.resize_method == self.resize_method
 
 
 @dataclass(frozen=True)
@@ -32,6 +53,7 @@ class Dataset:
     samples: tuple[tuple[Path, int], ...]
     source: str
     digest: str | None = None   # the run split's digest, when the images come from one
+    pixels: RunPixels | None = field(default=None, compare=False, repr=False)  # the run's decoded rows
 
     @property
     def paths(self) -> list[Path]:
@@ -141,10 +163,15 @@ def class_folders(root: Path) -> list[Path]:
 
 def run_dataset(run_dir: str | os.PathLike, part: str = "test") -> Dataset:
     """The images of one part of the split a training run recorded, checked against the
-    content digests recorded with it.
+    content digests recorded with it, with the run's decoded pixels when they fit the split.
 
     Raises:
         DataError: no readable split in ``run_dir``, the part is empty, or its files changed.
+
+    Example:
+        >>> data = run_dataset("runs/flowers")
+        >>> data.pixels.rows.shape[1:], data.pixels.resize_method
+        ((32, 32, 3), 'bilinear-asymmetric')
     """
     run = RunDir(run_dir)
     split = run.read_split()
@@ -152,7 +179,28 @@ def run_dataset(run_dir: str | os.PathLike, part: str = "test") -> Dataset:
     if not samples:
         raise DataError(f"The {part} split recorded in {run.split_path} is empty.")
     run.verify_split(split, (part,))
-    return Dataset(tuple(split.classes), samples, f"{run_dir} ({part} split)", split.digest or None)
+    return Dataset(tuple(split.classes), samples, f"{run_dir} ({part} split)", split.digest or None,
+                   _run_pixels(run, split, part))
+
+
+def _run_pixels(run: RunDir, split: Split, part: str) -> RunPixels | None:
+    """The rows of ``part`` in the run's pixel array, when its config names a size and resize
+    method and the array fits the split; else None (the images are decoded), with a warning
+    when an array is there but unusable."""
+    try:
+        config = run.read_config()
+        size, method = config["image_size"], config["resize_method"]
+    except (EdgeshipError, KeyError):
+        return None
+    if type(size) is not int or not 0 < size <= 4096 or method not in RESIZE_METHODS:
+        logger.warning("%s names no usable image size and resize method; decoding the images.", run.config_path)
+        return None
+    try:
+        pixels = run.read_pixels(split, size, method)
+    except DataError as e:
+        logger.warning("The decoded pixels of the run cannot be used (%s); decoding the images instead.", e)
+        return None
+    return None if pixels is None else RunPixels(pixels[split.rows(part)], (size, size), method)
 
 
 def _key(name: str) -> str:

@@ -20,11 +20,12 @@ from __future__ import annotations
 import json
 import os
 from pathlib import Path
+from typing import Iterator
 
 from edgeship.errors import DataError
 from edgeship.runtime.files import display_path
 
-__all__ = ["JsonLines", "read_done"]
+__all__ = ["JsonLines", "read_done", "read_lines"]
 
 MAX_LINE_BYTES = 1 << 20  # a prediction with a thousand classes is about 60 KB
 
@@ -61,10 +62,20 @@ def read_done(path: str | os.PathLike, key: str = "path") -> set[str]:
     Raises:
         DataError: a line is too long, not a JSON object, or lacks ``key``.
     """
+    return {str(record[key]) for record in read_lines(path, key)}
+
+
+def read_lines(path: str | os.PathLike, key: str = "path") -> Iterator[dict]:
+    """Every whole line of a JSON-lines file as a dict, one at a time (flat memory); once all
+    are read, a partial last line (a kill's) is cut away.
+
+    Raises:
+        DataError: a line is too long, not a JSON object, or lacks ``key``.
+    """
     path = Path(path)
     if not path.exists():
-        return set()
-    done, whole = set(), 0
+        return
+    whole = 0
     with open(path, "rb") as file:
         for number, line in enumerate(iter(lambda: file.readline(MAX_LINE_BYTES + 1), b""), 1):
             if not line.endswith(b"\n"):
@@ -74,11 +85,11 @@ def read_done(path: str | os.PathLike, key: str = "path") -> set[str]:
                 break  # cut off by a kill: done again
             try:
                 record = json.loads(line)
-                done.add(str(record[key]))
+                record[key]  # a list, a string or an object without it is not ours
             except (ValueError, KeyError, TypeError) as e:
                 raise DataError(f"Line {number} of {display_path(path)} is not a result edgeship wrote ({e}). "
                                 "Pass another --out, or drop --resume to start it afresh.") from e
             whole += len(line)
+            yield record
     if whole != path.stat().st_size:
         os.truncate(path, whole)
-    return done

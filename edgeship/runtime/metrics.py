@@ -15,7 +15,7 @@ from typing import Sequence
 
 import numpy as np
 
-__all__ = ["classification_report", "confusion_matrix", "report_markdown"]
+__all__ = ["classification_report", "confusion_matrix", "matrix_report", "report_markdown"]
 
 
 def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: int) -> np.ndarray:
@@ -27,8 +27,19 @@ def confusion_matrix(y_true: Sequence[int], y_pred: Sequence[int], num_classes: 
 
 def classification_report(y_true: Sequence[int], y_pred: Sequence[int], labels: Sequence[str]) -> dict:
     """Accuracy, per-class precision / recall / F1 / support, macro averages and the confusion matrix."""
+    return matrix_report(confusion_matrix(y_true, y_pred, len(labels)), labels)
+
+
+def matrix_report(matrix: np.ndarray, labels: Sequence[str]) -> dict:
+    """:func:`classification_report` from a confusion matrix, which a stream of results can
+    count up without holding one entry per image.
+
+    Example:
+        >>> matrix = confusion_matrix([0, 1, 1], [0, 1, 0], 2)
+        >>> matrix_report(matrix, ["cat", "dog"]) == classification_report([0, 1, 1], [0, 1, 0], ["cat", "dog"])
+        True
+    """
     labels = list(labels)
-    matrix = confusion_matrix(y_true, y_pred, len(labels))
     true_positive = np.diag(matrix).astype(np.float64)
     predicted = matrix.sum(axis=0).astype(np.float64)
     support = matrix.sum(axis=1).astype(np.float64)

@@ -6,7 +6,8 @@
     RUN/config.json       the resolved TrainConfig          RUN/split.json   the recorded split
     RUN/labels.txt        one class per line                 RUN/model.h5     the best float model
     RUN/history.json      per-epoch training curves          RUN/metrics.json (+ .md) test metrics
-    RUN/cache/            decoded pixels (a memory map)      RUN/checkpoints/ resume state
+    RUN/cache/            decoded pixels (a memory map, with the digest of the split it holds)
+    RUN/checkpoints/      resume state
     RUN/export/           the exported .tflite files, report.json, report.md, predictions.json
     RUN/summary.json (+ .md)  the table of ``edgeship run``
     RUN/report.html       the report page (``edgeship report``), one self-contained file
@@ -33,6 +34,8 @@ import uuid
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath, PureWindowsPath
+
+import numpy as np
 
 from edgeship.errors import ConfigError, DataError, EdgeshipError, RunBusyError
 from edgeship.runtime.files import (atomic_write_json, atomic_write_text, open_lock_file, read_json_object, sha256_file,
@@ -70,6 +73,15 @@ class Split:
         """``(absolute path, class index)`` of every image of one part."""
         root = Path(self.data_root)
         return [(root / rel, label) for rel, label, _ in self.part(name)]
+
+    def labels(self) -> np.ndarray:
+        """The class index of every image, parts in order: the rows of the run's pixel array."""
+        return np.array([label for name in SPLIT_PARTS for _, label, _ in self.part(name)], dtype=np.int64)
+
+    def rows(self, name: str) -> slice:
+        """Where one part's images are in the run's pixel array."""
+        start = sum(len(self.part(other)) for other in SPLIT_PARTS[:SPLIT_PARTS.index(name)])
+        return slice(start, start + len(self.part(name)))
 
     def to_dict(self) -> dict:
         return {
@@ -152,6 +164,43 @@ class RunDir:
         map) and their labels, at one size and resize method."""
         name = f"{int(image_size)}_{resize_method}"
         return self.cache_dir / f"pixels_{name}.npy", self.cache_dir / f"labels_{name}.npy"
+
+    def _pixels_record_path(self, image_size: int, resize_method: str) -> Path:
+        return self.pixels_paths(image_size, resize_method)[0].with_suffix(".json")
+
+    def write_pixels_record(self, split_digest: str, image_size: int, resize_method: str) -> None:
+        """Records which split the pixel array was written for (call once the array is in place)."""
+        atomic_write_json(self._pixels_record_path(image_size, resize_method), {"split_digest": split_digest})
+
+    def read_pixels(self, split: Split, image_size: int, resize_method: str) -> np.ndarray | None:
+        """The run's pixel array of ``split``, memory-mapped; None when there is none.
+
+        The array comes with the run directory, whoever made it: both arrays are mapped (numpy
+        refuses a header that declares more than the file holds, so nothing is allocated at a
+        size the file states), and they must have the split's length, the size and its labels,
+        and, when the array's record names a split digest (runs of older versions have none),
+        the split's digest.
+
+        Raises:
+            DataError: the arrays are damaged or do not fit the split (prepare them again).
+        """
+        pixels_path, labels_path = self.pixels_paths(image_size, resize_method)
+        if not (pixels_path.exists() and labels_path.exists()):
+            return None
+        record_path = self._pixels_record_path(image_size, resize_method)
+        if record_path.exists() and self._read_json(record_path, "part of a run", DataError).get(
+                "split_digest") != split.digest:
+            raise DataError(f"{pixels_path} was written for another split than the one in {self.split_path}")
+        labels = split.labels()
+        try:
+            pixels, recorded = np.load(pixels_path, mmap_mode="r"), np.load(labels_path, mmap_mode="r")
+        except (OSError, ValueError) as e:
+            raise DataError(f"{pixels_path} is damaged ({e})") from e
+        if not (isinstance(pixels, np.ndarray) and pixels.dtype == np.uint8
+                and pixels.shape == (len(labels), image_size, image_size, 3)
+                and recorded.shape == labels.shape and np.array_equal(recorded, labels)):
+            raise DataError(f"the arrays in {self.cache_dir} do not match the split recorded in {self.split_path}")
+        return pixels
 
     checkpoints_dir = property(lambda self: self.path / "checkpoints")
     # Resume state of training: phases done, and the best weights on validation with their record.

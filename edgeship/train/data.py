@@ -189,7 +189,7 @@ def prepare_data(config, run_dir: Path) -> DecodedSplit:
     split.digest = split_digest((name, *entry) for name in SPLIT_PARTS for entry in split.part(name))
     flat = [item for name in SPLIT_PARTS for item in parts[name]]
     labels = np.array([label for _, label, _ in flat], dtype=np.int64)
-    pixels = _write_pixels(run, config, [(path, sha) for path, _, sha in flat], labels)
+    pixels = _write_pixels(run, config, [(path, sha) for path, _, sha in flat], labels, split.digest)
     run.write_split(split)
     _decode_cache(config).evict()
     logger.info(
@@ -199,7 +199,8 @@ def prepare_data(config, run_dir: Path) -> DecodedSplit:
     return DecodedSplit(pixels, labels, _indices(split), split, input_normalization(config.backbone), stats)
 
 
-def _write_pixels(run: RunDir, config, entries: list[tuple[Path, str]], labels: np.ndarray) -> np.ndarray:
+def _write_pixels(run: RunDir, config, entries: list[tuple[Path, str]], labels: np.ndarray,
+                  split_digest: str) -> np.ndarray:
     """The run's ``(N, H, W, 3)`` array, memory-mapped: linked from the decode cache when an
     earlier run kept the same photos in the same order, else written one photo at a time from
     the cache's entries, to a temporary name renamed into place, and kept for later runs.
@@ -213,6 +214,7 @@ def _write_pixels(run: RunDir, config, entries: list[tuple[Path, str]], labels: 
         cache.keep_array(pixels_path, digests, size, method, crc)
     with atomic_path(labels_path, suffix=".npy") as tmp:
         np.save(tmp, labels)
+    run.write_pixels_record(split_digest, config.image_size, config.resize_method)
     return np.load(pixels_path, mmap_mode="r")
 
 
@@ -252,34 +254,17 @@ def _cached_pixels(cache: DecodeCache, path: Path, digest: str, size: tuple[int,
     return pixels
 
 
-def _load_cache(run: RunDir, config, labels: np.ndarray) -> np.ndarray | None:
-    """The run's pixels, memory-mapped, when the array fits the split; else None (prepare again).
-
-    The array comes with the run directory, whoever made it: both arrays are mapped (numpy
-    refuses a header that declares more than the file holds, so nothing is allocated at a size
-    the file states), and they must have the split's length, the configured size and its labels.
-    """
-    pixels_path, labels_path = run.pixels_paths(config.image_size, config.resize_method)
-    if not (pixels_path.exists() and labels_path.exists()):
-        return None
-    size = config.image_size
+def _load_cache(run: RunDir, config, split: Split) -> np.ndarray | None:
+    """The run's pixels, memory-mapped, when the array fits the split; else None (prepare again)."""
     try:
-        pixels, cached_labels = np.load(pixels_path, mmap_mode="r"), np.load(labels_path, mmap_mode="r")
-        fits = (pixels.dtype == np.uint8 and pixels.shape == (len(labels), size, size, 3)
-                and cached_labels.shape == labels.shape and np.array_equal(cached_labels, labels))
-    except (OSError, ValueError) as e:
-        fits, reason = False, str(e)
-    else:
-        reason = "its arrays do not match the recorded split"
-    if fits:
-        return pixels
-    logger.warning("The decoded pixels in %s cannot be used (%s); preparing them again", run.cache_dir, reason)
-    return None
+        return run.read_pixels(split, config.image_size, config.resize_method)
+    except DataError as e:
+        logger.warning("The decoded pixels in %s cannot be used (%s); preparing them again", run.cache_dir, e)
+        return None
 
 
 def _indices(split: Split) -> dict[str, np.ndarray]:
-    offsets = np.cumsum([0] + [len(split.part(name)) for name in SPLIT_PARTS])
-    return {name: np.arange(offsets[i], offsets[i + 1]) for i, name in enumerate(SPLIT_PARTS)}
+    return {name: np.arange(split.rows(name).start, split.rows(name).stop) for name in SPLIT_PARTS}
 
 
 def load_data(run_dir: str | os.PathLike, config) -> DecodedSplit:
@@ -294,9 +279,9 @@ def load_data(run_dir: str | os.PathLike, config) -> DecodedSplit:
     split = run.read_split()
     run.verify_split(split)
     samples = [sample for name in SPLIT_PARTS for sample in split.samples(name)]
-    labels = np.array([label for _, label in samples], dtype=np.int64)
+    labels = split.labels()
     normalization = input_normalization(config.backbone)
-    cached = _load_cache(run, config, labels)
+    cached = _load_cache(run, config, split)
     if cached is not None:
         logger.info("Reusing the recorded split and decoded pixels in %s", run_dir)
         return DecodedSplit(cached, labels, _indices(split), split, normalization)
@@ -304,5 +289,6 @@ def load_data(run_dir: str | os.PathLike, config) -> DecodedSplit:
     for (path, _), (_, reason) in zip(samples, decoded):
         if reason:
             raise DataError(f"{path}, recorded in {run.split_path}, cannot be read now: {reason}")
-    pixels = _write_pixels(run, config, [(path, digest) for (path, _), (digest, _) in zip(samples, decoded)], labels)
+    pixels = _write_pixels(run, config, [(path, digest) for (path, _), (digest, _) in zip(samples, decoded)], labels,
+                           split.digest)
     return DecodedSplit(pixels, labels, _indices(split), split, normalization, stats)
