@@ -6,6 +6,7 @@ import dataclasses
 import json
 import logging
 import shutil
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -13,6 +14,7 @@ import pytest
 from runtime_models import SIZE
 
 from edgeship.runtime.dataset import run_dataset
+from edgeship.runtime.decode_cache import DecodeCache
 from edgeship.runtime.evaluation import evaluate, evaluate_to_file
 from edgeship.runtime.image import RESIZE_BILINEAR, RESIZE_NEAREST, preprocess
 from edgeship.runtime.model import load_model
@@ -20,8 +22,9 @@ from edgeship.runtime.rundir import RunDir
 from edgeship.runtime.validation import ValidationGate, validate
 
 
-def _write_pixels(run_dir: Path, size: int, method: str, edit=None) -> Path:
-    """The run's config and pixel array as training writes them (``edit`` changes the rows)."""
+def _write_pixels(run_dir: Path, size: int, method: str, edit=None, kept: bool = True) -> Path:
+    """The run's config and pixel array as training writes them (``edit`` changes the rows), kept
+    in this machine's decode cache as training keeps it, unless ``kept`` is False."""
     run = RunDir(run_dir)
     split = run.read_split()
     run.write_config({"image_size": size, "resize_method": method})
@@ -32,6 +35,9 @@ def _write_pixels(run_dir: Path, size: int, method: str, edit=None) -> Path:
     np.save(pixels_path, edit(rows) if edit else rows)
     np.save(labels_path, split.labels())
     run.write_pixels_record(split.digest, size, method)
+    if kept:
+        digests = [digest for name in ("train", "val", "test") for _, _, digest in split.part(name)]
+        DecodeCache().keep_array(pixels_path, digests, (size, size), method, zlib.crc32(pixels_path.read_bytes()))
     return pixels_path
 
 
@@ -104,6 +110,15 @@ def test_a_model_of_another_input_size_or_resize_decodes(run_copy, model, size, 
     data = run_dataset(run_copy)
     assert data.pixels is not None and not data.pixels.fits(model)
     assert evaluate(model, data) == evaluate(model, _decoded(data))
+    assert evaluate(model, data)["accuracy"] == 1.0
+
+
+def test_an_array_the_run_brought_with_it_is_never_read(run_copy, model, caplog):
+    # A pull request's run with pixels made to pass the gate: valid in every other respect.
+    _write_pixels(run_copy, SIZE, model.resize_method, edit=np.zeros_like, kept=False)
+    with caplog.at_level(logging.INFO):
+        data = run_dataset(run_copy)
+    assert data.pixels is None and "not decoded by this machine's decode cache" in caplog.text
     assert evaluate(model, data)["accuracy"] == 1.0
 
 

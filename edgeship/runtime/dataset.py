@@ -19,7 +19,8 @@ import numpy as np
 from edgeship.errors import DataError, EdgeshipError
 from edgeship.runtime.files import display_path
 from edgeship.runtime.image import IMAGE_EXTENSIONS, RESIZE_METHODS, is_image_file
-from edgeship.runtime.rundir import RunDir, Split
+from edgeship.runtime.decode_cache import DecodeCache
+from edgeship.runtime.rundir import SPLIT_PARTS, RunDir, Split
 
 __all__ = ["Dataset", "RunPixels", "class_folders", "find_images", "folder_dataset", "list_image_files",
            "match_classes", "run_dataset"]
@@ -185,8 +186,13 @@ def run_dataset(run_dir: str | os.PathLike, part: str = "test") -> Dataset:
 
 def _run_pixels(run: RunDir, split: Split, part: str) -> RunPixels | None:
     """The rows of ``part`` in the run's pixel array, when its config names a size and resize
-    method and the array fits the split; else None (the images are decoded), with a warning
-    when an array is there but unusable."""
+    method, the array fits the split, and this machine's decode cache holds that very array;
+    else None (the images are decoded), with a warning when an array is there but unusable.
+
+    A run directory is data from whoever made it: a pull request's run could bring pixels made
+    to pass the gate. Only an array that is the decode cache's own (hard-linked when training
+    on this machine wrote it) stands for the files; any other is left unread.
+    """
     try:
         config = run.read_config()
         size, method = config["image_size"], config["resize_method"]
@@ -194,6 +200,11 @@ def _run_pixels(run: RunDir, split: Split, part: str) -> RunPixels | None:
         return None
     if type(size) is not int or not 0 < size <= 4096 or method not in RESIZE_METHODS:
         logger.warning("%s names no usable image size and resize method; decoding the images.", run.config_path)
+        return None
+    digests = [digest for name in SPLIT_PARTS for _, _, digest in split.part(name)]
+    if not DecodeCache().holds_array(run.pixels_paths(size, method)[0], digests, (size, size), method):
+        logger.info("%s: its pixel array was not decoded by this machine's decode cache; decoding the images.",
+                    run.path)
         return None
     try:
         pixels = run.read_pixels(split, size, method)

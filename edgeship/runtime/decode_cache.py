@@ -201,6 +201,15 @@ class DecodeCache:
         _touch(source)
         return True
 
+    def holds_array(self, path: str | os.PathLike, digests: Sequence[str], size: tuple[int, int], method: str) -> bool:
+        """Whether ``path`` is this cache's own kept array of ``digests`` (the same file, linked):
+        pixels this machine decoded, not an array a run directory brought with it."""
+        try:
+            kept, given = self.array_path(digests, size, method).stat(), os.stat(path)
+        except OSError:
+            return False
+        return (kept.st_dev, kept.st_ino) == (given.st_dev, given.st_ino)
+
     def keep_array(self, source: Path, digests: Sequence[str], size: tuple[int, int], method: str, crc: int) -> None:
         """Keeps a run's finished array (``crc``: CRC-32 of its whole file) for later runs."""
         target = self.array_path(digests, size, method)
