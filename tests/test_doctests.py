@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import doctest
 import importlib
+import os
 import pkgutil
 import shutil
 from pathlib import Path
@@ -31,7 +32,10 @@ def example_folder(tmp_path_factory, tiny_run, tiny_export, demo_data) -> Path:
     from PIL import Image
 
     folder = tmp_path_factory.mktemp("examples")
-    shutil.copytree(tiny_run, folder / "runs" / "flowers", symlinks=True)
+    # Hard links, as on the machine that trained it: the run's pixel array stays the decode cache's
+    # own file, which is what lets eval and validate read it (edgeship.runtime.dataset).
+    shutil.copytree(tiny_run, folder / "runs" / "flowers", symlinks=True, copy_function=os.link,
+                    ignore=shutil.ignore_patterns(".lock"))
     for name in ("model_int8.tflite", "model_float32.tflite"):
         shutil.copy(tiny_export / name, folder / name)
     shutil.copytree(demo_data, folder / "photos")
