@@ -82,7 +82,10 @@ def test_report_scores_every_variant_against_the_float_model(tiny_export):
     assert report["variants"]["float32"]["agreement"] >= 0.75  # the same network, in another runtime
     assert report["int8_source"] in ("qat", "ptq") and "0" in report["qat_history_val"]
     distances = {kind: row["probability_distance"] for kind, row in report["variants"].items()}
-    assert all(0 <= d <= 1 for d in distances.values()) and distances["float32"] < 1e-3 < distances["int8-ptq"]
+    # float32 differs from Keras by float rounding only; int8 by its quantization steps (small on
+    # this random-init model's near-uniform outputs, so compared with float32's, not with a constant).
+    assert all(0 <= d <= 1 for d in distances.values()) and distances["float32"] < 1e-3
+    assert distances["float32"] < distances["int8-ptq"]
     # QAT's own test score is on record whichever file ships, and no extra file is left
     assert ("qat_test" in report) == (report["int8_source"] == "ptq")
     assert sorted(p.name for p in tiny_export.glob("*.tflite")) == sorted(FILE_NAMES.values())
