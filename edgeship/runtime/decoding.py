@@ -159,8 +159,7 @@ def fill_cache(
             stats.failed += bool(reason)
             if progress is not None and not needed:
                 progress()
-        for i, (digest, reason, decoded) in zip(missing, _map(partial(fill_one, **key), [paths[i] for i in missing],
-                                                              workers)):
+        for i, (digest, reason, decoded) in zip(missing, _map(key, [paths[i] for i in missing], workers)):
             results[i] = (digest, reason)
             stats.decoded += decoded
             stats.reused += not (decoded or reason)
@@ -170,14 +169,14 @@ def fill_cache(
     return results, stats
 
 
-def _map(work, paths: list[Path], workers: int):
-    """``work`` over ``paths`` in order, on ``workers`` processes when that pays for their start
-    (a few hundred small photos, or a few large ones: the files' size stands for the decode's cost)."""
+def _map(key: dict, paths: list[Path], workers: int):
+    """:func:`fill_one` over ``paths`` in order, on ``workers`` processes when that pays for their
+    start (a few hundred small photos, or a few large ones: the files' size stands for the decode's cost)."""
     size = sum(_file_size(path) for path in paths[:_MIN_PARALLEL])
     if workers <= 1 or len(paths) < 2 or (len(paths) < _MIN_PARALLEL and size < _MIN_PARALLEL_BYTES):
-        yield from map(work, paths)
+        yield from map(partial(fill_one, **key), paths)
         return
-    yield from _in_workers(work.keywords, paths, min(workers, len(paths)))
+    yield from _in_workers(key, paths, min(workers, len(paths)))
 
 
 def _in_workers(key: dict, paths: list[Path], workers: int):
