@@ -36,8 +36,8 @@ def _write_pixels(run_dir: Path, size: int, method: str, edit=None, kept: bool =
     np.save(labels_path, split.labels())
     run.write_pixels_record(split.digest, size, method)
     if kept:
-        digests = [digest for name in ("train", "val", "test") for _, _, digest in split.part(name)]
-        DecodeCache().keep_array(pixels_path, digests, (size, size), method, zlib.crc32(pixels_path.read_bytes()))
+        DecodeCache().keep_array(pixels_path, split.digests(), (size, size), method,
+                                 zlib.crc32(pixels_path.read_bytes()))
     return pixels_path
 
 

@@ -20,7 +20,7 @@ from edgeship.errors import DataError, EdgeshipError
 from edgeship.runtime.files import display_path
 from edgeship.runtime.image import IMAGE_EXTENSIONS, RESIZE_METHODS, is_image_file
 from edgeship.runtime.decode_cache import DecodeCache
-from edgeship.runtime.rundir import SPLIT_PARTS, RunDir, Split
+from edgeship.runtime.rundir import RunDir, Split
 
 __all__ = ["Dataset", "RunPixels", "class_folders", "find_images", "folder_dataset", "list_image_files",
            "match_classes", "run_dataset"]
@@ -201,8 +201,7 @@ def _run_pixels(run: RunDir, split: Split, part: str) -> RunPixels | None:
     if type(size) is not int or not 0 < size <= 4096 or method not in RESIZE_METHODS:
         logger.warning("%s names no usable image size and resize method; decoding the images.", run.config_path)
         return None
-    digests = [digest for name in SPLIT_PARTS for _, _, digest in split.part(name)]
-    if not DecodeCache().holds_array(run.pixels_paths(size, method)[0], digests, (size, size), method):
+    if not DecodeCache().holds_array(run.pixels_paths(size, method)[0], split.digests(), (size, size), method):
         logger.info("%s: its pixel array was not decoded by this machine's decode cache; decoding the images.",
                     run.path)
         return None

@@ -78,6 +78,10 @@ class Split:
         """The class index of every image, parts in order: the rows of the run's pixel array."""
         return np.array([label for name in SPLIT_PARTS for _, label, _ in self.part(name)], dtype=np.int64)
 
+    def digests(self) -> list[str]:
+        """The content sha256 of every image, parts in order: the key of the run's pixel array."""
+        return [digest for name in SPLIT_PARTS for _, _, digest in self.part(name)]
+
     def rows(self, name: str) -> slice:
         """Where one part's images are in the run's pixel array."""
         start = sum(len(self.part(other)) for other in SPLIT_PARTS[:SPLIT_PARTS.index(name)])
