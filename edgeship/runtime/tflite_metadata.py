@@ -303,15 +303,13 @@ class MetadataDefaults:
     """What a model's standard metadata tells the runtime: defaults below a manifest and arguments."""
 
     metadata: StandardMetadata | None = None
-    label_text: str | None = None      # the label file it names
     mean: float | None = None          # set for a float input only
     std: float | None = None
 
 
-def metadata_defaults(data: bytes, graph: Graph, name: str) -> MetadataDefaults:
-    """Reads the standard metadata of the model file ``data`` (parsed as ``graph``) for
-    :func:`edgeship.runtime.model.load_model`; the label file it names comes from ``data``'s
-    appended archive.
+def metadata_defaults(graph: Graph, name: str) -> MetadataDefaults:
+    """Reads the standard metadata of a model (parsed as ``graph``) for
+    :func:`edgeship.runtime.model.load_model`.
 
     A quantized input gets no mean/std: it takes raw pixels (its scale and zero point fold the
     normalisation in), which is how MediaPipe Tasks and pycoral feed it.
@@ -323,7 +321,7 @@ def metadata_defaults(data: bytes, graph: Graph, name: str) -> MetadataDefaults:
     inputs = graph.input_tensors()
     if inputs and inputs[0].dtype in ("float32", "float16"):
         mean, std = normalization(metadata) or (None, None)
-    return MetadataDefaults(metadata, associated_label_text(data, metadata, name), mean, std)
+    return MetadataDefaults(metadata, mean, std)
 
 
 @dataclass(frozen=True)
@@ -358,9 +356,13 @@ class SelfDescription:
 
 def read_self_description(data: bytes, graph: Graph, name: str) -> SelfDescription:
     """The manifest, standard metadata and label file of the model file ``data`` (parsed as
-    ``graph``), each read once: the flatbuffer by the graph reader, the appended archive by
-    :func:`edgeship.runtime.manifest.read_archive`."""
+    ``graph``): the flatbuffer read by the graph reader, the appended archive by
+    :func:`edgeship.runtime.manifest.read_archive`, and the label file the metadata names only
+    when the manifest brings no labels (third-party files)."""
     files = read_archive(data, name)
-    standard = metadata_defaults(data, graph, name)
-    text = files.label_text if standard.label_text is None else standard.label_text
+    standard = metadata_defaults(graph, name)
+    text = None
+    if not (files.manifest is not None and files.manifest.labels):
+        named = associated_label_text(data, standard.metadata, name) if standard.metadata is not None else None
+        text = files.label_text if named is None else named
     return SelfDescription(name, graph.num_classes, files.manifest, standard, text)
